@@ -1,0 +1,165 @@
+"""Gradient checks by centred finite differences.
+
+A backward pass returns the vector-Jacobian product ``J^T g``: the gradient of the scalar
+``sum(g * f(x))`` for a fixed random ``g``. ``numerical_vjp`` computes the same thing by
+nudging one element of ``x`` at a time,
+
+    d/dx_i sum(g * f(x)) ~ (sum(g * f(x + eps e_i)) - sum(g * f(x - eps e_i))) / (2 eps),
+
+which is exact up to rounding for functions that are (bi)linear on [x_i - eps, x_i + eps],
+as bilinear interpolation is inside a cell. Keep sample points further than ``eps`` from
+integer coordinates, where the interpolation has kinks.
+"""
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+
+def numerical_vjp(f, x, grad_output, eps=1e-6):
+    """Centred-difference gradient of ``sum(grad_output * f(x))`` with respect to ``x``.
+
+    Parameters
+    ----------
+    f : callable taking an array shaped like ``x`` and returning an array shaped like
+        ``grad_output``.
+    x : ndarray (float64 recommended)
+    grad_output : ndarray
+    eps : float
+
+    Returns
+    -------
+    ndarray shaped like ``x``, float64.
+    """
+    x = np.array(x, copy=True)
+    flat = x.reshape(-1)
+    grad = np.zeros(x.shape, np.float64)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = np.sum(grad_output * f(x), dtype=np.float64)
+        flat[i] = saved - eps
+        minus = np.sum(grad_output * f(x), dtype=np.float64)
+        flat[i] = saved
+        grad.flat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def rel_error(a, b):
+    """max |a - b| / max(max |a|, max |b|): an error relative to the gradient's scale.
+
+    0 when both are all zeros; NaN anywhere gives NaN (a failure for any tolerance).
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.size == 0 and b.size == 0:
+        return 0.0
+    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
+    diff = np.max(np.abs(a - b))
+    if math.isnan(scale) or math.isnan(diff):
+        return math.nan
+    return 0.0 if scale == 0 else float(diff / scale)
+
+
+class GradCheckRow(NamedTuple):
+    op: str
+    input: str
+    max_rel_error: float
+    passed: bool
+
+
+def check_gradients(forward, backward, inputs, params=None, wrt=None, *, op=None, target=None,
+                    eps=1e-6, tol=1e-6, seed=0):
+    """Compare every gradient of ``backward`` with ``numerical_vjp`` of ``forward``.
+
+    Parameters
+    ----------
+    forward, backward : an op and its ``*_backward`` (e.g. ``deform_conv2d`` and
+        ``deform_conv2d_backward``).
+    inputs : dict name -> ndarray or None, the op's array arguments (float64 recommended).
+    params : dict of its other keyword arguments (stride, padding_mode, ...).
+    wrt : names of the inputs to check; default: every gradient the backward returns.
+    op : the name shown in the rows; default ``forward.__name__``.
+    target : passed to both functions.
+
+    Returns
+    -------
+    list of GradCheckRow(op, input, max_rel_error, passed), one per checked input.
+    """
+    params = dict(params or {})
+    params["target"] = target
+    out = forward(**inputs, **params)
+    rng = np.random.default_rng(seed)
+    grad_output = rng.standard_normal(out.shape).astype(out.dtype)
+    analytic = backward(grad_output, **inputs, **params)
+    if wrt is None:
+        wrt = [name for name in analytic._fields if getattr(analytic, name) is not None]
+    rows = []
+    for name in wrt:
+        def f(value, name=name):
+            return forward(**{**inputs, name: value}, **params)
+
+        numeric = numerical_vjp(f, inputs[name], grad_output, eps)
+        err = rel_error(getattr(analytic, name), numeric)
+        rows.append(GradCheckRow(op or forward.__name__, name, err, bool(err <= tol)))
+    return rows
+
+
+# -- the standard cases of `dcn-ref gradcheck` ------------------------------------------
+
+def off_kink(rng, shape, low, high, margin=0.1):
+    """Random values in [low, high) whose fractional part stays ``margin`` from integers."""
+    whole = rng.integers(math.floor(low), math.ceil(high), size=shape)
+    return whole + rng.uniform(margin, 1 - margin, size=shape)
+
+
+def standard_cases(seed=0):
+    """[(op name, forward, backward, inputs, params)]: one small float64 case per op and
+    mode, with groups, offset groups, masks, strides and samples outside the image."""
+    from . import ops
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    image = rng.standard_normal((2, 5, 6))
+    coords = off_kink(rng, (2, 24, 2), -2.5, 7.5)
+    for mode in ("zeros", "border"):
+        cases.append((f"bilinear_sample[{mode}]", ops.bilinear_sample, ops.bilinear_sample_backward,
+                      {"image": image, "coords": coords}, {"padding_mode": mode}))
+    x = rng.standard_normal((2, 3, 5, 4))
+    offset = off_kink(rng, (2, 6, 5, 4), -3, 3)
+    for mode in ("border", "zeros"):
+        cases.append((f"offset_sample[{mode}]", ops.offset_sample, ops.offset_sample_backward,
+                      {"input": x, "offset": offset}, {"padding_mode": mode}))
+    x = rng.standard_normal((2, 4, 6, 5))
+    weight = rng.standard_normal((6, 2, 3, 2))
+    bias = rng.standard_normal(6)
+    conv = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}
+    cases.append(("conv2d", ops.conv2d, ops.conv2d_backward,
+                  {"input": x, "weight": weight, "bias": bias}, {**conv, "groups": 2}))
+    out_h, out_w = ops.conv2d(x, weight, None, groups=2, **conv).shape[2:]
+    G, K = 2, 6
+    offset = off_kink(rng, (2, 2 * G * K, out_h, out_w), -2.5, 2.5)
+    mask = rng.uniform(0.2, 1.0, (2, G * K, out_h, out_w))
+    cases.append(("deform_conv2d[v1]", ops.deform_conv2d, ops.deform_conv2d_backward,
+                  {"input": x, "offset": offset, "weight": weight, "bias": bias}, conv))
+    cases.append(("deform_conv2d[v2]", ops.deform_conv2d, ops.deform_conv2d_backward,
+                  {"input": x, "offset": offset, "weight": weight, "bias": bias, "mask": mask},
+                  conv))
+    return cases
+
+
+def check_all(target="cpu", tol=1e-6, seed=0):
+    """Run ``check_gradients`` on every standard case; a list of GradCheckRow."""
+    rows = []
+    for name, forward, backward, inputs, params in standard_cases(seed):
+        rows += check_gradients(forward, backward, inputs, params, op=name, target=target, tol=tol)
+    return rows
+
+
+def format_table(rows):
+    """The rows as a plain-text table."""
+    lines = [f"{'op':<24} {'input':<8} {'max rel. error':>15}  result"]
+    for r in rows:
+        lines.append(f"{r.op:<24} {r.input:<8} {r.max_rel_error:>15.2e}  "
+                     f"{'pass' if r.passed else 'FAIL'}")
+    return "\n".join(lines)

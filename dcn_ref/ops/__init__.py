@@ -1,0 +1,13 @@
+"""The ops of dcn_ref (contract: SPEC.md). Each op ``f`` has ``f_backward(grad_output,
+<the inputs of f>)`` returning a NamedTuple of gradients named after the inputs."""
+from .bilinear_sample import BilinearSampleGrads, bilinear_sample, bilinear_sample_backward
+from .conv2d import Conv2dGrads, conv2d, conv2d_backward
+from .deform_conv2d import DeformConv2dGrads, deform_conv2d, deform_conv2d_backward
+from .offset_sample import OffsetSampleGrads, offset_sample, offset_sample_backward
+
+__all__ = [
+    "bilinear_sample", "bilinear_sample_backward", "BilinearSampleGrads",
+    "conv2d", "conv2d_backward", "Conv2dGrads",
+    "deform_conv2d", "deform_conv2d_backward", "DeformConv2dGrads",
+    "offset_sample", "offset_sample_backward", "OffsetSampleGrads",
+]

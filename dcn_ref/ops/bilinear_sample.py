@@ -1,0 +1,111 @@
+"""bilinear_sample: read images at fractional (y, x) points."""
+from typing import NamedTuple
+
+from .. import sampling
+from ..targets import Call
+from . import _args
+
+# Each point is one tap of a grid collapsed onto the origin (stride = dilation = 0), so the
+# engine's "offset" of a point is its coordinate: (kw, out_w, stride, pad, dilation).
+_POINT_GRID = (1, 1, 0, 0, 0, 0, 0, 0)
+
+
+class BilinearSampleGrads(NamedTuple):
+    image: object
+    coords: object
+
+
+def _check(image, coords, padding_mode, grad_output=None):
+    image = _args.float_array(image, "image", 3, "(B, H, W)")
+    coords = _args.float_array(coords, "coords", 3, "(B, P, 2)")
+    B, H, W = image.shape
+    if H < 1 or W < 1:
+        raise ValueError(f"image: expected a positive height and width, got shape {tuple(image.shape)}")
+    if coords.shape[0] != B or coords.shape[2] != 2:
+        raise ValueError(f"coords: expected shape ({B}, P, 2) (B, P, (y, x)), got {tuple(coords.shape)}")
+    mode = _args.padding_mode(padding_mode, sampling.PADDING_MODES)
+    if grad_output is not None:
+        grad_output = _args.float_array(grad_output, "grad_output", 2, "(B, P)")
+        _args.expect_shape(grad_output, "grad_output", (B, coords.shape[1]), "(B, P)")
+    _args.same_dtype(image=image, coords=coords, grad_output=grad_output)
+    return image, coords, mode, grad_output
+
+
+def bilinear_sample(image, coords, padding_mode="zeros", *, target=None):
+    """Sample each image at fractional points with bilinear interpolation.
+
+    Parameters
+    ----------
+    image : ndarray of shape (B, H, W)
+    coords : ndarray of shape (B, P, 2)
+        ``coords[b, p] = (y, x)`` in pixels, pixel centres at integers (scipy.ndimage's
+        convention).
+    padding_mode : "zeros" or "border"
+        "zeros": the image is surrounded by zeros and interpolation continues across the
+        edge, so points with y <= -1, y >= H, x <= -1 or x >= W give 0. Equals
+        ``scipy.ndimage.map_coordinates(image[b], coords[b].T, order=1,
+        mode="grid-constant")``.
+        "border": the point is clamped into [0, H-1] x [0, W-1] first (as the Keras
+        ConvOffset2D layer does); equals ``map_coordinates(..., order=1, mode="nearest")``.
+    target : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    out : ndarray of shape (B, P)
+
+    Notes
+    -----
+    With ``(y0, x0) = floor(y, x)`` and ``(ly, lx) = (y - y0, x - x0)``:
+    ``out = (1-ly)(1-lx) I[y0, x0] + (1-ly) lx I[y0, x0+1] + ly (1-lx) I[y0+1, x0]
+    + ly lx I[y0+1, x0+1]``. NaN points give 0.
+    """
+    call = Call(target, (image, coords))
+    image, coords, mode, _ = _check(image, coords, padding_mode)
+    B, H, W = image.shape
+    P = coords.shape[1]
+    be = call.backend
+    image4 = call.put(image).reshape(B, 1, H, W)      # (Q=B, Cq=1, H, W)
+    offset4 = call.put(coords).reshape(B, P, 2, 1)    # (Q=B, K=P, 2, L=1)
+    columns = be.empty((B, 1, P, 1), image.dtype)     # (Q, Cq, K, L)
+    be.deform_im2col(image4, offset4, None, mode, _POINT_GRID, columns)
+    return call.get(columns.reshape(B, P))
+
+
+def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *,
+                             target=None, deterministic=False):
+    """Gradients of a scalar loss with respect to ``image`` and ``coords``.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (B, P)
+        d loss / d out.
+    image, coords, padding_mode, target : as in ``bilinear_sample``.
+    deterministic : bool
+        On the CUDA target, gather instead of scattering with atomics so that two runs
+        are bitwise equal. The CPU is always deterministic.
+
+    Returns
+    -------
+    BilinearSampleGrads(image (B, H, W), coords (B, P, 2))
+
+    Notes
+    -----
+    d out / d I[corner] is that corner's weight, so the image gradient scatters
+    ``grad_output`` back to the four corners. ``d out / d y = (1-lx)(I[y0+1, x0] - I[y0, x0])
+    + lx (I[y0+1, x0+1] - I[y0, x0+1])`` inside a cell (right derivative at integers),
+    and 0 where "border" clamped y. NaN points get zero gradient.
+    """
+    call = Call(target, (grad_output, image, coords))
+    image, coords, mode, grad_output = _check(image, coords, padding_mode, grad_output)
+    B, H, W = image.shape
+    P = coords.shape[1]
+    be = call.backend
+    image4 = call.put(image).reshape(B, 1, H, W)
+    offset4 = call.put(coords).reshape(B, P, 2, 1)
+    grad_columns = call.put(grad_output).reshape(B, 1, P, 1)
+    grad_image = be.zeros((B, 1, H, W), image.dtype)
+    be.deform_col2im(grad_columns, offset4, None, mode, _POINT_GRID, grad_image, deterministic)
+    grad_coords = be.empty((B, P, 2, 1), image.dtype)
+    be.deform_coord_grad(grad_columns, image4, offset4, None, mode, _POINT_GRID, grad_coords, None)
+    return BilinearSampleGrads(image=call.get(grad_image.reshape(B, H, W)),
+                               coords=call.get(grad_coords.reshape(B, P, 2)))

@@ -1,0 +1,147 @@
+"""conv2d: plain 2-d convolution (cross-correlation) as im2col + GEMM."""
+import numbers
+from typing import NamedTuple
+
+from ..targets import Call
+from . import _args, _conv
+
+
+class Conv2dGrads(NamedTuple):
+    input: object
+    weight: object
+    bias: object
+
+
+def check_conv_args(input, weight, bias, stride, padding, dilation, groups=None):
+    """Check the arguments a plain and a deformable convolution share.
+
+    Returns (input, weight, bias, stride, padding, dilation, groups, out_h, out_w).
+    ``groups=None`` means "derive it as C_in // weight.shape[1]" (deform_conv2d).
+    """
+    input = _args.float_array(input, "input", 4, "(N, C_in, H, W)")
+    weight = _args.float_array(weight, "weight", 4, "(C_out, C_in/groups, kh, kw)")
+    if bias is not None:
+        bias = _args.float_array(bias, "bias", 1, "(C_out,)")
+    stride = _args.pair(stride, "stride", 1)
+    padding = _args.pair(padding, "padding", 0)
+    dilation = _args.pair(dilation, "dilation", 1)
+    N, c_in, H, W = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    if kh < 1 or kw < 1 or c_per_group < 1:
+        raise ValueError(f"weight: expected positive C_in/groups, kh and kw, got shape {tuple(weight.shape)}")
+    if groups is None:
+        if c_in % c_per_group:
+            raise ValueError(f"weight: expected weight.shape[1] to divide C_in = {c_in} (groups = "
+                             f"C_in / weight.shape[1]), got weight.shape[1] = {c_per_group}")
+        groups = c_in // c_per_group
+    else:
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+            raise ValueError(f"groups: expected a positive int, got {groups!r}")
+        groups = int(groups)
+        if c_in % groups or c_in // groups != c_per_group:
+            raise ValueError(f"weight: expected shape[1] = C_in/groups = {c_in}/{groups}, got "
+                             f"weight shape {tuple(weight.shape)}")
+    if c_out % groups:
+        raise ValueError(f"weight: expected C_out (weight.shape[0]) divisible by groups = {groups}, "
+                         f"got {c_out}")
+    if bias is not None:
+        _args.expect_shape(bias, "bias", (c_out,), "(C_out,)")
+    out_h, out_w = _args.conv_output_size(H, W, kh, kw, stride, padding, dilation)
+    return input, weight, bias, stride, padding, dilation, groups, out_h, out_w
+
+
+def _check(input, weight, bias, stride, padding, dilation, groups, grad_output=None):
+    checked = check_conv_args(input, weight, bias, stride, padding, dilation, groups)
+    input, weight, bias, stride, padding, dilation, groups, out_h, out_w = checked
+    if grad_output is not None:
+        grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)")
+        expected = (input.shape[0], weight.shape[0], out_h, out_w)
+        _args.expect_shape(grad_output, "grad_output", expected, "(N, C_out, H_out, W_out)")
+    _args.same_dtype(input=input, weight=weight, bias=bias, grad_output=grad_output)
+    kh, kw = weight.shape[2:]
+    grid = (kh, kw, out_h, out_w) + stride + padding + dilation
+    return input, weight, bias, groups, grid, grad_output
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, target=None):
+    """2-d convolution with the semantics of ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C_in, H, W)
+    weight : ndarray of shape (C_out, C_in/groups, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride, padding, dilation : int or (h, w) pair
+    groups : int, dividing C_in and C_out
+    target : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    out : ndarray of shape (N, C_out, H_out, W_out),
+        ``H_out = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (W_out alike).
+
+    Notes
+    -----
+    ``out[n, o, oy, ox] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x[n, g*C_in/groups + c,
+    oy*stride_h - pad_h + i*dilation_h, ox*stride_w - pad_w + j*dilation_w]`` with zero
+    padding, where g = o // (C_out/groups). Computed as im2col then one GEMM per group.
+    """
+    call = Call(target, (input, weight, bias))
+    input, weight, bias, groups, grid, _ = _check(input, weight, bias, stride, padding,
+                                                  dilation, groups)
+    N, c_in, H, W = input.shape
+    kh, kw, out_h, out_w = grid[:4]
+    be = call.backend
+    x = call.put(input)
+
+    def make_columns(n0, n1, columns):
+        be.im2col(x[n0:n1], grid, columns)
+
+    out = _conv.forward(be, make_columns, call.put(weight), call.put(bias), N, c_in, kh * kw,
+                        out_h * out_w, groups)
+    return call.get(out.reshape(N, weight.shape[0], out_h, out_w))
+
+
+def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1,
+                    groups=1, *, target=None, deterministic=False):
+    """Gradients of a scalar loss with respect to ``input``, ``weight`` and ``bias``.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (N, C_out, H_out, W_out)
+    input, weight, bias, stride, padding, dilation, groups, target : as in ``conv2d``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    Conv2dGrads(input (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw), bias (C_out,)
+    or None when no bias was given)
+
+    Notes
+    -----
+    With columns X (the im2col matrix) and out = W X + b:
+    ``dW = dout X^T``, ``db = sum of dout over images and pixels``, and
+    ``dx = col2im(W^T dout)``, which adds each column entry back to the pixel it was copied from.
+    """
+    call = Call(target, (grad_output, input, weight, bias))
+    input, weight, bias, groups, grid, grad_output = _check(
+        input, weight, bias, stride, padding, dilation, groups, grad_output)
+    N, c_in, H, W = input.shape
+    kh, kw, out_h, out_w = grid[:4]
+    be = call.backend
+    x = call.put(input)
+    grad_input = be.zeros((N, c_in, H, W), input.dtype)
+
+    def make_columns(n0, n1, columns):
+        be.im2col(x[n0:n1], grid, columns)
+
+    def scatter_columns(n0, n1, grad_columns):
+        be.col2im(grad_columns, grid, grad_input[n0:n1], deterministic)
+
+    grad_out = call.put(grad_output).reshape(N, weight.shape[0], out_h * out_w)
+    grad_weight, grad_bias = _conv.backward(be, make_columns, scatter_columns, grad_out,
+                                            call.put(weight), bias is not None, c_in, kh * kw,
+                                            groups)
+    return Conv2dGrads(input=call.get(grad_input), weight=call.get(grad_weight),
+                       bias=call.get(grad_bias))

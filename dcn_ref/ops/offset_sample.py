@@ -1,0 +1,98 @@
+"""offset_sample: the resampling step of the Keras ConvOffset2D layer."""
+from typing import NamedTuple
+
+from .. import sampling
+from ..targets import Call
+from . import _args
+
+# A 1x1 "kernel" with stride 1 and no padding: tap 0 of pixel (i, j) sits at (i, j).
+def _identity_grid(width):
+    return (1, width, 1, 1, 0, 0, 1, 1)  # (kw, out_w, stride, pad, dilation)
+
+
+class OffsetSampleGrads(NamedTuple):
+    input: object
+    offset: object
+
+
+def _check(input, offset, padding_mode, grad_output=None):
+    input = _args.float_array(input, "input", 4, "(N, C, H, W)")
+    offset = _args.float_array(offset, "offset", 4, "(N, 2C, H, W)")
+    N, C, H, W = input.shape
+    _args.expect_shape(offset, "offset", (N, 2 * C, H, W), "(N, 2C, H, W): channel 2c = dy, 2c+1 = dx")
+    mode = _args.padding_mode(padding_mode, sampling.PADDING_MODES)
+    if grad_output is not None:
+        grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C, H, W)")
+        _args.expect_shape(grad_output, "grad_output", (N, C, H, W), "(N, C, H, W)")
+    _args.same_dtype(input=input, offset=offset, grad_output=grad_output)
+    return input, offset, mode, grad_output
+
+
+def offset_sample(input, offset, padding_mode="border", *, target=None):
+    """Move every pixel of every channel by its own learned (dy, dx): ConvOffset2D's resampling.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C, H, W)
+    offset : ndarray of shape (N, 2C, H, W)
+        Channel 2c is dy and channel 2c+1 is dx for input channel c.
+    padding_mode : "border" (default, as the Keras layer, which clips coordinates) or "zeros"
+    target : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    out : ndarray of shape (N, C, H, W)
+        ``out[n, c, i, j] = bilinear(input[n, c], i + dy[n, c, i, j], j + dx[n, c, i, j])``.
+
+    Notes
+    -----
+    This is a deformable im2col with a 1x1 kernel and one offset group per channel. The
+    Keras layer's own layout pairs offsets differently (it reshapes (b, h, w, 2c) into
+    (b*c, h, w, 2)); here the pairing is explicit.
+    """
+    call = Call(target, (input, offset))
+    input, offset, mode, _ = _check(input, offset, padding_mode)
+    N, C, H, W = input.shape
+    be = call.backend
+    image = call.put(input).reshape(N * C, 1, H, W)          # (Q, Cq=1, H, W)
+    offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)   # (Q, K=1, 2, L)
+    out = be.empty((N * C, 1, 1, H * W), input.dtype)        # (Q, Cq, K, L)
+    be.deform_im2col(image, offset4, None, mode, _identity_grid(W), out)
+    return call.get(out.reshape(N, C, H, W))
+
+
+def offset_sample_backward(grad_output, input, offset, padding_mode="border", *, target=None,
+                           deterministic=False):
+    """Gradients of a scalar loss with respect to ``input`` and ``offset``.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (N, C, H, W)
+    input, offset, padding_mode, target : as in ``offset_sample``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    OffsetSampleGrads(input (N, C, H, W), offset (N, 2C, H, W))
+
+    Notes
+    -----
+    As for ``bilinear_sample``: the input gradient scatters each output's gradient to the
+    four pixels it read; the offset gradient is grad_output times the bilinear derivative
+    (0 where "border" clamped the coordinate).
+    """
+    call = Call(target, (grad_output, input, offset))
+    input, offset, mode, grad_output = _check(input, offset, padding_mode, grad_output)
+    N, C, H, W = input.shape
+    be = call.backend
+    image = call.put(input).reshape(N * C, 1, H, W)
+    offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)
+    grad_columns = call.put(grad_output).reshape(N * C, 1, 1, H * W)
+    grid = _identity_grid(W)
+    grad_input = be.zeros((N * C, 1, H, W), input.dtype)
+    be.deform_col2im(grad_columns, offset4, None, mode, grid, grad_input, deterministic)
+    grad_offset = be.empty((N * C, 1, 2, H * W), input.dtype)
+    be.deform_coord_grad(grad_columns, image, offset4, None, mode, grid, grad_offset, None)
+    return OffsetSampleGrads(input=call.get(grad_input.reshape(N, C, H, W)),
+                             offset=call.get(grad_offset.reshape(N, 2 * C, H, W)))

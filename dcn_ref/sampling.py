@@ -1,0 +1,138 @@
+"""The scalar maths of deformable sampling, written once for both targets.
+
+Every op in dcn_ref reads an image at fractional points with bilinear interpolation.
+The functions here are plain Python on scalars (and, for ``bilinear_*``, one 4-d
+array). ``register_jitable`` leaves each one an ordinary Python function and tells Numba
+to compile it for whichever target calls it: the CPU kernels of ``dcn_ref.cpu``
+(``numba.njit``) and the GPU kernels of ``dcn_ref.cuda`` (``numba.cuda.jit``) call the
+very same lines, and so does Numba's CUDA simulator, which runs them as Python.
+
+Where a tap samples
+-------------------
+Tap ``k = i*kw + j`` of output pixel ``l = oy*out_w + ox`` looks at
+
+    y = oy*stride_h - pad_h + i*dilation_h + dy
+    x = ox*stride_w - pad_w + j*dilation_w + dx
+
+(``grid_point`` gives the part without the learned offset ``(dy, dx)``).
+
+Bilinear interpolation
+----------------------
+A point (y, x) lies in the cell with top-left corner ``(y0, x0) = (floor(y), floor(x))``
+at fractions ``ly = y - y0`` and ``lx = x - x0``. Its value is the weighted sum of
+the four corners,
+
+    v = (1-ly)(1-lx) I[y0, x0] + (1-ly) lx I[y0, x0+1] + ly (1-lx) I[y0+1, x0] + ly lx I[y0+1, x0+1],
+
+where a corner outside the image contributes nothing ("zeros" padding). Inside one
+cell v is bilinear, so
+
+    dv/dy = (1-lx) (I[y0+1, x0] - I[y0, x0]) + lx (I[y0+1, x0+1] - I[y0, x0+1])
+
+and likewise for x. At integer coordinates v has kinks; taking the cell
+``[floor(y), floor(y)+1]`` there makes every derivative the *right* derivative
+(torchvision's convention).
+
+Padding modes
+-------------
+ZEROS:  the image is surrounded by zeros. Points with y < -1, y >= H, x < -1 or
+        x >= W touch no pixel: value 0, gradient 0. (At y = -1 exactly the value is
+        0 too and the right derivative comes from the cell [-1, 0].)
+BORDER: the point is first clamped into [0, H-1] x [0, W-1]; the derivative of the
+        clamp is 1 strictly inside and 0 where it clamped (right derivative again:
+        1 at y = 0, 0 at y = H-1).
+NaN coordinates touch no pixel in either mode; +-inf lands far outside (ZEROS) or on
+the edge (BORDER). The range test comes before ``floor``, so no huge number is ever
+turned into an index.
+"""
+import math
+
+from numba.extending import register_jitable
+
+ZEROS = 0
+BORDER = 1
+PADDING_MODES = {"zeros": ZEROS, "border": BORDER}
+
+
+@register_jitable
+def grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """Where tap ``k`` of output pixel ``l`` samples before its offset: (y, x) as ints."""
+    i = k // kw
+    j = k - i * kw
+    oy = l // out_w
+    ox = l - oy * out_w
+    return oy * stride_h - pad_h + i * dilation_h, ox * stride_w - pad_w + j * dilation_w
+
+
+@register_jitable
+def locate(y, x, height, width, mode):
+    """Find the interpolation cell of the point (y, x).
+
+    Returns ``(inside, y0, x0, ly, lx, jy, jx)``:
+      inside  False when the point touches no pixel (value 0, gradient 0);
+      y0, x0  the cell's top-left corner (ints);
+      ly, lx  the point's fractions inside the cell, in [0, 1);
+      jy, jx  d(coordinate used)/d(coordinate given): 1.0, or 0.0 where BORDER clamped.
+    """
+    if mode == BORDER:
+        if not (y == y and x == x):  # NaN
+            return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+        jy = 1.0 if 0.0 <= y < height - 1 else 0.0
+        jx = 1.0 if 0.0 <= x < width - 1 else 0.0
+        y = min(max(y, 0.0), height - 1.0)
+        x = min(max(x, 0.0), width - 1.0)
+    else:
+        if not (-1.0 <= y < height and -1.0 <= x < width):  # also False for NaN
+            return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+        jy = 1.0
+        jx = 1.0
+    y0 = math.floor(y)
+    x0 = math.floor(x)
+    return True, y0, x0, y - y0, x - x0, jy, jx
+
+
+@register_jitable
+def corner(k, y0, x0, ly, lx):
+    """Corner ``k`` (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of a cell.
+
+    Returns ``(row, col, w, dw_dly, dw_dlx)``: the pixel, its interpolation weight and
+    the weight's derivatives with respect to the fractions.
+    """
+    down = k // 2
+    right = k - 2 * down
+    wy = ly if down else 1.0 - ly
+    wx = lx if right else 1.0 - lx
+    sy = 1.0 if down else -1.0  # d wy / d ly
+    sx = 1.0 if right else -1.0  # d wx / d lx
+    return y0 + down, x0 + right, wy * wx, sy * wx, wy * sx
+
+
+@register_jitable
+def bilinear_value(image, q, c, y0, x0, ly, lx):
+    """Interpolated value of plane ``image[q, c]`` (an array (Q, C, H, W)) in a located cell."""
+    height = image.shape[2]
+    width = image.shape[3]
+    v = 0.0
+    for k in range(4):
+        r, s, w, _, _ = corner(k, y0, x0, ly, lx)
+        if 0 <= r < height and 0 <= s < width:
+            v += w * image[q, c, r, s]
+    return v
+
+
+@register_jitable
+def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
+    """The value and its derivatives with respect to the fractions: (v, dv/dly, dv/dlx)."""
+    height = image.shape[2]
+    width = image.shape[3]
+    v = 0.0
+    gy = 0.0
+    gx = 0.0
+    for k in range(4):
+        r, s, w, wy, wx = corner(k, y0, x0, ly, lx)
+        if 0 <= r < height and 0 <= s < width:
+            pixel = image[q, c, r, s]
+            v += w * pixel
+            gy += wy * pixel
+            gx += wx * pixel
+    return v, gy, gx
