@@ -1,20 +1,37 @@
-"""The scalar maths of deformable sampling, written once for both targets.
+"""The maths of deformable sampling, written once for both targets.
 
 Every op in dcn_ref reads an image at fractional points with bilinear interpolation.
-The functions here are plain Python on scalars (and, for ``bilinear_*``, one 4-d
-array). ``register_jitable`` leaves each one an ordinary Python function and tells Numba
-to compile it for whichever target calls it: the CPU kernels of ``dcn_ref.cpu``
+The functions here are plain Python on scalars and single array elements.
+``register_jitable`` leaves each one an ordinary Python function and tells Numba to
+compile it for whichever target calls it: the CPU kernels of ``dcn_ref.cpu``
 (``numba.njit``) and the GPU kernels of ``dcn_ref.cuda`` (``numba.cuda.jit``) call the
-very same lines, and so does Numba's CUDA simulator, which runs them as Python.
+very same lines, and so does Numba's CUDA simulator, which runs them as Python. The
+targets differ only in how they walk over the elements (a ``prange`` loop, a thread
+each) and in how they add into shared memory (``+=``, ``cuda.atomic.add``).
 
-Where a tap samples
+The sampling engine
 -------------------
-Tap ``k = i*kw + j`` of output pixel ``l = oy*out_w + ox`` looks at
+One engine serves every sampling op. It reads ``Q`` sampling planes; the ``Cq``
+channels of a plane share one set of sample points (an offset group):
+
+    image    (Q, Cq, H, W)
+    offset   (Q, K, 2, L)     offset[q, k, 0, l] = dy, offset[q, k, 1, l] = dx
+    mask     (Q, K, L)        multiplies each sample (DCNv2); read only when use_mask
+    columns  (Q, Cq, K, L)    columns[q, c, k, l] = mask[q, k, l] * bilinear(image[q, c], y, x)
+    grid     (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w), ints
+
+Tap ``k = i*kw + j`` of output pixel ``l = oy*out_w + ox`` samples at
 
     y = oy*stride_h - pad_h + i*dilation_h + dy
     x = ox*stride_w - pad_w + j*dilation_w + dx
 
-(``grid_point`` gives the part without the learned offset ``(dy, dx)``).
+How the ops map onto it (``dcn_ref.ops`` does the reshapes, all of them views):
+    deform_conv2d    Q = N*G offset groups, Cq = C/G, K = kh*kw, L = H_out*W_out;
+                     columns viewed as (N, C*K, L) is the im2col matrix of the GEMM.
+    offset_sample    Q = N*C, Cq = 1, K = 1, L = H*W: a 1x1 "kernel" with stride 1.
+    bilinear_sample  Q = B, Cq = 1, K = P, L = 1: each point is a tap of a grid
+                     collapsed onto the origin (stride = dilation = 0), so its offset is
+                     the coordinate itself.
 
 Bilinear interpolation
 ----------------------
@@ -53,6 +70,8 @@ ZEROS = 0
 BORDER = 1
 PADDING_MODES = {"zeros": ZEROS, "border": BORDER}
 
+
+# -- one point ------------------------------------------------------------------------
 
 @register_jitable
 def grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
@@ -136,3 +155,48 @@ def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
             gy += wy * pixel
             gx += wx * pixel
     return v, gy, gx
+
+
+# -- one element of the engine ----------------------------------------------------------
+
+@register_jitable
+def tap_cell(offset, q, k, l, height, width, mode, grid):
+    """``locate`` the sample point of tap k of output pixel l in plane q."""
+    kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    base_y, base_x = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
+                                dilation_h, dilation_w)
+    return locate(base_y + offset[q, k, 0, l], base_x + offset[q, k, 1, l], height, width, mode)
+
+
+@register_jitable
+def column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l):
+    """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
+    inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, image.shape[2], image.shape[3],
+                                            mode, grid)
+    v = bilinear_value(image, q, c, y0, x0, ly, lx) if inside else 0.0
+    if use_mask:
+        v *= mask[q, k, l]
+    return v
+
+
+@register_jitable
+def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k, l):
+    """Gradients of tap k of pixel l in plane q: (d/d dy, d/d dx, d/d mask).
+
+    d columns[q, c, k, l] / d dy = mask * jy * dv/dly, summed over the Cq channels that
+    share the sample point; d columns / d mask = the unmasked sample.
+    """
+    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, image.shape[2], image.shape[3],
+                                              mode, grid)
+    sum_y = 0.0
+    sum_x = 0.0
+    sum_v = 0.0
+    if inside:
+        for c in range(image.shape[1]):
+            g = grad_columns[q, c, k, l]
+            v, v_y, v_x = bilinear_value_and_grad(image, q, c, y0, x0, ly, lx)
+            sum_y += g * v_y
+            sum_x += g * v_x
+            sum_v += g * v
+    m = mask[q, k, l] if use_mask else 1.0
+    return m * jy * sum_y, m * jx * sum_x, sum_v

@@ -5,7 +5,7 @@ from scipy import ndimage, signal
 
 from dcn_ref import ops, reference
 
-from conftest import assert_close
+from helpers import assert_close
 
 SCIPY_MODE = {"zeros": "grid-constant", "border": "nearest"}
 

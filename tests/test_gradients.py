@@ -9,7 +9,7 @@ import pytest
 from dcn_ref import ops
 from dcn_ref.gradcheck import check_gradients, numerical_vjp, off_kink, rel_error
 
-from conftest import deform_case
+from helpers import deform_case
 
 TOL = 1e-6
 

@@ -5,7 +5,7 @@ import pytest
 
 from dcn_ref import ops
 
-from conftest import deform_case
+from helpers import deform_case
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1e300, -3e9]
 

@@ -4,7 +4,7 @@ import pytest
 
 from dcn_ref import ops
 
-from conftest import assert_close
+from helpers import assert_close
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])

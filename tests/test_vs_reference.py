@@ -5,7 +5,7 @@ import pytest
 from dcn_ref import ops, reference
 from dcn_ref.gradcheck import off_kink
 
-from conftest import assert_close, random_deform_case
+from helpers import assert_close, random_deform_case
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
 

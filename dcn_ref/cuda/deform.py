@@ -1,0 +1,73 @@
+"""Deformable im2col and its adjoints as CUDA kernels: one thread per element.
+
+The engine, its layouts and the per-element maths are in ``dcn_ref/sampling.py``, the
+same functions the CPU kernels call. Threads are numbered in the order of the output's
+memory (l fastest), so neighbouring threads write neighbouring addresses.
+"""
+from numba import cuda
+
+from ..sampling import column_value, corner, tap_cell, tap_coord_grad
+
+
+@cuda.jit
+def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
+    """Thread (q, c, k, l) writes columns[q, c, k, l]."""
+    Q, Cq = image.shape[:2]
+    K, L = offset.shape[1], offset.shape[3]
+    idx = cuda.grid(1)
+    if idx >= Q * Cq * K * L:
+        return
+    l = idx % L
+    k = (idx // L) % K
+    c = (idx // (L * K)) % Cq
+    q = idx // (L * K * Cq)
+    columns[q, c, k, l] = column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l)
+
+
+@cuda.jit
+def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, grid, grad_image):
+    """Thread (q, c, k, l) adds its share to the four pixels it read, with atomics.
+
+    Many threads hit the same pixel. atomicAdd makes each addition safe but leaves their
+    order to the scheduler, so float sums can differ in the last bits from run to run;
+    ``dcn_ref/cuda/deterministic.py`` gathers instead.
+    """
+    Q, Cq, H, W = grad_image.shape
+    K, L = offset.shape[1], offset.shape[3]
+    idx = cuda.grid(1)
+    if idx >= Q * Cq * K * L:
+        return
+    l = idx % L
+    k = (idx // L) % K
+    c = (idx // (L * K)) % Cq
+    q = idx // (L * K * Cq)
+    inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
+    if not inside:
+        return
+    g = grad_columns[q, c, k, l]
+    if use_mask:
+        g *= mask[q, k, l]
+    for corner_k in range(4):
+        r, s, w, _, _ = corner(corner_k, y0, x0, ly, lx)
+        if 0 <= r < H and 0 <= s < W:
+            cuda.atomic.add(grad_image, (q, c, r, s), w * g)
+
+
+@cuda.jit
+def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid,
+                      grad_offset, grad_mask):
+    """Thread (q, k, l) sums over the Cq channels of its sample point. No two threads
+    write the same element, so there are no atomics and no ordering question."""
+    Q = image.shape[0]
+    K, L = offset.shape[1], offset.shape[3]
+    idx = cuda.grid(1)
+    if idx >= Q * K * L:
+        return
+    l = idx % L
+    k = (idx // L) % K
+    q = idx // (L * K)
+    gy, gx, gm = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k, l)
+    grad_offset[q, k, 0, l] = gy
+    grad_offset[q, k, 1, l] = gx
+    if use_mask:
+        grad_mask[q, k, l] = gm

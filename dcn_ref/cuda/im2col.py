@@ -1,0 +1,72 @@
+"""Plain im2col and col2im for conv2d as CUDA kernels. Layouts as in
+``dcn_ref/cpu/im2col.py``: x (N, C, H, W), columns (N, C, K, L),
+grid (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
+from numba import cuda
+
+
+@cuda.jit
+def im2col(x, grid, columns):
+    """Thread (n, c, k, l) copies one input pixel (or a zero of the padding)."""
+    N, C, H, W = x.shape
+    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    K = kh * kw
+    L = out_h * out_w
+    idx = cuda.grid(1)
+    if idx >= N * C * K * L:
+        return
+    l = idx % L
+    k = (idx // L) % K
+    c = (idx // (L * K)) % C
+    n = idx // (L * K * C)
+    y = (l // out_w) * stride_h - pad_h + (k // kw) * dilation_h
+    x_ = (l % out_w) * stride_w - pad_w + (k % kw) * dilation_w
+    columns[n, c, k, l] = x[n, c, y, x_] if 0 <= y < H and 0 <= x_ < W else 0.0
+
+
+@cuda.jit
+def col2im_atomic(columns, grid, grad_x):
+    """Thread (n, c, k, l) adds its column entry to the pixel it was copied from."""
+    N, C, H, W = grad_x.shape
+    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    K = kh * kw
+    L = out_h * out_w
+    idx = cuda.grid(1)
+    if idx >= N * C * K * L:
+        return
+    l = idx % L
+    k = (idx // L) % K
+    c = (idx // (L * K)) % C
+    n = idx // (L * K * C)
+    y = (l // out_w) * stride_h - pad_h + (k // kw) * dilation_h
+    x_ = (l % out_w) * stride_w - pad_w + (k % kw) * dilation_w
+    if 0 <= y < H and 0 <= x_ < W:
+        cuda.atomic.add(grad_x, (n, c, y, x_), columns[n, c, k, l])
+
+
+@cuda.jit
+def col2im_gather(columns, grid, grad_x):
+    """Thread (n, c, y, x) sums, in tap order, the column entries copied from its pixel.
+
+    Tap (i, j) of output pixel (oy, ox) read (y, x) when y = oy*stride_h - pad_h +
+    i*dilation_h, i.e. when y + pad_h - i*dilation_h is a multiple of stride_h in range.
+    """
+    N, C, H, W = grad_x.shape
+    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    idx = cuda.grid(1)
+    if idx >= N * C * H * W:
+        return
+    x_ = idx % W
+    y = (idx // W) % H
+    c = (idx // (W * H)) % C
+    n = idx // (W * H * C)
+    total = 0.0
+    for i in range(kh):
+        ty = y + pad_h - i * dilation_h
+        if ty < 0 or ty % stride_h != 0 or ty // stride_h >= out_h:
+            continue
+        for j in range(kw):
+            tx = x_ + pad_w - j * dilation_w
+            if tx < 0 or tx % stride_w != 0 or tx // stride_w >= out_w:
+                continue
+            total += columns[n, c, i * kw + j, (ty // stride_h) * out_w + tx // stride_w]
+    grad_x[n, c, y, x_] += total

@@ -1,0 +1,17 @@
+"""How kernels are launched: one thread per element of a flat index space.
+
+Numba's simulator (NUMBA_ENABLE_CUDASIM=1) runs every thread of a block as a Python
+thread, so it gets small blocks; real GPUs get 256 threads a block.
+"""
+import numba
+
+SIMULATED = bool(numba.config.ENABLE_CUDASIM)
+THREADS_PER_BLOCK = 32 if SIMULATED else 256
+
+
+def launch(kernel, n_threads, *args):
+    """Run ``kernel`` on at least ``n_threads`` threads (each returns early past the end)."""
+    if n_threads <= 0:
+        return
+    blocks = (n_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    kernel[blocks, THREADS_PER_BLOCK](*args)

@@ -1,0 +1,46 @@
+"""Checks that need a real GPU: sizes the simulator cannot run in time, and the CLI."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dcn_ref import ops
+
+from helpers import assert_close, deform_case
+
+pytestmark = pytest.mark.gpu
+
+
+def test_realistic_deform_conv2d_equals_cpu():
+    rng = np.random.default_rng(0)
+    inputs, params = deform_case(rng, N=4, C_in=32, C_out=48, H=23, W=19, kernel=(3, 3), G=2,
+                                 groups=2, offset_scale=3.0)
+    cpu = ops.deform_conv2d(**inputs, **params)
+    assert_close(ops.deform_conv2d(**inputs, **params, target="cuda"), cpu, 1e-10, "forward")
+    g = rng.standard_normal(cpu.shape)
+    cpu_grads = ops.deform_conv2d_backward(g, **inputs, **params)
+    for deterministic in (False, True):
+        grads = ops.deform_conv2d_backward(g, **inputs, **params, target="cuda",
+                                           deterministic=deterministic)
+        for name in cpu_grads._fields:
+            assert_close(getattr(grads, name), getattr(cpu_grads, name), 1e-10, name)
+
+
+def test_deterministic_float32_is_bitwise_reproducible_on_hardware():
+    rng = np.random.default_rng(1)
+    inputs, params = deform_case(rng, N=8, C_in=16, C_out=16, H=20, W=20, kernel=(3, 3),
+                                 offset_scale=1.0, dtype=np.float32)
+    g = rng.standard_normal((8, 16, 20, 20)).astype(np.float32)
+    runs = [ops.deform_conv2d_backward(g, **inputs, **params, target="cuda", deterministic=True)
+            for _ in range(3)]
+    for name in runs[0]._fields:
+        for other in runs[1:]:
+            np.testing.assert_array_equal(getattr(runs[0], name), getattr(other, name))
+
+
+def test_gradcheck_cli_on_cuda():
+    result = subprocess.run([sys.executable, "-m", "dcn_ref", "gradcheck", "--target", "cuda"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "20 of 20 gradients pass" in result.stdout
