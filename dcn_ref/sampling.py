@@ -105,8 +105,10 @@ def locate(y, x, height, width, mode):
             return False, 0, 0, 0.0, 0.0, 0.0, 0.0
         jy = 1.0
         jx = 1.0
-    y0 = math.floor(y)
-    x0 = math.floor(x)
+    # int(): math.floor gives an int on the CPU but a float on CUDA; the range test
+    # above makes the conversion safe
+    y0 = int(math.floor(y))
+    x0 = int(math.floor(x))
     return True, y0, x0, y - y0, x - x0, jy, jx
 
 
