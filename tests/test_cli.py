@@ -1,11 +1,12 @@
 """The command line, run as a user runs it: a separate process."""
+import os
 import subprocess
 import sys
 
 
-def run(*args):
+def run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "dcn_ref", *args], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
 
 
 def test_gradcheck_prints_an_all_pass_table():
@@ -32,3 +33,12 @@ def test_bad_arguments_exit_2_with_one_line():
         assert result.returncode == 2, args
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert result.stdout == ""
+
+
+def test_gradcheck_on_cuda_without_a_gpu_exits_2_with_the_reason():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["CUDA_VISIBLE_DEVICES"] = ""          # hide any GPU this machine may have
+    result = run("gradcheck", "--target", "cuda", env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "target: 'cuda' needs" in result.stderr
