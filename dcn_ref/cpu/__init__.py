@@ -36,28 +36,48 @@ def _mask_or_dummy(mask, like):
     return (mask, True) if mask is not None else (np.zeros((1, 1, 1), like.dtype), False)
 
 
-# -- deformable sampling (layouts in dcn_ref/cpu/deform.py) ---------------------------
+# -- deformable sampling (the engine of dcn_ref/sampling.py, kernels in cpu/deform.py) --
 # Outputs are allocated by the caller; the *col2im functions add into theirs.
+
+def _plan(offset, mode, grid, height, width, dtype):
+    """Every tap's four corners: flat pixel index (-1: padding), weight, d weight/d (dy, dx)."""
+    Q, K, _, L = offset.shape
+    index = np.empty((Q, K, L, 4), np.intp)
+    weight, weight_dy, weight_dx = (np.empty((Q, K, L, 4), dtype) for _ in range(3))
+    _deform.plan_taps(offset, mode, tuple(grid), height, width, index, weight, weight_dy,
+                      weight_dx)
+    return index, weight, weight_dy, weight_dx
+
+
+def _flat(image):
+    """(Q, Cq, H, W) -> (Q, Cq, H*W), a view."""
+    return image.reshape(image.shape[0], image.shape[1], image.shape[2] * image.shape[3])
+
 
 def deform_im2col(image, offset, mask, mode, grid, columns):
     """columns (Q, Cq, K, L) = samples of image (Q, Cq, H, W) at offset (Q, K, 2, L)."""
+    index, weight, _, _ = _plan(offset, mode, grid, image.shape[2], image.shape[3], image.dtype)
     mask, use_mask = _mask_or_dummy(mask, image)
-    _deform.deform_im2col(image, offset, mask, use_mask, mode, tuple(grid), columns)
+    _deform.deform_im2col(_flat(image), mask, use_mask, index, weight, columns)
 
 
 def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic=False):
     """grad_image (Q, Cq, H, W) += the adjoint of deform_im2col applied to grad_columns."""
+    index, weight, _, _ = _plan(offset, mode, grid, grad_image.shape[2], grad_image.shape[3],
+                                grad_image.dtype)
     mask, use_mask = _mask_or_dummy(mask, grad_columns)
-    _deform.deform_col2im(grad_columns, offset, mask, use_mask, mode, tuple(grid), grad_image)
+    _deform.deform_col2im(grad_columns, mask, use_mask, index, weight, _flat(grad_image))
 
 
 def deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask):
     """Write grad_offset (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L)."""
+    index, weight, weight_dy, weight_dx = _plan(offset, mode, grid, image.shape[2],
+                                                image.shape[3], image.dtype)
     mask, use_mask = _mask_or_dummy(mask, image)
     if grad_mask is None:
         grad_mask = np.empty((1, 1, 1), image.dtype)
-    _deform.deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, tuple(grid),
-                              grad_offset, grad_mask)
+    _deform.deform_coord_grad(grad_columns, _flat(image), mask, use_mask, index, weight,
+                              weight_dy, weight_dx, grad_offset, grad_mask)
 
 
 # -- plain convolution columns (layouts in dcn_ref/cpu/im2col.py) ----------------------
