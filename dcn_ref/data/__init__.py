@@ -1,0 +1,10 @@
+"""Data for the scaled-MNIST experiment: an IDX reader, MNIST (shipped subset, a folder, or a
+verified download) and the random scale-and-shift transform of the Keras experiment.
+
+Every problem with data files or downloads raises ``DataError`` (a ValueError) with a one-line
+message naming the file, what was expected and what was found.
+"""
+from .errors import DataError
+from .idx import read_idx
+
+__all__ = ["DataError", "read_idx"]
