@@ -6,5 +6,6 @@ message naming the file, what was expected and what was found.
 """
 from .errors import DataError
 from .idx import read_idx
+from .mnist import MNIST, load_mnist
 
-__all__ = ["DataError", "read_idx"]
+__all__ = ["DataError", "read_idx", "MNIST", "load_mnist"]
