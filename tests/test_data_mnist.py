@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from dcn_ref.data import DataError, load_mnist
+from dcn_ref.data import MNIST_MD5, DataError, load_mnist
 from dcn_ref.data.mnist import SHIPPED_DIR, SHIPPED_FILES, STANDARD_FILES
 
 from idx_writer import idx_bytes, idx_of, write
@@ -23,6 +23,11 @@ def test_shipped_files_match_the_sha256_table_of_their_readme():
     assert sorted(table) == sorted(SHIPPED_FILES)
     for name, sha256 in table.items():
         assert hashlib.sha256((SHIPPED_DIR / name).read_bytes()).hexdigest() == sha256, name
+
+
+def test_shipped_test_set_is_the_official_one_by_its_published_md5():
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert hashlib.md5((SHIPPED_DIR / name).read_bytes()).hexdigest() == MNIST_MD5[name], name
 
 
 def test_default_is_the_5k_subset_and_the_official_test_set():

@@ -4,8 +4,13 @@ verified download) and the random scale-and-shift transform of the Keras experim
 Every problem with data files or downloads raises ``DataError`` (a ValueError) with a one-line
 message naming the file, what was expected and what was found.
 """
+from .download import MNIST_MD5, MNIST_URL, DownloadError, download_mnist
 from .errors import DataError
 from .idx import read_idx
 from .mnist import MNIST, load_mnist
 
-__all__ = ["DataError", "read_idx", "MNIST", "load_mnist"]
+__all__ = [
+    "DataError", "read_idx",
+    "MNIST", "load_mnist",
+    "download_mnist", "DownloadError", "MNIST_URL", "MNIST_MD5",
+]
