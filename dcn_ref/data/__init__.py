@@ -8,9 +8,13 @@ from .download import MNIST_MD5, MNIST_URL, DownloadError, download_mnist
 from .errors import DataError
 from .idx import read_idx
 from .mnist import MNIST, load_mnist
+from .scaled import (ScaleShift, affine_offset, draw_scale_shift, random_scale_shift, scale_shift,
+                     scaled_epoch, scaled_test_set)
 
 __all__ = [
     "DataError", "read_idx",
     "MNIST", "load_mnist",
     "download_mnist", "DownloadError", "MNIST_URL", "MNIST_MD5",
+    "ScaleShift", "draw_scale_shift", "scale_shift", "random_scale_shift", "affine_offset",
+    "scaled_test_set", "scaled_epoch",
 ]
