@@ -13,7 +13,7 @@ from idx_writer import idx_bytes, idx_of, write
 
 
 def _readme_sha256_table():
-    """file name -> sha256 from the table in dcn_ref/data/mnist/README.md."""
+    """file name -> sha256 from the table in dcn_ref/data/mnist_files/README.md."""
     readme = (SHIPPED_DIR / "README.md").read_text()
     return dict(re.findall(r"^\| (\S+) \|.*\| ([0-9a-f]{64}) \|$", readme, flags=re.M))
 

@@ -11,9 +11,9 @@ from .idx import read_idx
 
 IMAGE_SHAPE = (28, 28)
 
-#: The files shipped in ``dcn_ref/data/mnist/`` (provenance and checksums in its README.md):
+#: The files shipped in ``dcn_ref/data/mnist_files/`` (provenance and checksums in its README.md):
 #: train images, train labels, test images, test labels.
-SHIPPED_DIR = Path(__file__).with_name("mnist")
+SHIPPED_DIR = Path(__file__).with_name("mnist_files")
 SHIPPED_FILES = ("mnist5k-images-idx3-ubyte.gz", "mnist5k-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -58,7 +58,7 @@ def load_mnist(data_dir=None):
     Notes
     -----
     The shipped files are not checksummed on load, to keep loading fast; the test suite checks
-    them against the sha256 table in ``dcn_ref/data/mnist/README.md``.
+    them against the sha256 table in ``dcn_ref/data/mnist_files/README.md``.
     """
     if data_dir is None:
         paths = [SHIPPED_DIR / name for name in SHIPPED_FILES]
