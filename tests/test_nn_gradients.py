@@ -6,10 +6,11 @@ would disagree with the (right) derivative. The layer tests give the deformable 
 non-zero offsets whose fractional parts stay at least MARGIN from integers, and assert it,
 so the step of 1e-6 never crosses a kink.
 """
+import numba
 import numpy as np
 import pytest
 
-from dcn_ref import ops
+from dcn_ref import models, ops
 from dcn_ref.gradcheck import check_layer_gradients, numerical_vjp, off_kink, rel_error
 from dcn_ref.nn import (BatchNorm2D, Conv2D, ConvOffset2D, DeformConv2D, Dense, GlobalAvgPool2D,
                         ReLU, SoftmaxCrossEntropy)
@@ -130,3 +131,49 @@ def test_deform_conv_2d(modulated, offset_groups, stride):
     names = ["input", "weight", "bias", "offset_weight", "offset_bias"]
     names += ["mask_weight", "mask_bias"] if modulated else []
     assert_all_pass(check_layer_gradients(layer, x, tol=TOL), names)
+
+
+# -- whole models, end to end through the loss -----------------------------------------
+#
+# Each check nudges 8 random entries of the input and of every parameter array. A model
+# runs on two 8x8 images (the smallest size with 2x2 pixels left for the last BatchNorm).
+# The DeformConv2D layers get offsets off the kinks as above. The ConvOffset2D layers have
+# no bias to do that with: they start with offsets of about N(0, 0.15^2), so some of their
+# ~20000 sample points lie within 1e-5 of an integer, and a nudge to a weight that moves
+# them all can carry one across a kink. With a step of 1e-6 that happened in 1 of 12 seeds
+# tried (an error of 2e-3 on conv11.bias); with 1e-7, in none of 12 (largest error 6e-8,
+# rounding), so the step here is 1e-7.
+
+MODEL_EPS = 1e-7
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one Numba thread: on these tiny images the parallel kernels gain nothing, and
+    on a 2-core machine their idle threads contend with BLAS's, making the ~500 forward
+    passes of a check several times slower. The numbers are the same either way."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+def model_under_test(kind, rng):
+    if kind == "cnn":
+        return models.cnn(seed=1, dtype=np.float64)
+    if kind == "offset":
+        return models.deform_cnn("offset", seed=1, dtype=np.float64)
+    model = models.deform_cnn("dcn", modulated=kind == "dcn v2", seed=1, dtype=np.float64)
+    for name in models.DEFORMED:
+        move_offsets_off_kinks(model[name], rng)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["cnn", "offset", "dcn", "dcn v2"])
+def test_whole_model(kind, one_thread):
+    rng = np.random.default_rng(8)
+    model = model_under_test(kind, rng)
+    x = rng.standard_normal((2, 1, 8, 8))
+    rows = check_layer_gradients(model, x, SoftmaxCrossEntropy(), np.array([3, 7]), entries=8,
+                                 eps=MODEL_EPS, tol=TOL, seed=9)
+    assert_all_pass(rows, ["input", *model.params])
