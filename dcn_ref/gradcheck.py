@@ -163,3 +163,85 @@ def format_table(rows):
         lines.append(f"{r.op:<24} {r.input:<8} {r.max_rel_error:>15.2e}  "
                      f"{'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)
+
+
+# -- layers and models (dcn_ref.nn) ------------------------------------------------------
+
+def numerical_entries(f, array, index, eps=1e-6):
+    """Centred differences of the scalar ``f()`` with respect to ``array.flat[index]``.
+
+    ``array`` (C-contiguous) is nudged in place, one entry at a time, and restored; ``f``
+    reads it (a layer's parameter, or the input it is called with). Returns float64 (len(index),).
+    """
+    flat = array.reshape(-1)
+    if not np.shares_memory(flat, array):
+        raise ValueError("array: expected a C-contiguous array (it is perturbed in place)")
+    grad = np.zeros(len(index), np.float64)
+    for n, i in enumerate(index):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = f()
+        flat[i] = saved - eps
+        minus = f()
+        flat[i] = saved
+        grad[n] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def check_layer_gradients(layer, x, loss=None, labels=None, *, entries=None, eps=1e-6,
+                          tol=1e-6, seed=0):
+    """Compare a layer's (or a model's) backward with centred finite differences.
+
+    The scalar is ``sum(g * layer.forward(x))`` for a fixed random ``g``, or, with ``loss``
+    (e.g. SoftmaxCrossEntropy), ``loss.forward(layer.forward(x), labels)``, checking the
+    loss's backward too. Use float64 parameters and input.
+
+    Parameters
+    ----------
+    layer : a dcn_ref.nn Layer or Sequential; its mode (train/eval) is used as it is,
+        and its parameters and state are restored afterwards.
+    x : ndarray, the input.
+    entries : None to check every entry of the input and of every parameter, or k to
+        check k entries of each, drawn at random (for whole models, where every entry
+        would take too long).
+    eps, tol, seed : the step, the largest relative error that passes, the random seed.
+
+    Returns
+    -------
+    list of GradCheckRow(op=layer name, input="input" or the parameter's name,
+    max_rel_error, passed). The error is max |analytic - numeric| over the checked entries,
+    over the largest |gradient| of the whole array (or of the numeric values if larger).
+    """
+    rng = np.random.default_rng(seed)
+    saved_state = layer.state_dict()
+    x = np.array(x, copy=True)
+    out = layer.forward(x)
+    if loss is None:
+        g = rng.standard_normal(out.shape).astype(out.dtype)
+
+        def scalar():
+            return np.sum(g * layer.forward(x), dtype=np.float64)
+
+        grad_x = layer.backward(g)
+    else:
+        def scalar():
+            return loss.forward(layer.forward(x), labels)
+
+        loss.forward(out, labels)
+        grad_x = layer.backward(loss.backward())
+    analytic = {"input": np.array(grad_x, copy=True)}
+    analytic.update({k: v.copy() for k, v in layer.grads.items()})
+    arrays = {"input": x, **layer.params}
+    rows = []
+    for name, array in arrays.items():
+        index = (np.arange(array.size) if entries is None
+                 else rng.choice(array.size, min(entries, array.size), replace=False))
+        numeric = numerical_entries(scalar, array, index, eps)
+        chosen = analytic[name].reshape(-1)[index]
+        scale = max(np.max(np.abs(analytic[name])), np.max(np.abs(numeric)))
+        diff = np.max(np.abs(chosen - numeric))
+        err = math.nan if math.isnan(scale) or math.isnan(diff) else (
+            0.0 if scale == 0 else float(diff / scale))
+        rows.append(GradCheckRow(layer.name, name, err, bool(err <= tol)))
+    layer.load_state_dict(saved_state)
+    return rows

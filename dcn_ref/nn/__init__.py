@@ -1,0 +1,16 @@
+"""Layers with hand-written backward passes, named after the Keras model they reproduce.
+
+Each layer has ``forward(x)``, ``backward(grad) -> grad_input``, ``params`` and ``grads``
+(dicts of arrays), ``trainable``, ``train()``/``eval()`` and a ``name``; see ``layer.Layer``.
+"""
+from .activation import ReLU
+from .conv import Conv2D
+from .deform import ConvOffset2D, DeformConv2D
+from .dense import Dense
+from .layer import Layer, LoadResult, Sequential
+from .loss import SoftmaxCrossEntropy
+from .norm import BatchNorm2D
+from .pool import GlobalAvgPool2D
+
+__all__ = ["Layer", "Sequential", "LoadResult", "Conv2D", "ConvOffset2D", "DeformConv2D",
+           "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy"]

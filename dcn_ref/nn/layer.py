@@ -1,0 +1,368 @@
+"""The layer interface, and Sequential, a chain of layers with checkpoints by layer name.
+
+A layer is a function with a memory: ``forward(x)`` computes the output and keeps what its
+derivative needs; ``backward(grad)`` takes dL/d(output) of a scalar loss L, returns
+dL/d(input) and leaves dL/d(parameter) in ``grads`` (replacing the previous values, no
+accumulation). Parameters are the arrays an optimiser trains (``params``); ``state`` holds
+arrays that are saved in checkpoints but not trained (BatchNorm's running statistics).
+
+Parameters are updated in place (by optimisers and ``load_state_dict``), so references
+to them stay valid; only ``astype`` replaces them.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ._args import FLOAT_DTYPES, float_dtype
+
+
+class LoadResult(NamedTuple):
+    """What ``load_state_dict(..., strict=False)`` left alone: keys of the model that were not
+    in the dict, and keys of the dict that the model does not have."""
+    missing: list
+    unexpected: list
+
+
+def check_name(name, what="name"):
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"{what}: expected a non-empty string without '.', got {name!r}")
+    return name
+
+
+class Layer:
+    """Base class: the bookkeeping shared by every layer.
+
+    Attributes
+    ----------
+    name : str, unique within a model; checkpoints are keyed by it.
+    params : dict name -> ndarray, the trained parameters.
+    grads : dict name -> ndarray, dL/dparams of the last ``backward`` (zeros while the layer
+        is not trainable).
+    state : dict name -> ndarray, saved in checkpoints but not trained.
+    trainable : bool. A non-trainable layer still passes gradients to its input, but leaves
+        its ``grads`` at zero and optimisers skip it.
+    training : bool, True in train mode (``train()``), False in eval mode (``eval()``).
+    """
+
+    def __init__(self, name):
+        self.name = check_name(name)
+        self.training = True
+        self.state = {}
+        self._params = {}
+        self._grads = {}
+        self._trainable = True
+        self._cache = None
+
+    # -- parameters -------------------------------------------------------------------
+
+    @property
+    def params(self):
+        return self._params
+
+    @property
+    def grads(self):
+        return self._grads
+
+    def add_param(self, name, value):
+        """Register a trained parameter (and a zero gradient for it)."""
+        self._params[name] = value
+        self._grads[name] = np.zeros_like(value)
+
+    def _store_grads(self, **grads):
+        """Keep the parameter gradients of a backward pass, if the layer is trainable."""
+        if self._trainable:
+            self._grads.update(grads)
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, flag):
+        self._trainable = bool(flag)
+        if not self._trainable:
+            self._grads = {k: np.zeros_like(p) for k, p in self._params.items()}
+
+    def trainable_parameters(self):
+        """[(name, param, grad)] for an optimiser: empty when the layer is not trainable."""
+        if not self._trainable:
+            return []
+        return [(k, p, self._grads[k]) for k, p in self._params.items()]
+
+    def num_params(self, trainable_only=False):
+        if trainable_only and not self._trainable:
+            return 0
+        return sum(p.size for p in self._params.values())
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters (None for a layer without any)."""
+        arrays = list(self._params.values()) + list(self.state.values())
+        return arrays[0].dtype if arrays else None
+
+    def astype(self, dtype):
+        """Convert parameters, gradients and state to float32 or float64 (new arrays)."""
+        dtype = float_dtype(dtype)
+        self._params = {k: p.astype(dtype) for k, p in self._params.items()}
+        self._grads = {k: g.astype(dtype) for k, g in self._grads.items()}
+        self.state = {k: s.astype(dtype) for k, s in self.state.items()}
+        self._cache = None
+        return self
+
+    # -- modes ------------------------------------------------------------------------
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def state_dict(self):
+        """Copies of the parameters and the state, name -> ndarray."""
+        return {k: v.copy() for k, v in {**self._params, **self.state}.items()}
+
+    def load_state_dict(self, arrays, strict=True):
+        """Copy ``arrays`` (name -> array) into the parameters and state, in place.
+
+        Shapes must match. With ``strict`` every key must match too; without, the keys that
+        do are loaded and the others reported in the returned LoadResult.
+        """
+        own = {**self._params, **self.state}
+        missing = [k for k in own if k not in arrays]
+        unexpected = [k for k in arrays if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(f"state_dict: expected the keys {sorted(own)} of layer "
+                             f"{self.name!r}, got missing {missing} and unexpected {unexpected}")
+        for k in own:
+            if k in arrays:
+                value = np.asarray(arrays[k])
+                if value.shape != own[k].shape:
+                    raise ValueError(f"state_dict: expected shape {own[k].shape} for "
+                                     f"{self.name}.{k}, got {value.shape}")
+                own[k][...] = value
+        return LoadResult(missing, unexpected)
+
+    # -- forward and backward ---------------------------------------------------------
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _check_input(self, x, layout, channels=None):
+        """Check rank (from ``layout``, e.g. "(N, C, H, W)"; None: any), channels (axis 1)
+        and dtype (the parameters' dtype, or a float dtype for a layer without any)."""
+        ndim = None if layout is None else layout.count(",") + 1
+        if not isinstance(x, np.ndarray) or (ndim is not None and x.ndim != ndim):
+            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"{self.name}: input: expected an ndarray of shape {layout}, got {got}")
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"{self.name}: input: expected {channels} channels (axis 1) in "
+                             f"{layout}, got shape {x.shape}")
+        dtype = self.dtype
+        if dtype is None and x.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{self.name}: input: expected dtype float32 or float64, got {x.dtype}")
+        if dtype is not None and x.dtype != dtype:
+            raise ValueError(f"{self.name}: input: expected dtype {dtype} (the layer's "
+                             f"parameters; see astype), got {x.dtype}")
+        return x
+
+    def _save(self, out, *cache):
+        """Remember what backward needs (``cache``) and the output's shape and dtype."""
+        self._cache = cache
+        self._out_spec = (out.shape, out.dtype)
+        return out
+
+    def _saved(self, grad):
+        """Check ``grad`` against the last output; return the cache of the last forward."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward")
+        shape, dtype = self._out_spec
+        if not isinstance(grad, np.ndarray) or grad.shape != shape:
+            got = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
+            raise ValueError(f"{self.name}: grad: expected an ndarray of shape {shape} "
+                             f"(the last output's), got {got}")
+        if grad.dtype != dtype:
+            raise ValueError(f"{self.name}: grad: expected dtype {dtype} (the last output's), "
+                             f"got {grad.dtype}")
+        return self._cache
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Sequential(Layer):
+    """Layers applied one after the other; parameters named "layername.paramname".
+
+    Parameters
+    ----------
+    layers : list of Layer, with unique names.
+    name : str
+
+    Notes
+    -----
+    Checkpoints go by layer name, so a model can start from another that shares some of its
+    layers: ``deform_cnn().load_state_dict(cnn().state_dict(), strict=False)`` fills the
+    layers the two have in common and leaves the rest at their initial values.
+    """
+
+    def __init__(self, layers, name="sequential"):
+        super().__init__(name)
+        layers = list(layers)
+        seen = set()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"layers: expected Layer objects, got {type(layer).__name__} "
+                                 f"at position {i}")
+            if layer.name in seen:
+                raise ValueError(f"layers: expected unique names, got {layer.name!r} twice")
+            seen.add(layer.name)
+        self.layers = layers
+
+    def __getitem__(self, name):
+        """The layer called ``name`` (or at position ``name`` when it is an int)."""
+        if isinstance(name, int):
+            return self.layers[name]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    # -- forward and backward ---------------------------------------------------------
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad):
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    # -- parameters, flattened as "layername.paramname" -------------------------------
+
+    @property
+    def params(self):
+        return {f"{l.name}.{k}": p for l in self.layers for k, p in l.params.items()}
+
+    @property
+    def grads(self):
+        return {f"{l.name}.{k}": g for l in self.layers for k, g in l.grads.items()}
+
+    def trainable_parameters(self):
+        return [(f"{l.name}.{k}", p, g) for l in self.layers for k, p, g in l.trainable_parameters()]
+
+    def num_params(self, trainable_only=False):
+        return sum(l.num_params(trainable_only) for l in self.layers)
+
+    @property
+    def trainable(self):
+        """True when every layer is trainable; setting it sets every layer."""
+        return all(l.trainable for l in self.layers)
+
+    @trainable.setter
+    def trainable(self, flag):
+        for layer in self.layers:
+            layer.trainable = flag
+
+    def set_trainable(self, which, trainable):
+        """Set ``trainable`` on some layers: ``which`` is a name, a list of names, or a
+        predicate ``f(layer) -> bool``. Returns the names of the layers it set."""
+        if callable(which):
+            chosen = [l for l in self.layers if which(l)]
+        else:
+            names = [which] if isinstance(which, str) else list(which)
+            known = {l.name: l for l in self.layers}
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"which: expected layer names from {list(known)}, "
+                                 f"got unknown {unknown}")
+            chosen = [known[n] for n in names]
+        for layer in chosen:
+            layer.trainable = trainable
+        return [l.name for l in chosen]
+
+    @property
+    def dtype(self):
+        dtypes = [l.dtype for l in self.layers if l.dtype is not None]
+        return dtypes[0] if dtypes else None
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def state_dict(self):
+        """Parameters and state of every layer, "layername.key" -> ndarray (copies)."""
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.state_dict().items()}
+
+    def load_state_dict(self, arrays, strict=True):
+        """Load "layername.key" arrays into the layers of those names (in place).
+
+        With ``strict`` the keys must be exactly those of ``state_dict()``; without, the
+        matching keys are loaded and the rest reported. Shapes must always match.
+
+        Returns
+        -------
+        LoadResult(missing, unexpected): lists of "layername.key".
+        """
+        by_layer = {l.name: {} for l in self.layers}
+        unexpected = []
+        for key, value in arrays.items():
+            layer_name, _, rest = key.partition(".")
+            if layer_name in by_layer and rest:
+                by_layer[layer_name][rest] = value
+            else:
+                unexpected.append(key)
+        missing = []
+        for layer in self.layers:
+            result = layer.load_state_dict(by_layer[layer.name], strict=False)
+            missing += [f"{layer.name}.{k}" for k in result.missing]
+            unexpected += [f"{layer.name}.{k}" for k in result.unexpected]
+        if strict and (missing or unexpected):
+            raise ValueError(f"state_dict: expected the keys of model {self.name!r}, got "
+                             f"missing {missing} and unexpected {unexpected}")
+        return LoadResult(missing, unexpected)
+
+    def save(self, path):
+        """Write ``state_dict()`` to an ``.npz`` file."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path, strict=True):
+        """Read an ``.npz`` file written by ``save`` (see ``load_state_dict``)."""
+        with np.load(path) as f:
+            return self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
+
+    def summary(self):
+        """One line per layer: name, type, number of parameters, trainable."""
+        lines = [f"{'layer':<16} {'type':<18} {'params':>9}  trainable"]
+        for l in self.layers:
+            lines.append(f"{l.name:<16} {type(l).__name__:<18} {l.num_params():>9}  "
+                         f"{'yes' if l.trainable else 'no'}")
+        lines.append(f"{'total':<16} {'':<18} {self.num_params():>9}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Sequential(name={self.name!r}, layers={[l.name for l in self.layers]})"
