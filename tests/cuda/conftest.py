@@ -9,6 +9,9 @@ SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
+    # the hook sees every collected test of the session: mark only those in this folder
+    here = os.path.dirname(__file__)
+    items = [item for item in items if str(item.path).startswith(here + os.sep)]
     if not cuda.is_available():
         skip = pytest.mark.skip(reason="numba.cuda.is_available() is False: no CUDA GPU, and "
                                        "NUMBA_ENABLE_CUDASIM=1 was not set before Numba was imported")

@@ -1,0 +1,236 @@
+"""Timings of the ops (and, when importable, of torchvision's) as ratios, all in one process.
+
+``dcn-ref bench`` prints, for the four shapes of the performance issue, forward and
+forward+backward medians of deform_conv2d, conv2d and offset_sample (float32, after a
+warm-up), the deformable/plain ratios, and, when torch and torchvision are installed
+(``pip install 'dcn-ref[bench]'``), their numbers on the same inputs and ours/theirs.
+Then the experiment's models, and the peak memory of deform_conv2d forward+backward on
+shape (c), each measured in a fresh process.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Shape(NamedTuple):
+    N: int
+    C: int
+    H: int
+    W: int
+    C_out: int
+    stride: int
+    mask: bool
+
+    def describe(self):
+        return (f"N={self.N}, C={self.C}, {self.H}x{self.W} -> {self.C_out}, k3"
+                f"{' s2' if self.stride == 2 else ''} p1{', mask' if self.mask else ''}")
+
+
+SHAPES = {
+    "a": Shape(32, 64, 14, 14, 128, 1, False),
+    "b": Shape(32, 128, 14, 14, 128, 2, False),
+    "c": Shape(2, 256, 50, 50, 256, 1, True),
+    "d": Shape(8, 64, 56, 56, 64, 1, False),
+}
+
+
+def median_ms(fn, repeat, warmup=1):
+    """Median wall time of ``fn()`` in ms over ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def make_inputs(shape, seed=0, dtype=np.float32):
+    """float32 inputs of a 3x3, padding-1 deformable convolution; offsets ~ N(0, 2^2)."""
+    rng = np.random.default_rng(seed)
+    out_h = (shape.H + 2 - 3) // shape.stride + 1
+    out_w = (shape.W + 2 - 3) // shape.stride + 1
+    arrays = {
+        "input": rng.standard_normal((shape.N, shape.C, shape.H, shape.W)),
+        "offset": rng.normal(0.0, 2.0, (shape.N, 18, out_h, out_w)),
+        "weight": rng.standard_normal((shape.C_out, shape.C, 3, 3)) / np.sqrt(9 * shape.C),
+        "mask": rng.uniform(0.0, 1.0, (shape.N, 9, out_h, out_w)) if shape.mask else None,
+        "grad": rng.standard_normal((shape.N, shape.C_out, out_h, out_w)),
+        "offset_sample": rng.normal(0.0, 2.0, (shape.N, 2 * shape.C, shape.H, shape.W)),
+        "grad_offset_sample": rng.standard_normal((shape.N, shape.C, shape.H, shape.W)),
+    }
+    return {k: None if v is None else v.astype(dtype) for k, v in arrays.items()}
+
+
+def ours(shape, a, repeat):
+    """{op: (forward ms, forward+backward ms)} for our CPU ops."""
+    from . import ops
+    p = {"stride": shape.stride, "padding": 1}
+
+    def deform():
+        return ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, mask=a["mask"], **p)
+
+    def deform_both():
+        deform()
+        ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
+                                   mask=a["mask"], **p)
+
+    def conv():
+        return ops.conv2d(a["input"], a["weight"], None, **p)
+
+    def conv_both():
+        conv()
+        ops.conv2d_backward(a["grad"], a["input"], a["weight"], None, **p)
+
+    def sample():
+        return ops.offset_sample(a["input"], a["offset_sample"])
+
+    def sample_both():
+        sample()
+        ops.offset_sample_backward(a["grad_offset_sample"], a["input"], a["offset_sample"])
+
+    return {"deform_conv2d": (median_ms(deform, repeat), median_ms(deform_both, repeat)),
+            "conv2d": (median_ms(conv, repeat), median_ms(conv_both, repeat)),
+            "offset_sample": (median_ms(sample, repeat), median_ms(sample_both, repeat))}
+
+
+def theirs(shape, a, repeat):
+    """The same for torchvision.ops.deform_conv2d and torch's conv2d, or None without torch."""
+    try:
+        import torch
+        import torchvision
+    except ImportError:
+        return None
+    t = {k: None if v is None else torch.tensor(v, requires_grad=True) for k, v in a.items()}
+    p = {"stride": shape.stride, "padding": 1}
+
+    def deform():
+        with torch.no_grad():
+            return torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], None,
+                                                 mask=t["mask"], **p)
+
+    def deform_both():
+        torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], None, mask=t["mask"],
+                                      **p).backward(t["grad"])
+
+    def conv():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(t["input"], t["weight"], None, **p)
+
+    def conv_both():
+        torch.nn.functional.conv2d(t["input"], t["weight"], None, **p).backward(t["grad"])
+
+    return {"deform_conv2d": (median_ms(deform, repeat), median_ms(deform_both, repeat)),
+            "conv2d": (median_ms(conv, repeat), median_ms(conv_both, repeat)),
+            "max_abs_diff": float(np.abs(deform().numpy() - _our_deform(shape, a)).max())}
+
+
+def _our_deform(shape, a):
+    from . import ops
+    return ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, stride=shape.stride,
+                             padding=1, mask=a["mask"])
+
+
+# -- peak memory, each measurement in a process of its own -------------------------------
+
+_PEAK_SCRIPT = r"""
+import json, sys
+import numpy as np
+from dcn_ref.bench import SHAPES, make_inputs
+which, name = sys.argv[1], sys.argv[2]
+shape = SHAPES[name]
+a = make_inputs(shape)
+def rss_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+if which == "ours":
+    from dcn_ref import ops
+    run = lambda: ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
+                                             stride=shape.stride, padding=1, mask=a["mask"])
+    fwd = lambda: ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, stride=shape.stride,
+                                    padding=1, mask=a["mask"])
+else:
+    import torch, torchvision
+    t = {k: None if v is None else torch.tensor(v, requires_grad=True) for k, v in a.items()}
+    fwd = lambda: None
+    run = lambda: torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], None,
+        stride=shape.stride, padding=1, mask=t["mask"]).backward(t["grad"])
+fwd(); run()                                    # compile / warm up, then measure afresh
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+base = rss_kib("VmRSS")
+fwd(); run()
+print(json.dumps({"peak_mib": (rss_kib("VmHWM") - base) / 1024}))
+"""
+
+
+def peak_memory_mib(which, name="c"):
+    """Extra resident memory (MiB) that one forward+backward adds over its inputs."""
+    result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, which, name],
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+# -- the report -------------------------------------------------------------------------
+
+def threads_line():
+    import numba
+    return (f"{os.cpu_count()} CPUs, Numba threads {numba.get_num_threads()} "
+            f"(NUMBA_NUM_THREADS), float32")
+
+
+def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
+    """Print the benchmark tables; return the figures as a dict."""
+    figures = {"shapes": {}}
+    out(f"dcn-ref bench: {threads_line()}; median of {repeat} after warm-up, ms")
+    out("")
+    out(f"{'shape':<6}{'op':<15}{'fwd':>9}{'fwd+bwd':>10}{'fwd/conv':>10}{'f+b/conv':>10}"
+        f"{'torch fwd':>11}{'torch f+b':>11}{'theirs/ours f+b':>17}")
+    for name in shapes:
+        shape = SHAPES[name]
+        a = make_inputs(shape)
+        mine = ours(shape, a, repeat)
+        other = theirs(shape, a, repeat)
+        figures["shapes"][name] = {"ours": mine, "torch": other}
+        conv_f, conv_b = mine["conv2d"]
+        for op, (f, b) in mine.items():
+            row = f"{'(' + name + ')' if op == 'deform_conv2d' else '':<6}{op:<15}{f:>9.1f}{b:>10.1f}"
+            row += f"{f / conv_f:>10.2f}{b / conv_b:>10.2f}" if op != "conv2d" else f"{'':>20}"
+            if other is not None and op in other:
+                tf, tb = other[op]
+                row += f"{tf:>11.1f}{tb:>11.1f}{tb / b:>17.2f}"
+            out(row)
+        if other is not None:
+            out(f"{'':<6}(our deform_conv2d output vs torchvision's: max |diff| "
+                f"{other['max_abs_diff']:.1e})")
+    out("")
+    out("shapes: " + "; ".join(f"({k}) {SHAPES[k].describe()}" for k in shapes))
+    if memory:
+        mine = peak_memory_mib("ours")
+        other = peak_memory_mib("torchvision")
+        figures["peak_mib"] = {"ours": mine, "torchvision": other}
+        text = f"peak extra memory of deform_conv2d forward+backward on (c): ours {mine:.0f} MiB"
+        if other is not None:
+            text += f", torchvision {other:.0f} MiB"
+        out(text)
+    if models:
+        figures["models"] = bench_models(repeat, out)
+    return figures
+
+
+def bench_models(repeat, out=print):
+    """Forward of a batch of 32 and training images/s of the experiment's models."""
+    try:
+        from . import models
+    except ImportError:
+        return None
+    return models.benchmark(repeat, out)
