@@ -157,3 +157,28 @@ def test_optimizer_arguments():
         adam.load_state_dict({"velocity/weight": np.zeros((1, 1))})
     with pytest.raises(ValueError, match=r"state_dict: expected shape \(1, 1\) for 'm/weight', got \(2,\)"):
         adam.load_state_dict({"m/weight": np.zeros(2)})
+
+
+def test_a_frozen_parameter_stays_put_while_the_rest_of_its_layer_trains():
+    # the dcn fine-tuning: DeformConv2D's main weight frozen, its offset convolution trained
+    from dcn_ref.nn import DeformConv2D
+    rng = np.random.default_rng(0)
+    model = Sequential([DeformConv2D(2, 3, rng=1, dtype=np.float64, name="dc"),
+                        GlobalAvgPool2D(name="pool"), Dense(3, 2, rng=2, dtype=np.float64, name="fc")])
+    model["dc"].params["offset_weight"][...] = rng.normal(0, 0.1, model["dc"].params["offset_weight"].shape)
+    assert model.set_trainable(["dc.weight", "dc.bias", "fc"], False) == ["dc.weight", "dc.bias", "fc"]
+    assert [n for n, _, _ in model.trainable_parameters()] == ["dc.offset_weight", "dc.offset_bias"]
+    before = {k: v.copy() for k, v in model.params.items()}
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(rng.standard_normal((2, 2, 5, 5))), np.array([0, 1]))
+    model.backward(loss.backward())
+    assert not model.grads["dc.weight"].any() and model.grads["dc.offset_weight"].any()
+    SGD(model, lr=0.5).step()
+    after = model.params
+    for name in ("dc.weight", "dc.bias", "fc.weight", "fc.bias"):
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    assert not np.array_equal(after["dc.offset_weight"], before["dc.offset_weight"])
+    model.set_trainable("dc.weight", True)
+    assert "dc.weight" in [n for n, _, _ in model.trainable_parameters()]
+    with pytest.raises(ValueError, match=r"name: expected a parameter of layer 'dc' from .*got 'nope'"):
+        model.set_trainable("dc.nope", False)

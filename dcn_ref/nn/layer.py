@@ -40,7 +40,9 @@ class Layer:
         is not trainable).
     state : dict name -> ndarray, saved in checkpoints but not trained.
     trainable : bool. A non-trainable layer still passes gradients to its input, but leaves
-        its ``grads`` at zero and optimisers skip it.
+        its ``grads`` at zero and optimisers skip it. ``set_param_trainable`` freezes single
+        parameters of a trainable layer in the same way (DeformConv2D's main weight while its
+        offset convolution trains, say).
     training : bool, True in train mode (``train()``), False in eval mode (``eval()``).
     """
 
@@ -51,6 +53,7 @@ class Layer:
         self._params = {}
         self._grads = {}
         self._trainable = True
+        self._frozen = set()
         self._cache = None
 
     # -- parameters -------------------------------------------------------------------
@@ -69,9 +72,9 @@ class Layer:
         self._grads[name] = np.zeros_like(value)
 
     def _store_grads(self, **grads):
-        """Keep the parameter gradients of a backward pass, if the layer is trainable."""
+        """Keep the parameter gradients of a backward pass, for the trainable parameters."""
         if self._trainable:
-            self._grads.update(grads)
+            self._grads.update({k: g for k, g in grads.items() if k not in self._frozen})
 
     @property
     def trainable(self):
@@ -83,15 +86,27 @@ class Layer:
         if not self._trainable:
             self._grads = {k: np.zeros_like(p) for k, p in self._params.items()}
 
+    def set_param_trainable(self, name, flag):
+        """Freeze (``flag`` False) or unfreeze one parameter of this layer."""
+        if name not in self._params:
+            raise ValueError(f"name: expected a parameter of layer {self.name!r} from "
+                             f"{list(self._params)}, got {name!r}")
+        if flag:
+            self._frozen.discard(name)
+        else:
+            self._frozen.add(name)
+            self._grads[name] = np.zeros_like(self._params[name])
+
     def trainable_parameters(self):
-        """[(name, param, grad)] for an optimiser: empty when the layer is not trainable."""
+        """[(name, param, grad)] for an optimiser: the parameters that are not frozen, none
+        when the layer is not trainable."""
         if not self._trainable:
             return []
-        return [(k, p, self._grads[k]) for k, p in self._params.items()]
+        return [(k, p, self._grads[k]) for k, p in self._params.items() if k not in self._frozen]
 
     def num_params(self, trainable_only=False):
-        if trainable_only and not self._trainable:
-            return 0
+        if trainable_only:
+            return sum(p.size for _, p, _ in self.trainable_parameters())
         return sum(p.size for p in self._params.values())
 
     @property
@@ -280,21 +295,25 @@ class Sequential(Layer):
             layer.trainable = flag
 
     def set_trainable(self, which, trainable):
-        """Set ``trainable`` on some layers: ``which`` is a name, a list of names, or a
-        predicate ``f(layer) -> bool``. Returns the names of the layers it set."""
+        """Set ``trainable`` on some layers or parameters: ``which`` is a name, a list of
+        names, or a predicate ``f(layer) -> bool``. A name is a layer ("conv12") or one of
+        its parameters ("conv12.weight"). Returns the names it set."""
         if callable(which):
-            chosen = [l for l in self.layers if which(l)]
+            chosen = [l.name for l in self.layers if which(l)]
         else:
-            names = [which] if isinstance(which, str) else list(which)
-            known = {l.name: l for l in self.layers}
-            unknown = [n for n in names if n not in known]
-            if unknown:
-                raise ValueError(f"which: expected layer names from {list(known)}, "
-                                 f"got unknown {unknown}")
-            chosen = [known[n] for n in names]
-        for layer in chosen:
-            layer.trainable = trainable
-        return [l.name for l in chosen]
+            chosen = [which] if isinstance(which, str) else list(which)
+        known = {l.name: l for l in self.layers}
+        unknown = [n for n in chosen if n.partition(".")[0] not in known]
+        if unknown:
+            raise ValueError(f"which: expected layer names from {list(known)} (or "
+                             f"'layer.param'), got unknown {unknown}")
+        for name in chosen:
+            layer_name, _, param = name.partition(".")
+            if param:
+                known[layer_name].set_param_trainable(param, trainable)
+            else:
+                known[layer_name].trainable = trainable
+        return chosen
 
     @property
     def dtype(self):
