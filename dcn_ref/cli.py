@@ -32,6 +32,26 @@ def _gradcheck(args):
     return 1 if failed else 0
 
 
+def _experiment(args):
+    from .experiment import Config, ExperimentError, run
+    if args.seed < 0:
+        print(f"dcn-ref experiment: --seed: expected a non-negative int, got {args.seed}",
+              file=sys.stderr)
+        return 2
+    config = Config.quick(args.seed) if args.quick else Config(seed=args.seed)
+    try:
+        run(config, args.out, data_dir=args.data, resume=args.resume,
+            progress=not args.no_progress and sys.stderr.isatty())
+    except ExperimentError as exc:
+        print(f"dcn-ref experiment: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"\ndcn-ref experiment: interrupted; the finished epochs are saved in "
+              f"{args.out}/checkpoints, continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="dcn-ref", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
@@ -40,6 +60,20 @@ def build_parser():
     gc.add_argument("--target", choices=["cpu", "cuda"], default="cpu")
     gc.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes")
     gc.set_defaults(run=_gradcheck)
+    ex = commands.add_parser("experiment", help="run an experiment end to end")
+    ex.add_argument("name", choices=["scaled-mnist"], help="the experiment")
+    ex.add_argument("--quick", action="store_true",
+                    help="a small version of the whole pipeline (about a minute)")
+    ex.add_argument("--data", metavar="DIR", default=None,
+                    help="a folder of standard MNIST IDX files (default: the digits shipped "
+                         "with dcn_ref: 5,000 training and the 10,000 official test digits)")
+    ex.add_argument("--out", metavar="DIR", default="results/scaled-mnist",
+                    help="where checkpoints, results and figures go (default: %(default)s)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last finished epoch")
+    ex.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
+    ex.set_defaults(run=_experiment)
     return parser
 
 

@@ -17,6 +17,15 @@ import numpy as np
 from .nn._args import positive_int
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The loss of a mini-batch was NaN or infinite; ``step`` is its 1-based index in the epoch."""
+
+    def __init__(self, step, loss):
+        super().__init__(f"step {step}: the loss is {loss}")
+        self.step = step
+        self.loss = loss
+
+
 class EpochStats(NamedTuple):
     loss: float               # mean training loss over the epoch's images
     accuracy: float           # share of the epoch's images classified right while training
@@ -49,8 +58,9 @@ class Progress:
     """A one-line progress bar on stderr, redrawn with a carriage return (at most every
     ``interval`` seconds) and ended with a newline by ``close``."""
 
-    def __init__(self, total, enabled=True, stream=None, width=24, interval=0.1):
+    def __init__(self, total, enabled=True, stream=None, width=24, interval=0.1, label=""):
         self.total, self.enabled, self.width, self.interval = total, enabled, width, interval
+        self.label = f"{label} " if label else ""
         self.stream = stream if stream is not None else sys.stderr
         self._last = -np.inf
 
@@ -61,7 +71,7 @@ class Progress:
         self._last = now
         filled = int(self.width * done / max(self.total, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {done}/{self.total}  loss {loss:.4f}  acc {accuracy:.3f}"
+        self.stream.write(f"\r{self.label}[{bar}] {done}/{self.total}  loss {loss:.4f}  acc {accuracy:.3f}"
                           f"  {images_per_second:.0f} img/s")
         self.stream.flush()
 
@@ -72,7 +82,7 @@ class Progress:
 
 
 def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transform=None,
-                progress=True):
+                progress=True, label=""):
     """One pass over the training set in train mode, one optimiser step per mini-batch.
 
     Parameters
@@ -86,22 +96,32 @@ def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transfo
     rng : numpy Generator, for the batch order (and ``transform``).
     transform : None or f(batch (n, C, H, W), rng) -> batch, e.g. a random augmentation.
     progress : bool, draw a progress bar on stderr.
+    label : str, shown before the progress bar.
 
     Returns
     -------
     EpochStats(loss, accuracy, images_per_second, seconds)
+
+    Raises
+    ------
+    NonFiniteLoss
+        When a mini-batch's loss is NaN or infinite; the parameters are left as they were
+        before that mini-batch's step.
     """
     labels = _check_data(images, labels)
     batch_size = positive_int(batch_size, "batch_size")
     model.train()
-    bar = Progress(images.shape[0], progress)
+    bar = Progress(images.shape[0], progress, label=label)
     total_loss = correct = seen = 0
     start = time.perf_counter()
-    for index in minibatches(images.shape[0], batch_size, rng):
+    for step, index in enumerate(minibatches(images.shape[0], batch_size, rng), start=1):
         x = images[index].astype(model.dtype, copy=False)
         if transform is not None:
             x = transform(x, rng)
         batch_loss = loss.forward(model.forward(x), labels[index])
+        if not np.isfinite(batch_loss):
+            bar.close()
+            raise NonFiniteLoss(step, batch_loss)
         model.backward(loss.backward())
         optimizer.step()
         n = len(index)

@@ -116,3 +116,27 @@ def test_data_arguments():
     with pytest.raises(ValueError, match=r"batch_size: expected a positive int, got 0"):
         train_epoch(model, SoftmaxCrossEntropy(), Adam(model), np.zeros((3, 1, 8, 8), np.float32),
                     np.zeros(3, int), 0, np.random.default_rng(0))
+
+
+def test_a_non_finite_loss_stops_the_epoch_before_its_step():
+    from dcn_ref.train import NonFiniteLoss
+    images, labels = strokes(64)
+    model = models.cnn(seed=0)
+    optimizer = Adam(model, lr=1e-3)
+    images = images.copy()
+    images[40] = np.nan                  # the batch holding image 40 has a NaN loss
+    rng = np.random.default_rng(0)
+    order = np.concatenate(list(minibatches(64, 16, np.random.default_rng(0))))
+    bad_step = int(np.nonzero(order == 40)[0][0]) // 16 + 1
+    before = None
+    with pytest.raises(NonFiniteLoss) as info:
+        # record the parameters before each step so we can check the bad step did not move them
+        def snapshot(x, _rng):
+            nonlocal before
+            before = {k: v.copy() for k, v in model.params.items()}
+            return x
+        train_epoch(model, SoftmaxCrossEntropy(), optimizer, images, labels, 16, rng,
+                    transform=snapshot, progress=False)
+    assert info.value.step == bad_step and np.isnan(info.value.loss)
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)

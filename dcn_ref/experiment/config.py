@@ -1,0 +1,32 @@
+"""The settings of the scaled-MNIST experiment: the default run and ``--quick``."""
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every number that decides the results (a resumed run must use the same ones).
+
+    Stages: "cnn" trains the plain CNN on normal digits for ``cnn_epochs``; then
+    "deform_offset", "deform_dcn" and "cnn_scaled" each start from it and train for
+    ``finetune_epochs`` on the fine-tuning data: every training digit scaled afresh each
+    epoch, plus a random ``normal_fraction`` of them unscaled.
+    """
+    seed: int = 0
+    train_limit: int = 0            # train on a fixed random n of the training digits; 0: all
+    test_limit: int = 0             # evaluate on a fixed random n of the test digits; 0: all
+    batch_size: int = 32
+    cnn_epochs: int = 12
+    cnn_lr: float = 2e-3            # Adam; cosine decay to lr/20 over the stage
+    finetune_epochs: int = 4
+    finetune_lr: float = 2e-3
+    normal_fraction: float = 0.5    # unscaled digits mixed into fine-tuning, share of the set
+    weight_decay: float = 0.0
+
+    @classmethod
+    def quick(cls, seed=0):
+        """A small run of the whole pipeline, for a look and for tests (about a minute)."""
+        return cls(seed=seed, train_limit=1000, test_limit=1000, cnn_epochs=2, finetune_epochs=1)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
