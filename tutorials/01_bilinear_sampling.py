@@ -121,7 +121,8 @@ for mode, scipy_mode in [("zeros", "grid-constant"), ("border", "nearest")]:
 #
 #     dv/dx = (1-ly) (I[y0, x0+1] - I[y0, x0]) + ly (I[y0+1, x0+1] - I[y0+1, x0])
 #
-# a difference of neighbouring pixels, constant across the cell. When x crosses an
+# a blend of two differences of neighbouring pixels. It does not depend on lx, so it is
+# constant while x moves across the cell (y fixed). When x crosses an
 # integer the point moves into the next cell, which has other neighbours: the
 # derivative **jumps**. At an integer itself the two one-sided derivatives disagree, and
 # the library (like torchvision) takes the **right derivative**: the one of the cell
@@ -133,12 +134,12 @@ for mode, scipy_mode in [("zeros", "grid-constant"), ("border", "nearest")]:
 
 # %%
 n_line = 121 if FAST else 601
-xs = np.linspace(-1.5, 4.5, n_line)                 # includes every integer from -1 to 4
+xs = np.union1d(np.linspace(-1.5, 4.5, n_line), np.arange(-1.0, 5.0))  # every integer -1..4 too
 line = np.stack([np.ones_like(xs), xs], axis=-1)[None]  # (1, P, 2): y = 1, x varies
 line_values, line_grads = {}, {}
 for mode in ("zeros", "border"):
     line_values[mode] = bilinear_sample(image[None], line, mode)[0]
-    grads = bilinear_sample_backward(np.ones((1, n_line)), image[None], line, mode)
+    grads = bilinear_sample_backward(np.ones((1, xs.size)), image[None], line, mode)
     line_grads[mode] = grads.coords[0]              # (P, 2): (dv/dy, dv/dx)
 
 # %% [markdown]
@@ -171,6 +172,7 @@ assert dv_dy == image[2, 1] - image[1, 1] == -6.0
 fig, (ax_v, ax_d) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
 integers = np.arange(-1, 5)
 on_integer = np.isin(xs, integers)
+assert on_integer.sum() == integers.size
 styles = {"zeros": dict(color="C0"), "border": dict(color="C1", linestyle="--")}
 for mode, style in styles.items():
     ax_v.plot(xs, line_values[mode], label=f'padding "{mode}"', **style)
