@@ -7,8 +7,9 @@
 
 Run as a script (``python tutorials/01_bilinear_sampling.py``), matplotlib draws with the
 non-interactive Agg backend and ``save_figure`` writes ``<name>.png`` into the folder named
-by the environment variable ``DCN_REF_FIGURES``, else ``tutorials/figures/``. Inside a
-Jupyter kernel the figure is shown inline instead and nothing is written.
+by the environment variable ``DCN_REF_FIGURES``, else into ``figures/`` beside the script
+(``tutorials/figures/``). Inside a Jupyter kernel the figure is shown inline instead and
+nothing is written.
 """
 import os
 import sys
@@ -22,12 +23,13 @@ if not IN_NOTEBOOK:
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tutorials" / "figures"
-
 
 def figure_dir():
-    """The folder figures are saved to: $DCN_REF_FIGURES, else tutorials/figures/."""
-    return Path(os.environ.get("DCN_REF_FIGURES") or DEFAULT_DIR)
+    """The folder figures are saved to: $DCN_REF_FIGURES, else figures/ beside the script."""
+    if os.environ.get("DCN_REF_FIGURES"):
+        return Path(os.environ["DCN_REF_FIGURES"])
+    script = getattr(sys.modules["__main__"], "__file__", None)
+    return (Path(script).resolve().parent if script else Path.cwd()) / "figures"
 
 
 def save_figure(fig, name):

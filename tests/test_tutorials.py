@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-TUTORIALS = sorted((Path(__file__).resolve().parent.parent / "tutorials").glob("[0-9][0-9]_*.py"))
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,7 +29,8 @@ def test_tutorial_runs_and_saves_its_figures(path, tmp_path):
         pytest.skip("needs numba-cuda (pip install -e '.[cuda]')")
     names = saved_figures(path)
     assert names, f"{path.name} saves no figure with save_figure(fig, \"name\")"
-    env = dict(os.environ, DCN_REF_FAST="1", DCN_REF_FIGURES=str(tmp_path),
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, DCN_REF_FAST="1", DCN_REF_FIGURES=str(tmp_path), PYTHONPATH=pythonpath,
                # The tutorials' arrays are tiny: Numba's thread pool only adds synchronisation,
                # which costs milliseconds a call when the cores are busy with other work.
                NUMBA_NUM_THREADS="1")
@@ -42,3 +44,14 @@ def test_tutorial_runs_and_saves_its_figures(path, tmp_path):
         assert png.is_file(), f"{path.name} did not write {png.name}; found {sorted(os.listdir(tmp_path))}"
         data = png.read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), f"{png.name} is not a PNG image"
+
+
+def test_save_figure_defaults_to_figures_beside_the_script(tmp_path):
+    script = tmp_path / "demo.py"
+    script.write_text("from dcn_ref.plotting import plt, save_figure\n"
+                      "fig, ax = plt.subplots()\nax.plot([0, 1])\nsave_figure(fig, 'demo')\n")
+    env = {k: v for k, v in os.environ.items() if k != "DCN_REF_FIGURES"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, str(script)], env=env, cwd=ROOT, check=True, timeout=120,
+                   capture_output=True)
+    assert (tmp_path / "figures" / "demo.png").read_bytes().startswith(PNG_SIGNATURE)
