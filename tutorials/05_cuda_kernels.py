@@ -74,10 +74,10 @@ rng = np.random.default_rng(0)
 assert sampling.locate(1.25, 2.5, 4, 5, sampling.ZEROS) == (True, 1, 2, 0.25, 0.5, 1.0, 1.0)
 
 # %% [markdown]
-# Two tiny callers written here, one per target. Note what they share: only the
-# *scalar* helper. An `njit` function that takes arrays cannot be called from a CUDA
-# kernel, so the CPU and GPU kernels of dcn_ref each walk over their arrays themselves
-# (a `prange` loop, a thread per element) and share the arithmetic.
+# Two tiny callers written here, one per target. What they share is the helper alone:
+# each caller is compiled for its own target and `locate` is compiled into it. The walk
+# over the arrays stays target-specific: a plain loop here, a `prange` loop in
+# `dcn_ref/cpu/deform.py`, one thread per element in `dcn_ref/cuda/deform.py`.
 
 # %%
 @numba.njit
@@ -235,8 +235,8 @@ assert (big - big) + one == np.float32(1.0)
 print("float32: (1e8 + 1) - 1e8 =", (big + one) - big, "  (1e8 - 1e8) + 1 =", (big - big) + one)
 
 # %% [markdown]
-# With ordinary numbers the effect is small, a few units in the last place (ulp), but
-# it is there. Sum 1000 float32 numbers one by one in many random orders and compare
+# With ordinary numbers the effect is small, some units in the last place (ulp) of the
+# result, but it is there. Sum 1000 float32 numbers one by one in many random orders and compare
 # each result with the exact sum:
 
 # %%
@@ -316,8 +316,8 @@ print("float64: atomic and deterministic GPU gradients equal the CPU's to 1e-10"
 # * `NUMBA_ENABLE_CUDASIM=1`, set before Numba is imported, runs the CUDA kernels as
 #   Python threads: a GPU-free way to test and to step through them.
 # * The per-sample maths lives once in `dcn_ref/sampling.py`; `register_jitable` lets
-#   Python, `njit` and `cuda.jit` code call the same lines. Share scalar helpers,
-#   not array functions.
+#   Python, `njit` and `cuda.jit` code call the same lines. The loops over the arrays
+#   are written per target.
 # * One thread per output element, numbered in memory order: thread idx computes element
 #   idx of the column array, and neighbouring threads write neighbouring addresses.
 # * Where threads add into shared pixels, atomics make each addition safe but leave the
