@@ -21,9 +21,8 @@ import os
 import numpy as np
 from scipy import signal
 
-from dcn_ref import cpu
 from dcn_ref.gradcheck import check_gradients, format_table
-from dcn_ref.ops import conv2d, conv2d_backward
+from dcn_ref.ops import col2im, conv2d, conv2d_backward, im2col
 from dcn_ref.plotting import plt, save_figure
 
 FAST = os.environ.get("DCN_REF_FAST") == "1"  # smaller sizes, same code path
@@ -66,15 +65,14 @@ for H, k, stride, pad, dilation in [(3, 2, 1, 0, 1), (7, 3, 1, 1, 1), (7, 3, 2, 
 # Take a 3x4 image holding 1 ... 12 and a 2x2 kernel. There are
 # L = H_out * W_out = 2 * 3 = 6 windows and each holds K = kh * kw = 4 pixels. im2col
 # copies window l = oy * W_out + ox into column l of a (C_in * K, L) matrix, tap
-# k = i * kw + j in row k. The CPU target's kernel (`dcn_ref/cpu/im2col.py`) fills an
-# array (N, C_in, K, L); the grid tuple tells it the geometry.
+# k = i * kw + j in row k. `dcn_ref.ops.im2col` returns that matrix for every image,
+# (N, C_in * K, L), row c * K + k for channel c. (The convolutions build their own columns
+# internally in whichever layout their target runs fastest: channels last on the CPU.)
 
 # %%
 x = np.arange(1.0, 13.0).reshape(1, 1, 3, 4)            # (N, C_in, H, W)
 kh, kw, out_h, out_w = 2, 2, 2, 3
-grid = (kh, kw, out_h, out_w, 1, 1, 0, 0, 1, 1)         # stride (1, 1), pad (0, 0), dilation (1, 1)
-columns = np.empty((1, 1, kh * kw, out_h * out_w))      # (N, C_in, K, L)
-cpu.im2col(x, grid, columns)
+columns = im2col(x, (kh, kw))                           # (N, C_in*K, L): stride 1, no padding
 print("image:\n", x[0, 0])
 print("column matrix (rows: taps (0,0), (0,1), (1,0), (1,1); columns: windows):\n",
       columns.reshape(4, 6))
@@ -85,9 +83,9 @@ print("column matrix (rows: taps (0,0), (0,1), (1,0), (1,1); columns: windows):\
 # lists the top-left pixel of every window: 1, 2, 3 from row 0 and 5, 6, 7 from row 1.
 
 # %%
-assert list(columns[0, 0, :, 0]) == [1, 2, 5, 6]
-assert list(columns[0, 0, :, 5]) == [7, 8, 11, 12]
-assert list(columns[0, 0, 0]) == [1, 2, 3, 5, 6, 7]
+assert list(columns[0, :, 0]) == [1, 2, 5, 6]
+assert list(columns[0, :, 5]) == [7, 8, 11, 12]
+assert list(columns[0, 0]) == [1, 2, 3, 5, 6, 7]
 
 # %% [markdown]
 # The same in a picture: window 4 (output pixel (1, 1)) and the column it becomes.
@@ -95,8 +93,8 @@ assert list(columns[0, 0, 0]) == [1, 2, 3, 5, 6, 7]
 # %%
 fig, (ax_x, ax_c) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [4, 6]})
 ax_x.imshow(x[0, 0], cmap="Blues", vmin=0, vmax=16)
-ax_c.imshow(columns[0, 0], cmap="Blues", vmin=0, vmax=16)
-for ax, values in ((ax_x, x[0, 0]), (ax_c, columns[0, 0])):
+ax_c.imshow(columns[0], cmap="Blues", vmin=0, vmax=16)
+for ax, values in ((ax_x, x[0, 0]), (ax_c, columns[0])):
     for (r, s), value in np.ndenumerate(values):
         ax.text(s, r, int(value), ha="center", va="center")
 ax_x.add_patch(plt.Rectangle((0.5, 0.5), 2, 2, fill=False, edgecolor="tab:red", linewidth=3))
@@ -121,10 +119,9 @@ save_figure(fig, "02_im2col")
 # ((3 + 2 - 1 - 1) // 2 + 1) x ((4 + 2 - 1 - 1) // 2 + 1) = 2 x 3.
 
 # %%
-padded_columns = np.empty((1, 1, 4, 6))
-cpu.im2col(x, (2, 2, 2, 3, 2, 2, 1, 1, 1, 1), padded_columns)
+padded_columns = im2col(x, 2, stride=2, padding=1)
 print("padding 1, stride 2:\n", padded_columns.reshape(4, 6))
-assert list(padded_columns[0, 0, :, 0]) == [0, 0, 0, 1]   # window 0 covers rows -1..0, columns -1..0
+assert list(padded_columns[0, :, 0]) == [0, 0, 0, 1]      # window 0 covers rows -1..0, columns -1..0
 
 # %% [markdown]
 # # 3. The forward pass is one matrix product
@@ -144,9 +141,7 @@ x = rng.standard_normal((1, C_in, H, W))
 weight = rng.standard_normal((C_out, C_in, 3, 3))
 bias = rng.standard_normal(C_out)
 out_h, out_w = output_size(H, 3, 1, 1, 1), output_size(W, 3, 1, 1, 1)
-X = np.empty((1, C_in, 9, out_h * out_w))                 # (N, C_in, K, L)
-cpu.im2col(x, (3, 3, out_h, out_w, 1, 1, 1, 1, 1, 1), X)
-X = X.reshape(C_in * 9, out_h * out_w)                    # (C_in*K, L)
+X = im2col(x, 3, padding=1)[0]                            # (C_in*K, L) of the one image
 W_mat = weight.reshape(C_out, C_in * 9)                   # (C_out, C_in*K)
 
 # %% [markdown]
@@ -218,10 +213,7 @@ x = rng.standard_normal((N, C_in, H, W))
 weight = rng.standard_normal((C_out, C_in, 3, 3))
 bias = rng.standard_normal(C_out)
 out_h, out_w = output_size(H, 3, 1, 1, 1), output_size(W, 3, 1, 1, 1)
-grid = (3, 3, out_h, out_w, 1, 1, 1, 1, 1, 1)
-X = np.empty((N, C_in, 9, out_h * out_w))
-cpu.im2col(x, grid, X)
-X = X.reshape(N, C_in * 9, out_h * out_w)                 # (N, C_in*K, L)
+X = im2col(x, 3, padding=1)                               # (N, C_in*K, L)
 W_mat = weight.reshape(C_out, C_in * 9)
 dout = rng.standard_normal((N, C_out, out_h * out_w))     # (N, C_out, L)
 grads = conv2d_backward(dout.reshape(N, C_out, out_h, out_w), x, weight, bias, padding=1)
@@ -245,8 +237,7 @@ assert np.allclose(db, grads.bias, rtol=0, atol=1e-12)
 
 # %%
 dX = np.stack([W_mat.T @ dout[n] for n in range(N)])      # (N, C_in*K, L)
-dx = np.zeros_like(x)
-cpu.col2im(dX.reshape(N, C_in, 9, out_h * out_w), grid, dx)
+dx = col2im(dX, x.shape, 3, padding=1)
 assert np.allclose(dx, grads.input, rtol=0, atol=1e-12)
 print("dW, db and dx from the three formulas equal conv2d_backward's")
 
@@ -258,8 +249,7 @@ print("dW, db and dx from the three formulas equal conv2d_backward's")
 # W^T dout = 1 per copy, added back by col2im.
 
 # %%
-counts = np.zeros((1, 1, 3, 4))
-cpu.col2im(np.ones((1, 1, 4, 6)), (2, 2, 2, 3, 1, 1, 0, 0, 1, 1), counts)
+counts = col2im(np.ones((1, 4, 6)), (1, 1, 3, 4), 2)
 print("copies of each pixel:\n", counts[0, 0])
 expected = np.array([[1, 2, 2, 1],
                      [2, 4, 4, 2],

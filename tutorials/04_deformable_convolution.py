@@ -188,7 +188,7 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 # * **the columns**:  dcol = W^T dout,  shape (C_in*K, L).
 # * **input**: v_ckl is a weighted sum of four pixels, so each pixel receives
 #   dcol * m * (its bilinear weight) from every sample that read it. This is the
-#   deformable col2im (`deform_col2im` in `dcn_ref/cpu/deform.py`).
+#   deformable col2im (`deform_col2im` in `dcn_ref/cpu/columns.py`, channels last, and in `dcn_ref/cuda/deform.py`).
 # * **offset**: moving the sample point changes v at the rate of the bilinear
 #   derivative (tutorial 01), and all C_in/G channels of the offset group share the point:
 #

@@ -77,7 +77,7 @@ assert sampling.locate(1.25, 2.5, 4, 5, sampling.ZEROS) == (True, 1, 2, 0.25, 0.
 # Two tiny callers written here, one per target. What they share is the helper alone:
 # each caller is compiled for its own target and `locate` is compiled into it. The walk
 # over the arrays stays target-specific: a plain loop here, a `prange` loop in
-# `dcn_ref/cpu/deform.py`, one thread per element in `dcn_ref/cuda/deform.py`.
+# `dcn_ref/cpu/planar.py`, one thread per element in `dcn_ref/cuda/deform.py`.
 
 # %%
 @numba.njit

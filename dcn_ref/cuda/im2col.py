@@ -1,5 +1,5 @@
 """Plain im2col and col2im for conv2d as CUDA kernels. Layouts as in
-``dcn_ref/cpu/im2col.py``: x (N, C, H, W), columns (N, C, K, L),
+``dcn_ref.ops.im2col``: x (N, C, H, W), columns (N, C, K, L) (the textbook layout),
 grid (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
 from numba import cuda
 

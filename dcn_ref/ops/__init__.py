@@ -3,6 +3,7 @@
 from .bilinear_sample import BilinearSampleGrads, bilinear_sample, bilinear_sample_backward
 from .conv2d import Conv2dGrads, conv2d, conv2d_backward
 from .deform_conv2d import DeformConv2dGrads, deform_conv2d, deform_conv2d_backward
+from .im2col import col2im, im2col
 from .offset_sample import OffsetSampleGrads, offset_sample, offset_sample_backward
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "conv2d", "conv2d_backward", "Conv2dGrads",
     "deform_conv2d", "deform_conv2d_backward", "DeformConv2dGrads",
     "offset_sample", "offset_sample_backward", "OffsetSampleGrads",
+    "im2col", "col2im",
 ]

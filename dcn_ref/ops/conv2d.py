@@ -3,7 +3,7 @@ import numbers
 from typing import NamedTuple
 
 from ..targets import Call
-from . import _args, _conv
+from . import _args
 
 
 class Conv2dGrads(NamedTuple):
@@ -89,17 +89,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     call = Call(target, (input, weight, bias))
     input, weight, bias, groups, grid, _ = _check(input, weight, bias, stride, padding,
                                                   dilation, groups)
-    N, c_in, H, W = input.shape
-    kh, kw, out_h, out_w = grid[:4]
-    be = call.backend
-    x = call.put(input)
-
-    def make_columns(n0, n1, columns):
-        be.im2col(x[n0:n1], grid, columns)
-
-    out = _conv.forward(be, make_columns, call.put(weight), call.put(bias), N, c_in, kh * kw,
-                        out_h * out_w, groups)
-    return call.get(out.reshape(N, weight.shape[0], out_h, out_w))
+    out = call.backend.conv2d(call.put(input), call.put(weight), call.put(bias), groups, grid)
+    return call.get(out)
 
 
 def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1,
@@ -127,21 +118,8 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     call = Call(target, (grad_output, input, weight, bias))
     input, weight, bias, groups, grid, grad_output = _check(
         input, weight, bias, stride, padding, dilation, groups, grad_output)
-    N, c_in, H, W = input.shape
-    kh, kw, out_h, out_w = grid[:4]
-    be = call.backend
-    x = call.put(input)
-    grad_input = be.zeros((N, c_in, H, W), input.dtype)
-
-    def make_columns(n0, n1, columns):
-        be.im2col(x[n0:n1], grid, columns)
-
-    def scatter_columns(n0, n1, grad_columns):
-        be.col2im(grad_columns, grid, grad_input[n0:n1], deterministic)
-
-    grad_out = call.put(grad_output).reshape(N, weight.shape[0], out_h * out_w)
-    grad_weight, grad_bias = _conv.backward(be, make_columns, scatter_columns, grad_out,
-                                            call.put(weight), bias is not None, c_in, kh * kw,
-                                            groups)
+    grad_input, grad_weight, grad_bias = call.backend.conv2d_backward(
+        call.put(grad_output), call.put(input), call.put(weight), bias is not None, groups, grid,
+        deterministic)
     return Conv2dGrads(input=call.get(grad_input), weight=call.get(grad_weight),
                        bias=call.get(grad_bias))

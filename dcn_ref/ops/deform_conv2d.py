@@ -1,9 +1,8 @@
 """deform_conv2d: deformable convolution, DCNv1 (offsets) and DCNv2 (offsets and mask)."""
 from typing import NamedTuple
 
-from .. import sampling
 from ..targets import Call
-from . import _args, _conv
+from . import _args
 from .conv2d import check_conv_args
 
 
@@ -47,29 +46,6 @@ def _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_ou
     return input, offset, weight, bias, mask, groups, G, grid, (out_h, out_w), grad_output
 
 
-class _Views:
-    """The batch slices n0:n1 of the inputs as the sampling engine sees them."""
-
-    def __init__(self, call, input, offset, mask, G, K, L):
-        self.x, self.offset, self.mask = call.put(input), call.put(offset), call.put(mask)
-        self.G, self.K, self.L = G, K, L
-        self.cq, self.H, self.W = input.shape[1] // G, input.shape[2], input.shape[3]
-
-    def image(self, array, n0, n1):       # (n, C, H, W) -> (Q = n*G, Cq, H, W)
-        return array[n0:n1].reshape((n1 - n0) * self.G, self.cq, self.H, self.W)
-
-    def offsets(self, array, n0, n1):     # (n, 2*G*K, H_out, W_out) -> (Q, K, 2, L)
-        return array[n0:n1].reshape((n1 - n0) * self.G, self.K, 2, self.L)
-
-    def masks(self, array, n0, n1):       # (n, G*K, H_out, W_out) -> (Q, K, L)
-        if array is None:
-            return None
-        return array[n0:n1].reshape((n1 - n0) * self.G, self.K, self.L)
-
-    def columns(self, columns, n0, n1):   # (n, C, K, L) -> (Q, Cq, K, L)
-        return columns.reshape((n1 - n0) * self.G, self.cq, self.K, self.L)
-
-
 def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None,
                   *, target=None):
     """Deformable convolution with the signature and numbers of ``torchvision.ops.deform_conv2d``.
@@ -103,21 +79,12 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     a deformable im2col (one column entry per channel, tap and output pixel) and a GEMM.
     """
     call = Call(target, (input, offset, weight, bias, mask))
-    input, offset, weight, bias, mask, groups, G, grid, (out_h, out_w), _ = _check(
+    input, offset, weight, bias, mask, groups, G, grid, out_hw, _ = _check(
         input, offset, weight, bias, stride, padding, dilation, mask)
-    N, c_in = input.shape[:2]
-    K = weight.shape[2] * weight.shape[3]
-    v = _Views(call, input, offset, mask, G, K, out_h * out_w)
-    be = call.backend
-
-    def make_columns(n0, n1, columns):
-        be.deform_im2col(v.image(v.x, n0, n1), v.offsets(v.offset, n0, n1),
-                         v.masks(v.mask, n0, n1), sampling.ZEROS, grid,
-                         v.columns(columns, n0, n1))
-
-    out = _conv.forward(be, make_columns, call.put(weight), call.put(bias), N, c_in, K,
-                        out_h * out_w, groups)
-    return call.get(out.reshape(N, weight.shape[0], out_h, out_w))
+    put = call.put
+    out = call.backend.deform_conv2d(put(input), put(offset), put(mask), put(weight), put(bias),
+                                     groups, G, grid, out_hw)
+    return call.get(out)
 
 
 def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride=1, padding=0,
@@ -147,33 +114,10 @@ def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride
     NaN offsets, and samples beyond the one-pixel zero rim, get zero gradient.
     """
     call = Call(target, (grad_output, input, offset, weight, bias, mask))
-    input, offset, weight, bias, mask, groups, G, grid, (out_h, out_w), grad_output = _check(
+    input, offset, weight, bias, mask, groups, G, grid, out_hw, grad_output = _check(
         input, offset, weight, bias, stride, padding, dilation, mask, grad_output)
-    N, c_in, H, W = input.shape
-    K = weight.shape[2] * weight.shape[3]
-    L = out_h * out_w
-    v = _Views(call, input, offset, mask, G, K, L)
-    be = call.backend
-    grad_input = be.zeros(input.shape, input.dtype)
-    grad_offset = be.empty(offset.shape, input.dtype)
-    grad_mask = be.empty(mask.shape, input.dtype) if mask is not None else None
-
-    def make_columns(n0, n1, columns):
-        be.deform_im2col(v.image(v.x, n0, n1), v.offsets(v.offset, n0, n1),
-                         v.masks(v.mask, n0, n1), sampling.ZEROS, grid,
-                         v.columns(columns, n0, n1))
-
-    def scatter_columns(n0, n1, grad_columns):
-        grad_columns = v.columns(grad_columns, n0, n1)
-        offsets, masks = v.offsets(v.offset, n0, n1), v.masks(v.mask, n0, n1)
-        be.deform_col2im(grad_columns, offsets, masks, sampling.ZEROS, grid,
-                         v.image(grad_input, n0, n1), deterministic)
-        be.deform_coord_grad(grad_columns, v.image(v.x, n0, n1), offsets, masks, sampling.ZEROS,
-                             grid, v.offsets(grad_offset, n0, n1), v.masks(grad_mask, n0, n1))
-
-    grad_out = call.put(grad_output).reshape(N, weight.shape[0], L)
-    grad_weight, grad_bias = _conv.backward(be, make_columns, scatter_columns, grad_out,
-                                            call.put(weight), bias is not None, c_in, K, groups)
-    return DeformConv2dGrads(input=call.get(grad_input), offset=call.get(grad_offset),
-                             weight=call.get(grad_weight), bias=call.get(grad_bias),
-                             mask=call.get(grad_mask))
+    put = call.put
+    grads = call.backend.deform_conv2d_backward(
+        put(grad_output), put(input), put(offset), put(mask), put(weight), bias is not None,
+        groups, G, grid, out_hw, deterministic)
+    return DeformConv2dGrads(*(call.get(g) for g in grads))

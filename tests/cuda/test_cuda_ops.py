@@ -172,3 +172,13 @@ def test_empty_batch_on_the_gpu():
     assert out.shape == (0, 2, 4, 4)
     grads = ops.deform_conv2d_backward(out, **inputs, **params, target="cuda", deterministic=True)
     assert grads.weight.shape == inputs["weight"].shape and not grads.weight.any()
+
+
+def test_im2col_and_col2im_equal_cpu():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 2, 5, 4))
+    columns = ops.im2col(x, (3, 2), (2, 1), 1, (1, 2), target="cuda")
+    assert_close(columns, ops.im2col(x, (3, 2), (2, 1), 1, (1, 2)), 0, "im2col")
+    y = rng.standard_normal(columns.shape)
+    assert_close(ops.col2im(y, x.shape, (3, 2), (2, 1), 1, (1, 2), target="cuda"),
+                 ops.col2im(y, x.shape, (3, 2), (2, 1), 1, (1, 2)), 1e-12, "col2im")

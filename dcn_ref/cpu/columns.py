@@ -1,0 +1,235 @@
+"""Channels-last columns for conv2d and deform_conv2d on the CPU.
+
+A convolution multiplies a weight by a matrix of columns: one row per output pixel, one
+entry per (tap, input channel). Here the rows are output pixels and, inside a row, the
+channels of one tap are neighbours in memory:
+
+    x_cl      (n, H*W + 1, C)                the input, channels last; row H*W is all zeros
+    columns   (groups, n, L, K, C/groups)    columns[g, n, l, k, c] = the tap k of output
+                                             pixel l, channel g*C/groups + c
+    offset    (n*G, K, 2, L), mask (n*G, K, L)   the engine layout of dcn_ref/sampling.py
+
+so that each conv group's columns are one contiguous (n*L, K*C/groups) matrix for the
+GEMM, and all the channels of an offset group, which share one sample point, are read
+and written as contiguous vectors: a sample costs four vector loads (its four corners)
+and one vector store, whatever the number of channels. A corner outside the image points
+at the zero row, so it adds exactly nothing and needs no branch.
+
+The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``).
+"""
+import numpy as np
+from numba import prange
+from numba.extending import register_jitable
+
+from ..sampling import corner, tap_cell
+from .compile import kernel
+
+
+@register_jitable
+def corner_row(t, inside, y0, x0, ly, lx, height, width):
+    """Corner t of a located cell as (row of x_cl, weight, d weight/d ly, d weight/d lx);
+    the zero row (weight 0) when the sample touches no pixel, the zero row with the true
+    weights when only this corner is outside."""
+    if not inside:
+        return height * width, 0.0, 0.0, 0.0
+    r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+    row = r * width + s if 0 <= r < height and 0 <= s < width else height * width
+    return row, w, w_ly, w_lx
+
+
+@register_jitable
+def channel_segment(c, stop, c_per_group):
+    """The conv group of channel c and the end of its run of channels below ``stop`` that
+    share that group (so the run is contiguous in the columns)."""
+    g = c // c_per_group
+    return g, min(stop, (g + 1) * c_per_group)
+
+
+# -- deformable convolution ---------------------------------------------------------------
+
+@kernel
+def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, columns):
+    """Fill columns (groups, n, L, K, C/groups) with the masked bilinear samples."""
+    groups, n_img, L, K, c_per_group = columns.shape
+    C = x_cl.shape[2]
+    G = offset.shape[0] // n_img
+    Cq = C // G
+    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
+        n = nl // L
+        l = nl % L
+        w = np.empty(4, columns.dtype)          # the corner weights, in the columns' dtype
+        for g in range(G):
+            q = n * G + g
+            for k in range(K):
+                inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, height, width, mode, grid)
+                m = mask[q, k, l] if use_mask else 1.0
+                r0, w0, _, _ = corner_row(0, inside, y0, x0, ly, lx, height, width)
+                r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
+                r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
+                r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
+                w[0], w[1], w[2], w[3] = m * w0, m * w1, m * w2, m * w3
+                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
+                c = g * Cq
+                while c < (g + 1) * Cq:              # the offset group's channels, by conv group
+                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                    out = columns[cg, n, l, k]
+                    base = cg * c_per_group
+                    for i in range(c, stop):
+                        out[i - base] = w[0] * a[i] + w[1] * b[i] + w[2] * c_[i] + w[3] * d[i]
+                    c = stop
+
+
+@kernel
+def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, grid, chunk,
+                  grad_x_cl):
+    """grad_x_cl (n, H*W + 1, C) += the adjoint of deform_im2col (row H*W collects junk).
+
+    Work is split by image and by ``chunk`` channels of an offset group: different
+    iterations write different channels (or images), so they never collide.
+    """
+    groups, n_img, L, K, c_per_group = grad_columns.shape
+    C = grad_x_cl.shape[2]
+    G = offset.shape[0] // n_img
+    Cq = C // G
+    per_group = (Cq + chunk - 1) // chunk
+    for task in prange(n_img * G * per_group):  # (image, offset group, channel chunk)
+        n = task // (G * per_group)
+        g = (task // per_group) % G
+        c_start = g * Cq + (task % per_group) * chunk
+        c_stop = min(c_start + chunk, (g + 1) * Cq)
+        q = n * G + g
+        w = np.empty(4, grad_x_cl.dtype)
+        for k in range(K):
+            for l in range(L):
+                inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, height, width, mode, grid)
+                if not inside:
+                    continue
+                m = mask[q, k, l] if use_mask else 1.0
+                r0, w0, _, _ = corner_row(0, inside, y0, x0, ly, lx, height, width)
+                r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
+                r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
+                r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
+                w[0], w[1], w[2], w[3] = m * w0, m * w1, m * w2, m * w3
+                a, b, c_, d = grad_x_cl[n, r0], grad_x_cl[n, r1], grad_x_cl[n, r2], grad_x_cl[n, r3]
+                c = c_start
+                while c < c_stop:
+                    cg, stop = channel_segment(c, c_stop, c_per_group)
+                    src = grad_columns[cg, n, l, k]
+                    base = cg * c_per_group
+                    for i in range(c, stop):
+                        v = src[i - base]
+                        a[i] += w[0] * v
+                        b[i] += w[1] * v
+                        c_[i] += w[2] * v
+                        d[i] += w[3] * v
+                    c = stop
+
+
+@kernel
+def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, grid,
+                      grad_offset, grad_mask):
+    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L).
+
+    For a sample, D_t = sum over the group's channels of grad_columns * x at corner t (four
+    dot products of contiguous vectors); then d/d dy = m * sum_t dw_t/dy D_t, d/d mask =
+    sum_t w_t D_t (the unmasked sample's gradient).
+    """
+    groups, n_img, L, K, c_per_group = grad_columns.shape
+    C = x_cl.shape[2]
+    G = offset.shape[0] // n_img
+    Cq = C // G
+    for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
+        n = nl // L
+        l = nl % L
+        zero = np.zeros(1, x_cl.dtype)[0]
+        for g in range(G):
+            q = n * G + g
+            for k in range(K):
+                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode,
+                                                          grid)
+                if not inside:
+                    grad_offset[q, k, 0, l] = 0.0
+                    grad_offset[q, k, 1, l] = 0.0
+                    if use_mask:
+                        grad_mask[q, k, l] = 0.0
+                    continue
+                r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
+                r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
+                r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
+                r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
+                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
+                d0 = d1 = d2 = d3 = zero
+                c = g * Cq
+                while c < (g + 1) * Cq:
+                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                    src = grad_columns[cg, n, l, k]
+                    base = cg * c_per_group
+                    for i in range(c, stop):
+                        v = src[i - base]
+                        d0 += v * a[i]
+                        d1 += v * b[i]
+                        d2 += v * c_[i]
+                        d3 += v * d[i]
+                    c = stop
+                m = mask[q, k, l] if use_mask else 1.0
+                grad_offset[q, k, 0, l] = m * jy * (wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3)
+                grad_offset[q, k, 1, l] = m * jx * (wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3)
+                if use_mask:
+                    grad_mask[q, k, l] = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+
+
+# -- plain convolution ----------------------------------------------------------------------
+
+@register_jitable
+def tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+            height, width):
+    """The row of x_cl that tap k of output pixel l copies (the zero row in the padding)."""
+    i = k // kw
+    j = k - i * kw
+    y = (l // out_w) * stride_h - pad_h + i * dilation_h
+    x = (l % out_w) * stride_w - pad_w + j * dilation_w
+    return y * width + x if 0 <= y < height and 0 <= x < width else height * width
+
+
+@kernel
+def im2col(x_cl, height, width, grid, columns):
+    """Fill columns (groups, n, L, K, C/groups) with the zero-padded patches."""
+    groups, n_img, L, K, c_per_group = columns.shape
+    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
+        n = nl // L
+        l = nl % L
+        for k in range(K):
+            src = x_cl[n, tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
+                                  dilation_h, dilation_w, height, width)]
+            for g in range(groups):
+                out = columns[g, n, l, k]
+                base = g * c_per_group
+                for i in range(c_per_group):
+                    out[i] = src[base + i]
+
+
+@kernel
+def col2im(grad_columns, height, width, grid, chunk, grad_x_cl):
+    """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, split by image and ``chunk``
+    channels so that no two iterations write the same element."""
+    groups, n_img, L, K, c_per_group = grad_columns.shape
+    C = grad_x_cl.shape[2]
+    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    per_image = (C + chunk - 1) // chunk
+    for task in prange(n_img * per_image):  # (image, channel chunk)
+        n = task // per_image
+        c_start = (task % per_image) * chunk
+        c_stop = min(c_start + chunk, C)
+        for k in range(K):
+            for l in range(L):
+                dst = grad_x_cl[n, tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
+                                           dilation_h, dilation_w, height, width)]
+                c = c_start
+                while c < c_stop:
+                    cg, stop = channel_segment(c, c_stop, c_per_group)
+                    src = grad_columns[cg, n, l, k]
+                    base = cg * c_per_group
+                    for i in range(c, stop):
+                        dst[i] += src[i - base]
+                    c = stop

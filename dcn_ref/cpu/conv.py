@@ -1,0 +1,190 @@
+"""conv2d and deform_conv2d on the CPU: channels-last columns and one GEMM per conv group.
+
+For a chunk of n images (sized so that its columns stay within COLUMN_BUDGET_BYTES):
+
+    x_cl     = the chunk, channels last, plus a zero row         (n, H*W + 1, C)
+    columns  = im2col, plain or deformable (columns.py)         (groups, n*L, K*C_g)
+    out_g    = columns[g] @ weight_g.T                           (n*L, C_out_g)
+    out      = out_g back to channels first (+ bias)             (n, C_out, L)
+
+and backward, with gout_g = grad_out's group g, channels last (n*L, C_out_g):
+
+    grad_weight_g += gout_g.T @ columns[g]
+    grad_columns[g] = gout_g @ weight_g                          then col2im, and for the
+                                                                 deformable op the offset
+                                                                 and mask gradients
+
+The weight is used as (groups, C_out_g, K, C_g), its taps outermost, to match the columns.
+Every GEMM covers the whole chunk, not one image, so BLAS runs on large matrices.
+"""
+import numpy as np
+
+from ..sampling import ZEROS
+from . import columns as cl
+
+COLUMN_BUDGET_BYTES = 64 * 2**20
+
+
+def _chunks(n_images, bytes_per_image):
+    step = max(1, COLUMN_BUDGET_BYTES // max(1, bytes_per_image))
+    return [(n0, min(n0 + step, n_images)) for n0 in range(0, n_images, step)]
+
+
+def _weight_taps_last_channel(weight, groups):
+    """(C_out, C_g, kh, kw) -> (groups, C_out_g, K*C_g), taps outermost within a row."""
+    c_out, c_g, kh, kw = weight.shape
+    w = weight.reshape(groups, c_out // groups, c_g, kh * kw).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(w).reshape(groups, c_out // groups, kh * kw * c_g)
+
+
+def _weight_back(grad_w, weight_shape, groups):
+    """The inverse of ``_weight_taps_last_channel`` for the weight's gradient."""
+    c_out, c_g, kh, kw = weight_shape
+    g = grad_w.reshape(groups, c_out // groups, kh * kw, c_g).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(g).reshape(weight_shape)
+
+
+def _channels_last(x):
+    """(n, C, H, W) -> (n, H*W + 1, C) with a zero last row."""
+    n, c, h, w = x.shape
+    x_cl = np.empty((n, h * w + 1, c), x.dtype)
+    x_cl[:, : h * w] = x.reshape(n, c, h * w).transpose(0, 2, 1)
+    x_cl[:, h * w] = 0
+    return x_cl
+
+
+def _chunk_size(channels, tasks_wanted=8, smallest=16):
+    """Channels per col2im task: small enough to give ``tasks_wanted`` tasks, not tiny."""
+    return max(smallest, -(-channels // tasks_wanted))
+
+
+class _Conv:
+    """The shape bookkeeping shared by the plain and the deformable convolution."""
+
+    def __init__(self, x, weight, groups, out_hw):
+        self.x, self.weight, self.groups = x, weight, groups
+        self.N, self.C, self.H, self.W = x.shape
+        self.c_out, self.c_g, kh, kw = weight.shape
+        self.K = kh * kw
+        self.L = out_hw[0] * out_hw[1]
+        self.out_hw = out_hw
+        self.weight_g = _weight_taps_last_channel(weight, groups)     # (groups, C_out_g, K*C_g)
+
+    def chunks(self, copies):
+        return _chunks(self.N, copies * self.L * self.K * self.C * self.x.dtype.itemsize)
+
+    def empty_columns(self, n):
+        return np.empty((self.groups, n, self.L, self.K, self.c_g), self.x.dtype)
+
+    def work(self, n):
+        return n * self.L * self.K * self.C
+
+    def forward(self, fill_columns, bias):
+        """out (N, C_out, H_out, W_out); fill_columns(n0, n1, x_cl, columns)."""
+        out = np.empty((self.N, self.c_out, self.L), self.x.dtype)
+        m = self.c_out // self.groups
+        for n0, n1 in self.chunks(1):
+            n = n1 - n0
+            columns = self.empty_columns(n)
+            fill_columns(n0, n1, _channels_last(self.x[n0:n1]), columns)
+            for g in range(self.groups):
+                out_g = columns[g].reshape(n * self.L, -1) @ self.weight_g[g].T    # (n*L, m)
+                out[n0:n1, g * m:(g + 1) * m] = out_g.reshape(n, self.L, m).transpose(0, 2, 1)
+        if bias is not None:
+            out += bias[None, :, None]
+        return out.reshape((self.N, self.c_out) + self.out_hw)
+
+    def backward(self, grad_out, fill_columns, scatter_columns, has_bias):
+        """(grad_input, grad_weight, grad_bias); scatter_columns(n0, n1, x_cl, grad_columns,
+        grad_x_cl) adds the columns' gradient into the chunk's grad_x_cl."""
+        grad_out = grad_out.reshape(self.N, self.c_out, self.L)
+        grad_input = np.empty(self.x.shape, self.x.dtype)
+        grad_w = np.zeros(self.weight_g.shape, self.x.dtype)
+        m = self.c_out // self.groups
+        for n0, n1 in self.chunks(2):
+            n = n1 - n0
+            x_cl = _channels_last(self.x[n0:n1])
+            columns = self.empty_columns(n)
+            fill_columns(n0, n1, x_cl, columns)
+            grad_columns = self.empty_columns(n)
+            for g in range(self.groups):
+                gout_g = grad_out[n0:n1, g * m:(g + 1) * m].transpose(0, 2, 1).reshape(n * self.L, m)
+                grad_w[g] += gout_g.T @ columns[g].reshape(n * self.L, -1)
+                np.matmul(gout_g, self.weight_g[g], out=grad_columns[g].reshape(n * self.L, -1))
+            del columns
+            grad_x_cl = np.zeros_like(x_cl)
+            scatter_columns(n0, n1, x_cl, grad_columns, grad_x_cl)
+            grad_input[n0:n1] = (grad_x_cl[:, : self.H * self.W].transpose(0, 2, 1)
+                                 .reshape(n, self.C, self.H, self.W))
+        grad_bias = grad_out.sum(axis=(0, 2)) if has_bias else None
+        return grad_input, _weight_back(grad_w, self.weight.shape, self.groups), grad_bias
+
+
+def conv2d(x, weight, bias, groups, grid):
+    """grid = (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
+    conv = _Conv(x, weight, groups, grid[2:4])
+
+    def fill(n0, n1, x_cl, columns):
+        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, grid, columns)
+
+    return conv.forward(fill, bias)
+
+
+def conv2d_backward(grad_out, x, weight, has_bias, groups, grid):
+    conv = _Conv(x, weight, groups, grid[2:4])
+
+    def fill(n0, n1, x_cl, columns):
+        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, grid, columns)
+
+    def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
+        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, grid,
+                  _chunk_size(conv.C), grad_x_cl)
+
+    return conv.backward(grad_out, fill, scatter, has_bias)
+
+
+def _engine_views(offset, mask, n0, n1, G, K, L):
+    """The chunk's offsets (n*G, K, 2, L) and mask (n*G, K, L) (or a stand-in), views."""
+    n = n1 - n0
+    off = offset[n0:n1].reshape(n * G, K, 2, L)
+    if mask is None:
+        return off, np.zeros((1, 1, 1), offset.dtype), False
+    return off, mask[n0:n1].reshape(n * G, K, L), True
+
+
+def deform_conv2d(x, offset, mask, weight, bias, groups, G, grid, out_hw):
+    """grid: the engine's (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
+    conv = _Conv(x, weight, groups, out_hw)
+
+    def fill(n0, n1, x_cl, columns):
+        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
+        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
+                         grid, columns)
+
+    return conv.forward(fill, bias)
+
+
+def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, G, grid, out_hw):
+    """(grad_input, grad_offset, grad_weight, grad_bias, grad_mask)."""
+    conv = _Conv(x, weight, groups, out_hw)
+    grad_offset = np.empty(offset.shape, x.dtype)
+    grad_mask = np.empty(mask.shape, x.dtype) if mask is not None else None
+
+    def fill(n0, n1, x_cl, columns):
+        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
+        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
+                         grid, columns)
+
+    def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
+        n = n1 - n0
+        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
+        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, grid,
+                         _chunk_size(conv.C // G), grad_x_cl)
+        goff = grad_offset[n0:n1].reshape(n * G, conv.K, 2, conv.L)
+        gmask = (grad_mask[n0:n1].reshape(n * G, conv.K, conv.L) if use_mask
+                 else np.empty((1, 1, 1), x.dtype))
+        cl.deform_coord_grad(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
+                             ZEROS, grid, goff, gmask)
+
+    grad_input, grad_weight, grad_bias = conv.backward(grad_out, fill, scatter, has_bias)
+    return grad_input, grad_offset, grad_weight, grad_bias, grad_mask

@@ -1,0 +1,48 @@
+"""The sampling engine of dcn_ref/sampling.py on the GPU: launching its kernels.
+
+Outputs are allocated by the caller; deform_col2im adds into its output, scattering with
+atomics, or, with ``deterministic``, gathering in a fixed order (deterministic.py).
+"""
+import numpy as np
+from numba import cuda
+
+from . import deform as _deform
+from . import deterministic as _deterministic
+from .launch import launch
+from .memory import mask_or_dummy
+
+
+def deform_im2col(image, offset, mask, mode, grid, columns):
+    """columns (Q, Cq, K, L) = samples of image (Q, Cq, H, W) at offset (Q, K, 2, L)."""
+    mask, use_mask = mask_or_dummy(mask, image)
+    launch(_deform.deform_im2col, columns.size, image, offset, mask, use_mask, mode,
+           tuple(grid), columns)
+
+
+def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic=False):
+    """grad_image (Q, Cq, H, W) += the adjoint of deform_im2col applied to grad_columns."""
+    mask, use_mask = mask_or_dummy(mask, grad_columns)
+    grid = tuple(grid)
+    if not deterministic:
+        launch(_deform.deform_col2im_atomic, grad_columns.size, grad_columns, offset, mask,
+               use_mask, mode, grid, grad_image)
+        return
+    Q, _, H, W = grad_image.shape
+    n_samples = offset.shape[1] * offset.shape[3]
+    cell_of = cuda.device_array((Q, n_samples), np.int32)
+    order = cuda.device_array((Q, n_samples), np.int32)
+    cell_start = cuda.device_array((Q, (H + 1) * (W + 1)), np.int32)
+    cell_count = cuda.device_array((Q, (H + 1) * (W + 1)), np.int32)
+    launch(_deterministic.bucket_samples, Q, offset, mode, grid, H, W, cell_of, cell_start,
+           cell_count, order)
+    launch(_deterministic.gather_image_grad, grad_image.size, grad_columns, offset, mask,
+           use_mask, mode, grid, cell_start, cell_count, order, grad_image)
+
+
+def deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask):
+    """Write grad_offset (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L)."""
+    mask, use_mask = mask_or_dummy(mask, image)
+    if grad_mask is None:
+        grad_mask = cuda.device_array((1, 1, 1), image.dtype)
+    launch(_deform.deform_coord_grad, offset.shape[0] * offset.shape[1] * offset.shape[3],
+           grad_columns, image, offset, mask, use_mask, mode, tuple(grid), grad_offset, grad_mask)
