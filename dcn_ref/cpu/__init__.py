@@ -4,8 +4,8 @@ Every target module (this one and ``dcn_ref.cuda``) offers the same functions, s
 in ``dcn_ref.ops`` are written once:
 
     memory          to_target, to_host, empty, zeros
-    sampling engine deform_im2col, deform_col2im, deform_coord_grad (planar.py), for
-                    bilinear_sample and offset_sample
+    sampling engine deform_im2col, sample_backward (planar.py), for bilinear_sample
+                    and offset_sample
     convolutions    conv2d, conv2d_backward, deform_conv2d, deform_conv2d_backward
                     (conv.py: channels-last columns and batch-wide GEMMs), and im2col,
                     col2im in the textbook layout for dcn_ref.ops.im2col
@@ -17,7 +17,7 @@ import numpy as np
 
 from . import columns as _columns
 from . import planar as _planar
-from .conv import _channels_last, _chunk_size
+from .conv import _channels_last
 from .conv import conv2d, deform_conv2d  # noqa: F401  (part of the target's interface)
 from .conv import conv2d_backward as _conv2d_backward
 from .conv import deform_conv2d_backward as _deform_conv2d_backward
@@ -50,7 +50,7 @@ def _mask_or_dummy(mask, like):
 
 
 # -- the sampling engine (layouts in dcn_ref/sampling.py) -------------------------------
-# Outputs are allocated by the caller; deform_col2im adds into its output.
+# Outputs are allocated by the caller; sample_backward adds into grad_image.
 
 def deform_im2col(image, offset, mask, mode, grid, columns):
     """columns (Q, Cq, K, L) = samples of image (Q, Cq, H, W) at offset (Q, K, 2, L)."""
@@ -58,20 +58,15 @@ def deform_im2col(image, offset, mask, mode, grid, columns):
     _planar.deform_im2col(columns.size, image, offset, mask, use_mask, mode, tuple(grid), columns)
 
 
-def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic=False):
-    """grad_image (Q, Cq, H, W) += the adjoint of deform_im2col applied to grad_columns."""
-    mask, use_mask = _mask_or_dummy(mask, grad_columns)
-    _planar.deform_col2im(grad_columns.size, grad_columns, offset, mask, use_mask, mode,
-                          tuple(grid), grad_image)
-
-
-def deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask):
-    """Write grad_offset (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L)."""
+def sample_backward(grad_columns, image, offset, mask, mode, grid, grad_image, grad_offset,
+                    grad_mask, deterministic=False):
+    """grad_image (Q, Cq, H, W) += the image gradient of deform_im2col; grad_offset
+    (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L) written."""
     mask, use_mask = _mask_or_dummy(mask, image)
     if grad_mask is None:
         grad_mask = np.empty((1, 1, 1), image.dtype)
-    _planar.deform_coord_grad(grad_columns.size, grad_columns, image, offset, mask, use_mask,
-                              mode, tuple(grid), grad_offset, grad_mask)
+    _planar.deform_backward(grad_columns.size, grad_columns, image, offset, mask, use_mask, mode,
+                            tuple(grid), grad_image, grad_offset, grad_mask)
 
 
 # -- convolutions ----------------------------------------------------------------------
@@ -88,7 +83,7 @@ def col2im(columns, grid, input_shape):
     N, C, H, W = input_shape
     grad_x_cl = np.zeros((N, H * W + 1, C), columns.dtype)
     channels_last = np.ascontiguousarray(columns.transpose(0, 3, 2, 1))[None]   # (1, N, L, K, C)
-    _columns.col2im(columns.size, channels_last, H, W, tuple(grid), _chunk_size(C), grad_x_cl)
+    _columns.col2im(columns.size, channels_last, H, W, tuple(grid), grad_x_cl)
     return np.ascontiguousarray(grad_x_cl[:, : H * W].transpose(0, 2, 1)).reshape(input_shape)
 
 

@@ -54,10 +54,10 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
     Cq = C // G
+    cast = x_cl.dtype.type                      # weights in the data's dtype: float32 stays SIMD-wide
     for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
         n = nl // L
         l = nl % L
-        w = np.empty(4, columns.dtype)          # the corner weights, in the columns' dtype
         for g in range(G):
             q = n * G + g
             for k in range(K):
@@ -67,7 +67,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
                 r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
                 r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
                 r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                w[0], w[1], w[2], w[3] = m * w0, m * w1, m * w2, m * w3
+                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
                 a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
                 c = g * Cq
                 while c < (g + 1) * Cq:              # the offset group's channels, by conv group
@@ -75,7 +75,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
                     out = columns[cg, n, l, k]
                     base = cg * c_per_group
                     for i in range(c, stop):
-                        out[i - base] = w[0] * a[i] + w[1] * b[i] + w[2] * c_[i] + w[3] * d[i]
+                        out[i - base] = f0 * a[i] + f1 * b[i] + f2 * c_[i] + f3 * d[i]
                     c = stop
 
 
@@ -98,7 +98,7 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
         c_start = g * Cq + (task % per_group) * chunk
         c_stop = min(c_start + chunk, (g + 1) * Cq)
         q = n * G + g
-        w = np.empty(4, grad_x_cl.dtype)
+        cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
                 inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, height, width, mode, grid)
@@ -109,7 +109,7 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
                 r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
                 r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
                 r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                w[0], w[1], w[2], w[3] = m * w0, m * w1, m * w2, m * w3
+                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
                 a, b, c_, d = grad_x_cl[n, r0], grad_x_cl[n, r1], grad_x_cl[n, r2], grad_x_cl[n, r3]
                 c = c_start
                 while c < c_stop:
@@ -118,10 +118,10 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
                     base = cg * c_per_group
                     for i in range(c, stop):
                         v = src[i - base]
-                        a[i] += w[0] * v
-                        b[i] += w[1] * v
-                        c_[i] += w[2] * v
-                        d[i] += w[3] * v
+                        a[i] += f0 * v
+                        b[i] += f1 * v
+                        c_[i] += f2 * v
+                        d[i] += f3 * v
                     c = stop
 
 
@@ -141,7 +141,7 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
     for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
         n = nl // L
         l = nl % L
-        zero = np.zeros(1, x_cl.dtype)[0]
+        zero = x_cl.dtype.type(0.0)
         for g in range(G):
             q = n * G + g
             for k in range(K):
@@ -210,26 +210,50 @@ def im2col(x_cl, height, width, grid, columns):
 
 
 @kernel
-def col2im(grad_columns, height, width, grid, chunk, grad_x_cl):
-    """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, split by image and ``chunk``
-    channels so that no two iterations write the same element."""
+def col2im(grad_columns, height, width, grid, grad_x_cl):
+    """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, as a gather: every input pixel
+    sums the column entries copied from it, so each iteration writes only its own row.
+
+    Tap (i, j) of output pixel (oy, ox) copied pixel (y, x) when y = oy*stride_h - pad_h +
+    i*dilation_h, i.e. when y + pad_h - i*dilation_h is a multiple of stride_h in range.
+    """
     groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = grad_x_cl.shape[2]
     kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
-    per_image = (C + chunk - 1) // chunk
-    for task in prange(n_img * per_image):  # (image, channel chunk)
-        n = task // per_image
-        c_start = (task % per_image) * chunk
-        c_stop = min(c_start + chunk, C)
-        for k in range(K):
-            for l in range(L):
-                dst = grad_x_cl[n, tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
-                                           dilation_h, dilation_w, height, width)]
-                c = c_start
-                while c < c_stop:
-                    cg, stop = channel_segment(c, c_stop, c_per_group)
-                    src = grad_columns[cg, n, l, k]
-                    base = cg * c_per_group
-                    for i in range(c, stop):
-                        dst[i] += src[i - base]
-                    c = stop
+    for task in prange(n_img * height * width):  # each iteration writes only row (n, pixel)
+        n = task // (height * width)
+        pixel = task % (height * width)
+        y = pixel // width
+        x = pixel % width
+        dst = grad_x_cl[n, pixel]
+        for i in range(kh):
+            ty = y + pad_h - i * dilation_h
+            if ty < 0 or ty % stride_h != 0 or ty // stride_h >= out_h:
+                continue
+            for j in range(kw):
+                tx = x + pad_w - j * dilation_w
+                if tx < 0 or tx % stride_w != 0 or tx // stride_w >= out_w:
+                    continue
+                l = (ty // stride_h) * out_w + tx // stride_w
+                for g in range(groups):
+                    src = grad_columns[g, n, l, i * kw + j]
+                    base = g * c_per_group
+                    for c in range(c_per_group):
+                        dst[base + c] += src[c]
+
+
+# -- layouts --------------------------------------------------------------------------------
+
+@kernel
+def transpose_last_two(src, dst):
+    """dst[n, b, a] = src[n, a, b] for src (n, A, B) and dst (n, B, A) (either may be a view),
+    in 32 x 32 blocks so that reads and writes both stay in cache."""
+    n_img, A, B = src.shape
+    blocks_a = (A + 31) // 32
+    blocks_b = (B + 31) // 32
+    for task in prange(n_img * blocks_a * blocks_b):  # each iteration writes its own block
+        n = task // (blocks_a * blocks_b)
+        a0 = (task // blocks_b) % blocks_a * 32
+        b0 = task % blocks_b * 32
+        for a in range(a0, min(a0 + 32, A)):
+            for b in range(b0, min(b0 + 32, B)):
+                dst[n, b, a] = src[n, a, b]

@@ -17,12 +17,15 @@ and backward, with gout_g = grad_out's group g, channels last (n*L, C_out_g):
 The weight is used as (groups, C_out_g, K, C_g), its taps outermost, to match the columns.
 Every GEMM covers the whole chunk, not one image, so BLAS runs on large matrices.
 """
+import numba
 import numpy as np
 
 from ..sampling import ZEROS
 from . import columns as cl
 
-COLUMN_BUDGET_BYTES = 64 * 2**20
+# Columns of one batch chunk. Below glibc's largest heap block (32 MiB) a freed chunk is
+# reused by the next call; above it every call maps fresh memory and page-faults through it.
+COLUMN_BUDGET_BYTES = 24 * 2**20
 
 
 def _chunks(n_images, bytes_per_image):
@@ -44,18 +47,25 @@ def _weight_back(grad_w, weight_shape, groups):
     return np.ascontiguousarray(g).reshape(weight_shape)
 
 
+def _transpose(src, dst):
+    """dst (n, B, A) = src (n, A, B) transposed, with the blocked parallel kernel."""
+    cl.transpose_last_two(src.size, src, dst)
+
+
 def _channels_last(x):
     """(n, C, H, W) -> (n, H*W + 1, C) with a zero last row."""
     n, c, h, w = x.shape
     x_cl = np.empty((n, h * w + 1, c), x.dtype)
-    x_cl[:, : h * w] = x.reshape(n, c, h * w).transpose(0, 2, 1)
+    _transpose(x.reshape(n, c, h * w), x_cl[:, : h * w])
     x_cl[:, h * w] = 0
     return x_cl
 
 
-def _chunk_size(channels, tasks_wanted=8, smallest=16):
-    """Channels per col2im task: small enough to give ``tasks_wanted`` tasks, not tiny."""
-    return max(smallest, -(-channels // tasks_wanted))
+def _chunk_size(channels, tasks):
+    """Channels per task of deform_col2im, so that about 2 tasks a thread are there for
+    ``tasks`` (image, offset group) pairs, and no fewer than 16 channels a task."""
+    per_task = -(-channels // max(1, -(-2 * numba.get_num_threads() // max(1, tasks))))
+    return max(16, per_task)
 
 
 class _Conv:
@@ -89,7 +99,7 @@ class _Conv:
             fill_columns(n0, n1, _channels_last(self.x[n0:n1]), columns)
             for g in range(self.groups):
                 out_g = columns[g].reshape(n * self.L, -1) @ self.weight_g[g].T    # (n*L, m)
-                out[n0:n1, g * m:(g + 1) * m] = out_g.reshape(n, self.L, m).transpose(0, 2, 1)
+                _transpose(out_g.reshape(n, self.L, m), out[n0:n1, g * m:(g + 1) * m])
         if bias is not None:
             out += bias[None, :, None]
         return out.reshape((self.N, self.c_out) + self.out_hw)
@@ -107,15 +117,17 @@ class _Conv:
             columns = self.empty_columns(n)
             fill_columns(n0, n1, x_cl, columns)
             grad_columns = self.empty_columns(n)
+            gout_cl = np.empty((n, self.L, m), self.x.dtype)
             for g in range(self.groups):
-                gout_g = grad_out[n0:n1, g * m:(g + 1) * m].transpose(0, 2, 1).reshape(n * self.L, m)
+                _transpose(grad_out[n0:n1, g * m:(g + 1) * m], gout_cl)
+                gout_g = gout_cl.reshape(n * self.L, m)                         # (n*L, m)
                 grad_w[g] += gout_g.T @ columns[g].reshape(n * self.L, -1)
                 np.matmul(gout_g, self.weight_g[g], out=grad_columns[g].reshape(n * self.L, -1))
             del columns
             grad_x_cl = np.zeros_like(x_cl)
             scatter_columns(n0, n1, x_cl, grad_columns, grad_x_cl)
-            grad_input[n0:n1] = (grad_x_cl[:, : self.H * self.W].transpose(0, 2, 1)
-                                 .reshape(n, self.C, self.H, self.W))
+            _transpose(grad_x_cl[:, : self.H * self.W],
+                       grad_input[n0:n1].reshape(n, self.C, self.H * self.W))
         grad_bias = grad_out.sum(axis=(0, 2)) if has_bias else None
         return grad_input, _weight_back(grad_w, self.weight.shape, self.groups), grad_bias
 
@@ -137,8 +149,7 @@ def conv2d_backward(grad_out, x, weight, has_bias, groups, grid):
         cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, grid, columns)
 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
-        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, grid,
-                  _chunk_size(conv.C), grad_x_cl)
+        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, grid, grad_x_cl)
 
     return conv.backward(grad_out, fill, scatter, has_bias)
 
@@ -179,7 +190,7 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, 
         n = n1 - n0
         off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
         cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, grid,
-                         _chunk_size(conv.C // G), grad_x_cl)
+                         _chunk_size(conv.C // G, n * G), grad_x_cl)
         goff = grad_offset[n0:n1].reshape(n * G, conv.K, 2, conv.L)
         gmask = (grad_mask[n0:n1].reshape(n * G, conv.K, conv.L) if use_mask
                  else np.empty((1, 1, 1), x.dtype))

@@ -9,7 +9,7 @@ functions the CUDA kernels call.
 """
 from numba import prange
 
-from ..sampling import bilinear_value, corner, tap_cell, tap_coord_grad
+from ..sampling import bilinear_value, corner, tap_cell
 from .compile import kernel
 
 
@@ -30,41 +30,34 @@ def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
 
 
 @kernel
-def deform_col2im(grad_columns, offset, mask, use_mask, mode, grid, grad_image):
-    """grad_image (Q, Cq, H, W) += the adjoint of deform_im2col: each sample hands its
-    gradient to the four pixels it read, with the same weights."""
-    Q, Cq, H, W = grad_image.shape
+def deform_backward(grad_columns, image, offset, mask, use_mask, mode, grid, grad_image,
+                    grad_offset, grad_mask):
+    """Both adjoints in one pass: grad_image (Q, Cq, H, W) += each sample's gradient handed
+    to the four pixels it read; grad_offset (Q, K, 2, L) and, with use_mask, grad_mask
+    (Q, K, L) written. Plane q's gradients come only from plane q's samples, so the planes
+    are independent and every sample is located once."""
+    Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
-    for plane in prange(Q * Cq):  # plane (q, c) of grad_image receives only from columns[q, c]
-        q = plane // Cq
-        c = plane % Cq
+    for q in prange(Q):  # each iteration writes only grad_image[q], grad_offset[q], grad_mask[q]
         for k in range(K):
             for l in range(L):
-                inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
-                if not inside:
-                    continue
-                g = grad_columns[q, c, k, l]
+                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, H, W, mode, grid)
+                m = mask[q, k, l] if use_mask else 1.0
+                sum_y = 0.0
+                sum_x = 0.0
+                sum_v = 0.0
+                if inside:
+                    for c in range(Cq):
+                        g = grad_columns[q, c, k, l]
+                        for t in range(4):
+                            r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+                            if 0 <= r < H and 0 <= s < W:
+                                pixel = image[q, c, r, s]
+                                grad_image[q, c, r, s] += w * m * g
+                                sum_y += g * w_ly * pixel
+                                sum_x += g * w_lx * pixel
+                                sum_v += g * w * pixel
+                grad_offset[q, k, 0, l] = m * jy * sum_y
+                grad_offset[q, k, 1, l] = m * jx * sum_x
                 if use_mask:
-                    g *= mask[q, k, l]
-                for t in range(4):
-                    r, s, w, _, _ = corner(t, y0, x0, ly, lx)
-                    if 0 <= r < H and 0 <= s < W:
-                        grad_image[q, c, r, s] += w * g
-
-
-@kernel
-def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, grad_offset,
-                      grad_mask):
-    """Write grad_offset (Q, K, 2, L) and, with use_mask, grad_mask (Q, K, L)."""
-    Q = image.shape[0]
-    K, L = offset.shape[1], offset.shape[3]
-    for qk in prange(Q * K):  # each iteration writes only grad_offset[q, k] and grad_mask[q, k]
-        q = qk // K
-        k = qk % K
-        for l in range(L):
-            gy, gx, gm = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid,
-                                        q, k, l)
-            grad_offset[q, k, 0, l] = gy
-            grad_offset[q, k, 1, l] = gx
-            if use_mask:
-                grad_mask[q, k, l] = gm
+                    grad_mask[q, k, l] = sum_v

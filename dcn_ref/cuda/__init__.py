@@ -1,7 +1,8 @@
 """The CUDA target: Numba CUDA kernels, the same interface as ``dcn_ref.cpu``.
 
     memory          to_target, to_host, empty, zeros, check_available (memory.py)
-    sampling engine deform_im2col, deform_col2im, deform_coord_grad (engine.py; kernels
+    sampling engine deform_im2col, sample_backward (= deform_col2im + deform_coord_grad)
+                    (engine.py; kernels
                     in deform.py and, for the deterministic gather, deterministic.py)
     convolutions    conv2d, conv2d_backward, deform_conv2d, deform_conv2d_backward
                     (conv.py: planar columns, im2col.py, and the tiled GEMM of gemm.py)
@@ -12,7 +13,7 @@ reproducible). Everything else is written by one thread per element in a fixed o
 """
 from .conv import (col2im, conv2d, conv2d_backward, deform_conv2d,  # noqa: F401
                    deform_conv2d_backward, im2col)
-from .engine import deform_col2im, deform_coord_grad, deform_im2col  # noqa: F401
+from .engine import deform_col2im, deform_coord_grad, deform_im2col, sample_backward  # noqa: F401
 from .memory import check_available, empty, to_host, to_target, zeros  # noqa: F401
 
 name = "cuda"

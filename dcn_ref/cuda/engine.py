@@ -46,3 +46,11 @@ def deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset
         grad_mask = cuda.device_array((1, 1, 1), image.dtype)
     launch(_deform.deform_coord_grad, offset.shape[0] * offset.shape[1] * offset.shape[3],
            grad_columns, image, offset, mask, use_mask, mode, tuple(grid), grad_offset, grad_mask)
+
+
+def sample_backward(grad_columns, image, offset, mask, mode, grid, grad_image, grad_offset,
+                    grad_mask, deterministic=False):
+    """Both adjoints of deform_im2col: grad_image += the image gradient; grad_offset and,
+    when there is a mask, grad_mask written."""
+    deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic)
+    deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask)

@@ -104,8 +104,8 @@ def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *
     offset4 = call.put(coords).reshape(B, P, 2, 1)
     grad_columns = call.put(grad_output).reshape(B, 1, P, 1)
     grad_image = be.zeros((B, 1, H, W), image.dtype)
-    be.deform_col2im(grad_columns, offset4, None, mode, _POINT_GRID, grad_image, deterministic)
     grad_coords = be.empty((B, P, 2, 1), image.dtype)
-    be.deform_coord_grad(grad_columns, image4, offset4, None, mode, _POINT_GRID, grad_coords, None)
+    be.sample_backward(grad_columns, image4, offset4, None, mode, _POINT_GRID, grad_image,
+                       grad_coords, None, deterministic)
     return BilinearSampleGrads(image=call.get(grad_image.reshape(B, H, W)),
                                coords=call.get(grad_coords.reshape(B, P, 2)))

@@ -91,8 +91,8 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     grad_columns = call.put(grad_output).reshape(N * C, 1, 1, H * W)
     grid = _identity_grid(W)
     grad_input = be.zeros((N * C, 1, H, W), input.dtype)
-    be.deform_col2im(grad_columns, offset4, None, mode, grid, grad_input, deterministic)
     grad_offset = be.empty((N * C, 1, 2, H * W), input.dtype)
-    be.deform_coord_grad(grad_columns, image, offset4, None, mode, grid, grad_offset, None)
+    be.sample_backward(grad_columns, image, offset4, None, mode, grid, grad_input, grad_offset,
+                       None, deterministic)
     return OffsetSampleGrads(input=call.get(grad_input.reshape(N, C, H, W)),
                              offset=call.get(grad_offset.reshape(N, 2 * C, H, W)))
