@@ -228,9 +228,35 @@ def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
 
 
 def bench_models(repeat, out=print):
-    """Forward of a batch of 32 and training images/s of the experiment's models."""
-    try:
-        from . import models
-    except ImportError:
-        return None
-    return models.benchmark(repeat, out)
+    """Forward of a batch of 32 (eval mode) and one training step (Adam) of each model."""
+    from . import models
+    from .nn import SoftmaxCrossEntropy
+    from .optim import Adam
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 32)
+    figures = {}
+    for name, build in (("cnn", models.cnn), ("deform_cnn('offset')", lambda: models.deform_cnn("offset")),
+                        ("deform_cnn('dcn')", lambda: models.deform_cnn("dcn"))):
+        model = build()
+        loss, optimizer = SoftmaxCrossEntropy(), Adam(model, lr=1e-4)
+        model.eval()
+        forward = median_ms(lambda: model.forward(x), repeat)
+        model.train()
+
+        def step():
+            loss.forward(model.forward(x), y)
+            model.backward(loss.backward())
+            optimizer.step()
+
+        train = median_ms(step, repeat)
+        figures[name] = {"forward_ms_batch32": forward, "train_step_ms": train,
+                         "train_images_per_s": 32e3 / train}
+    base = figures["cnn"]
+    out("")
+    out(f"{'model':<22}{'fwd ms (32)':>12}{'fwd / cnn':>11}{'train step ms':>15}{'images/s':>10}")
+    for name, f in figures.items():
+        out(f"{name:<22}{f['forward_ms_batch32']:>12.1f}"
+            f"{f['forward_ms_batch32'] / base['forward_ms_batch32']:>11.2f}"
+            f"{f['train_step_ms']:>15.1f}{f['train_images_per_s']:>10.0f}")
+    return figures

@@ -52,6 +52,28 @@ def _experiment(args):
     return 0
 
 
+def _bench(args):
+    import numba
+    from . import bench
+    if args.threads is not None:
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            print(f"dcn-ref bench: --threads: expected 1..{numba.config.NUMBA_NUM_THREADS} "
+                  f"(NUMBA_NUM_THREADS), got {args.threads}", file=sys.stderr)
+            return 2
+        numba.set_num_threads(args.threads)
+    shapes = list(args.shapes)
+    unknown = [s for s in shapes if s not in bench.SHAPES]
+    if unknown or not shapes:
+        print(f"dcn-ref bench: --shapes: expected letters from {''.join(bench.SHAPES)}, "
+              f"got {args.shapes!r}", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print(f"dcn-ref bench: --repeat: expected a positive int, got {args.repeat}", file=sys.stderr)
+        return 2
+    bench.run(shapes, repeat=args.repeat, models=not args.no_models, memory=not args.no_memory)
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="dcn-ref", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
@@ -74,6 +96,15 @@ def build_parser():
                     help="continue the run in --out from its last finished epoch")
     ex.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     ex.set_defaults(run=_experiment)
+    be = commands.add_parser("bench", help="timings of the ops and models, as ratios")
+    be.add_argument("--repeat", type=int, default=7, help="timed calls a figure (median)")
+    be.add_argument("--shapes", default="abcd", help="which of the shapes a, b, c, d")
+    be.add_argument("--threads", type=int, default=None,
+                    help="Numba threads (default: NUMBA_NUM_THREADS, all cores); BLAS threads "
+                         "follow OPENBLAS_NUM_THREADS")
+    be.add_argument("--no-models", action="store_true", help="skip the models")
+    be.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
+    be.set_defaults(run=_bench)
     return parser
 
 

@@ -178,6 +178,62 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
                     grad_mask[q, k, l] = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
 
 
+@kernel
+def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, grid,
+                    grad_x_cl, grad_offset, grad_mask):
+    """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
+    each sample's four corner rows are read once for both. A task writes only its image's
+    rows, in its group's channels, and its own offsets, so tasks never collide; worth it
+    when there are enough (image, group) pairs to keep every thread busy."""
+    groups, n_img, L, K, c_per_group = grad_columns.shape
+    C = x_cl.shape[2]
+    G = offset.shape[0] // n_img
+    Cq = C // G
+    cast = x_cl.dtype.type
+    for q in prange(n_img * G):  # task (image n, offset group g)
+        n = q // G
+        g = q % G
+        for k in range(K):
+            for l in range(L):
+                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode,
+                                                          grid)
+                if not inside:
+                    grad_offset[q, k, 0, l] = 0.0
+                    grad_offset[q, k, 1, l] = 0.0
+                    if use_mask:
+                        grad_mask[q, k, l] = 0.0
+                    continue
+                m = mask[q, k, l] if use_mask else 1.0
+                r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
+                r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
+                r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
+                r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
+                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
+                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
+                ga, gb, gc, gd = grad_x_cl[n, r0], grad_x_cl[n, r1], grad_x_cl[n, r2], grad_x_cl[n, r3]
+                d0 = d1 = d2 = d3 = cast(0.0)
+                c = g * Cq
+                while c < (g + 1) * Cq:
+                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                    src = grad_columns[cg, n, l, k]
+                    base = cg * c_per_group
+                    for i in range(c, stop):
+                        v = src[i - base]
+                        d0 += v * a[i]
+                        d1 += v * b[i]
+                        d2 += v * c_[i]
+                        d3 += v * d[i]
+                        ga[i] += f0 * v
+                        gb[i] += f1 * v
+                        gc[i] += f2 * v
+                        gd[i] += f3 * v
+                    c = stop
+                grad_offset[q, k, 0, l] = m * jy * (wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3)
+                grad_offset[q, k, 1, l] = m * jx * (wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3)
+                if use_mask:
+                    grad_mask[q, k, l] = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+
+
 # -- plain convolution ----------------------------------------------------------------------
 
 @register_jitable

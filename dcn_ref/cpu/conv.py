@@ -23,9 +23,11 @@ import numpy as np
 from ..sampling import ZEROS
 from . import columns as cl
 
-# Columns of one batch chunk. Below glibc's largest heap block (32 MiB) a freed chunk is
-# reused by the next call; above it every call maps fresh memory and page-faults through it.
-COLUMN_BUDGET_BYTES = 24 * 2**20
+# The columns of one batch chunk (the backward frees them before it allocates their
+# gradient, so one such buffer is alive at a time). Below glibc's largest heap block
+# (32 MiB) a freed buffer is reused by the next call; above it every call maps fresh
+# memory and page-faults through it.
+COLUMN_BUDGET_BYTES = 30 * 2**20
 
 
 def _chunks(n_images, bytes_per_image):
@@ -80,8 +82,8 @@ class _Conv:
         self.out_hw = out_hw
         self.weight_g = _weight_taps_last_channel(weight, groups)     # (groups, C_out_g, K*C_g)
 
-    def chunks(self, copies):
-        return _chunks(self.N, copies * self.L * self.K * self.C * self.x.dtype.itemsize)
+    def chunks(self):
+        return _chunks(self.N, self.L * self.K * self.C * self.x.dtype.itemsize)
 
     def empty_columns(self, n):
         return np.empty((self.groups, n, self.L, self.K, self.c_g), self.x.dtype)
@@ -93,7 +95,7 @@ class _Conv:
         """out (N, C_out, H_out, W_out); fill_columns(n0, n1, x_cl, columns)."""
         out = np.empty((self.N, self.c_out, self.L), self.x.dtype)
         m = self.c_out // self.groups
-        for n0, n1 in self.chunks(1):
+        for n0, n1 in self.chunks():
             n = n1 - n0
             columns = self.empty_columns(n)
             fill_columns(n0, n1, _channels_last(self.x[n0:n1]), columns)
@@ -111,19 +113,22 @@ class _Conv:
         grad_input = np.empty(self.x.shape, self.x.dtype)
         grad_w = np.zeros(self.weight_g.shape, self.x.dtype)
         m = self.c_out // self.groups
-        for n0, n1 in self.chunks(2):
+        for n0, n1 in self.chunks():
             n = n1 - n0
             x_cl = _channels_last(self.x[n0:n1])
+            gout_cl = np.empty((self.groups, n, self.L, m), self.x.dtype)       # channels last
+            for g in range(self.groups):
+                _transpose(grad_out[n0:n1, g * m:(g + 1) * m], gout_cl[g])
+            gout_cl = gout_cl.reshape(self.groups, n * self.L, m)
             columns = self.empty_columns(n)
             fill_columns(n0, n1, x_cl, columns)
-            grad_columns = self.empty_columns(n)
-            gout_cl = np.empty((n, self.L, m), self.x.dtype)
             for g in range(self.groups):
-                _transpose(grad_out[n0:n1, g * m:(g + 1) * m], gout_cl)
-                gout_g = gout_cl.reshape(n * self.L, m)                         # (n*L, m)
-                grad_w[g] += gout_g.T @ columns[g].reshape(n * self.L, -1)
-                np.matmul(gout_g, self.weight_g[g], out=grad_columns[g].reshape(n * self.L, -1))
-            del columns
+                grad_w[g] += gout_cl[g].T @ columns[g].reshape(n * self.L, -1)
+            del columns                                     # before its gradient: a smaller peak
+            grad_columns = self.empty_columns(n)
+            for g in range(self.groups):
+                np.matmul(gout_cl[g], self.weight_g[g],
+                          out=grad_columns[g].reshape(n * self.L, -1))
             grad_x_cl = np.zeros_like(x_cl)
             scatter_columns(n0, n1, x_cl, grad_columns, grad_x_cl)
             _transpose(grad_x_cl[:, : self.H * self.W],
@@ -189,11 +194,15 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
         n = n1 - n0
         off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
-        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, grid,
-                         _chunk_size(conv.C // G, n * G), grad_x_cl)
         goff = grad_offset[n0:n1].reshape(n * G, conv.K, 2, conv.L)
         gmask = (grad_mask[n0:n1].reshape(n * G, conv.K, conv.L) if use_mask
                  else np.empty((1, 1, 1), x.dtype))
+        if n * G >= 2 * numba.get_num_threads():     # enough (image, group) tasks: one pass
+            cl.deform_backward(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
+                               ZEROS, grid, grad_x_cl, goff, gmask)
+            return
+        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, grid,
+                         _chunk_size(conv.C // G, n * G), grad_x_cl)
         cl.deform_coord_grad(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
                              ZEROS, grid, goff, gmask)
 
