@@ -79,7 +79,7 @@ def test_deform_backward_paths_match_loop_reference(N, G, threads):
     # two (image, offset group) pairs a thread, and splits channels otherwise: both paths
     import numba
     rng = np.random.default_rng(N * 10 + G)
-    inputs, params = deform_case(rng, N=N, C_in=4, C_out=3, H=5, W=6, kernel=(3, 3), G=G,
+    inputs, params = deform_case(rng, N=N, C_in=4, C_out=4, H=5, W=6, kernel=(3, 3), G=G,
                                  groups=2, offset_scale=3.0)
     g = rng.standard_normal(ops.deform_conv2d(**inputs, **params).shape)
     before = numba.get_num_threads()
