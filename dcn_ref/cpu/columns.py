@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import corner, tap_cell
+from ..sampling import corner, grid_point, tap_cell
 from .compile import kernel
 
 
@@ -35,6 +35,30 @@ def corner_row(t, inside, y0, x0, ly, lx, height, width):
     r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
     row = r * width + s if 0 <= r < height and 0 <= s < width else height * width
     return row, w, w_ly, w_lx
+
+
+@register_jitable
+def tap_corner_rows(offset, q, k, l, height, width, mode, grid):
+    """Locate tap k of output pixel l in plane q and return its four corners as rows of x_cl:
+    (inside, jy, jx, rows, weights, d weights/d ly, d weights/d lx), the last four tuples of
+    four, corner by corner (see ``corner_row``)."""
+    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, grid)
+    r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
+    r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
+    r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
+    r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
+    return (inside, jy, jx, (r0, r1, r2, r3), (w0, w1, w2, w3), (wy0, wy1, wy2, wy3),
+            (wx0, wx1, wx2, wx3))
+
+
+@register_jitable
+def write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx, d0, d1, d2, d3):
+    """Store a tap's offset and mask gradients from the dot products D_t of the channels'
+    gradients with its four corners: d/d dy = m jy sum_t dw_t/dly D_t, d/d mask = sum_t w_t D_t."""
+    grad_offset[q, k, 0, l] = m * jy * (wy[0] * d0 + wy[1] * d1 + wy[2] * d2 + wy[3] * d3)
+    grad_offset[q, k, 1, l] = m * jx * (wx[0] * d0 + wx[1] * d1 + wx[2] * d2 + wx[3] * d3)
+    if use_mask:
+        grad_mask[q, k, l] = w[0] * d0 + w[1] * d1 + w[2] * d2 + w[3] * d3
 
 
 @register_jitable
@@ -61,14 +85,10 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, height, width, mode, grid)
+                _, _, _, r, w, _, _ = tap_corner_rows(offset, q, k, l, height, width, mode, grid)
                 m = mask[q, k, l] if use_mask else 1.0
-                r0, w0, _, _ = corner_row(0, inside, y0, x0, ly, lx, height, width)
-                r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
-                r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
-                r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
+                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
+                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 c = g * Cq
                 while c < (g + 1) * Cq:              # the offset group's channels, by conv group
                     cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
@@ -101,16 +121,13 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
         cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
-                inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, height, width, mode, grid)
+                inside, _, _, r, w, _, _ = tap_corner_rows(offset, q, k, l, height, width, mode,
+                                                           grid)
                 if not inside:
                     continue
                 m = mask[q, k, l] if use_mask else 1.0
-                r0, w0, _, _ = corner_row(0, inside, y0, x0, ly, lx, height, width)
-                r1, w1, _, _ = corner_row(1, inside, y0, x0, ly, lx, height, width)
-                r2, w2, _, _ = corner_row(2, inside, y0, x0, ly, lx, height, width)
-                r3, w3, _, _ = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                a, b, c_, d = grad_x_cl[n, r0], grad_x_cl[n, r1], grad_x_cl[n, r2], grad_x_cl[n, r3]
+                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
+                a, b, c_, d = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
                 c = c_start
                 while c < c_stop:
                     cg, stop = channel_segment(c, c_stop, c_per_group)
@@ -145,19 +162,13 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode,
-                                                          grid)
+                inside, jy, jx, r, w, wy, wx = tap_corner_rows(offset, q, k, l, height, width,
+                                                               mode, grid)
                 if not inside:
-                    grad_offset[q, k, 0, l] = 0.0
-                    grad_offset[q, k, 1, l] = 0.0
-                    if use_mask:
-                        grad_mask[q, k, l] = 0.0
+                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
+                                    wx, 0.0, 0.0, 0.0, 0.0)
                     continue
-                r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
-                r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
-                r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
-                r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
+                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 d0 = d1 = d2 = d3 = zero
                 c = g * Cq
                 while c < (g + 1) * Cq:
@@ -172,10 +183,8 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
                         d3 += v * d[i]
                     c = stop
                 m = mask[q, k, l] if use_mask else 1.0
-                grad_offset[q, k, 0, l] = m * jy * (wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3)
-                grad_offset[q, k, 1, l] = m * jx * (wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3)
-                if use_mask:
-                    grad_mask[q, k, l] = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
+                                d0, d1, d2, d3)
 
 
 @kernel
@@ -195,22 +204,16 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
         g = q % G
         for k in range(K):
             for l in range(L):
-                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode,
-                                                          grid)
+                inside, jy, jx, r, w, wy, wx = tap_corner_rows(offset, q, k, l, height, width,
+                                                               mode, grid)
                 if not inside:
-                    grad_offset[q, k, 0, l] = 0.0
-                    grad_offset[q, k, 1, l] = 0.0
-                    if use_mask:
-                        grad_mask[q, k, l] = 0.0
+                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
+                                    wx, 0.0, 0.0, 0.0, 0.0)
                     continue
                 m = mask[q, k, l] if use_mask else 1.0
-                r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
-                r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
-                r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
-                r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
-                f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                a, b, c_, d = x_cl[n, r0], x_cl[n, r1], x_cl[n, r2], x_cl[n, r3]
-                ga, gb, gc, gd = grad_x_cl[n, r0], grad_x_cl[n, r1], grad_x_cl[n, r2], grad_x_cl[n, r3]
+                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
+                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
+                ga, gb, gc, gd = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
                 d0 = d1 = d2 = d3 = cast(0.0)
                 c = g * Cq
                 while c < (g + 1) * Cq:
@@ -228,10 +231,8 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
                         gc[i] += f2 * v
                         gd[i] += f3 * v
                     c = stop
-                grad_offset[q, k, 0, l] = m * jy * (wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3)
-                grad_offset[q, k, 1, l] = m * jx * (wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3)
-                if use_mask:
-                    grad_mask[q, k, l] = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
+                                d0, d1, d2, d3)
 
 
 # -- plain convolution ----------------------------------------------------------------------
@@ -240,10 +241,7 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
 def tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
             height, width):
     """The row of x_cl that tap k of output pixel l copies (the zero row in the padding)."""
-    i = k // kw
-    j = k - i * kw
-    y = (l // out_w) * stride_h - pad_h + i * dilation_h
-    x = (l % out_w) * stride_w - pad_w + j * dilation_w
+    y, x = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
     return y * width + x if 0 <= y < height and 0 <= x < width else height * width
 
 

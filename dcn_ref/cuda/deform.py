@@ -7,6 +7,7 @@ memory (l fastest), so neighbouring threads write neighbouring addresses.
 from numba import cuda
 
 from ..sampling import column_value, corner, tap_cell, tap_coord_grad
+from .launch import unravel
 
 
 @cuda.jit
@@ -17,10 +18,7 @@ def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
     idx = cuda.grid(1)
     if idx >= Q * Cq * K * L:
         return
-    l = idx % L
-    k = (idx // L) % K
-    c = (idx // (L * K)) % Cq
-    q = idx // (L * K * Cq)
+    q, c, k, l = unravel(idx, Cq, K, L)
     columns[q, c, k, l] = column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l)
 
 
@@ -37,10 +35,7 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, grid, grad_
     idx = cuda.grid(1)
     if idx >= Q * Cq * K * L:
         return
-    l = idx % L
-    k = (idx // L) % K
-    c = (idx // (L * K)) % Cq
-    q = idx // (L * K * Cq)
+    q, c, k, l = unravel(idx, Cq, K, L)
     inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
     if not inside:
         return
@@ -63,9 +58,7 @@ def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid,
     idx = cuda.grid(1)
     if idx >= Q * K * L:
         return
-    l = idx % L
-    k = (idx // L) % K
-    q = idx // (L * K)
+    _, q, k, l = unravel(idx, Q, K, L)
     gy, gx, gm = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k, l)
     grad_offset[q, k, 0, l] = gy
     grad_offset[q, k, 1, l] = gx

@@ -19,6 +19,7 @@ gather, a second evaluation of every sample's cell; the README gives measured fi
 from numba import cuda
 
 from ..sampling import corner, tap_cell
+from .launch import unravel
 
 
 @cuda.jit
@@ -65,10 +66,7 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, grid, cell_sta
     idx = cuda.grid(1)
     if idx >= Q * Cq * H * W:
         return
-    s = idx % W
-    r = (idx // W) % H
-    c = (idx // (W * H)) % Cq
-    q = idx // (W * H * Cq)
+    q, c, r, s = unravel(idx, Cq, H, W)
     total = 0.0
     for corner_k in range(4):
         # the cell whose corner number corner_k is this pixel has its top-left corner at

@@ -3,6 +3,9 @@
 grid (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
 from numba import cuda
 
+from ..sampling import grid_point
+from .launch import unravel
+
 
 @cuda.jit
 def im2col(x, grid, columns):
@@ -14,12 +17,8 @@ def im2col(x, grid, columns):
     idx = cuda.grid(1)
     if idx >= N * C * K * L:
         return
-    l = idx % L
-    k = (idx // L) % K
-    c = (idx // (L * K)) % C
-    n = idx // (L * K * C)
-    y = (l // out_w) * stride_h - pad_h + (k // kw) * dilation_h
-    x_ = (l % out_w) * stride_w - pad_w + (k % kw) * dilation_w
+    n, c, k, l = unravel(idx, C, K, L)
+    y, x_ = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
     columns[n, c, k, l] = x[n, c, y, x_] if 0 <= y < H and 0 <= x_ < W else 0.0
 
 
@@ -33,12 +32,8 @@ def col2im_atomic(columns, grid, grad_x):
     idx = cuda.grid(1)
     if idx >= N * C * K * L:
         return
-    l = idx % L
-    k = (idx // L) % K
-    c = (idx // (L * K)) % C
-    n = idx // (L * K * C)
-    y = (l // out_w) * stride_h - pad_h + (k // kw) * dilation_h
-    x_ = (l % out_w) * stride_w - pad_w + (k % kw) * dilation_w
+    n, c, k, l = unravel(idx, C, K, L)
+    y, x_ = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
     if 0 <= y < H and 0 <= x_ < W:
         cuda.atomic.add(grad_x, (n, c, y, x_), columns[n, c, k, l])
 
@@ -55,10 +50,7 @@ def col2im_gather(columns, grid, grad_x):
     idx = cuda.grid(1)
     if idx >= N * C * H * W:
         return
-    x_ = idx % W
-    y = (idx // W) % H
-    c = (idx // (W * H)) % C
-    n = idx // (W * H * C)
+    n, c, y, x_ = unravel(idx, C, H, W)
     total = 0.0
     for i in range(kh):
         ty = y + pad_h - i * dilation_h

@@ -4,6 +4,7 @@ Numba's simulator (NUMBA_ENABLE_CUDASIM=1) runs every thread of a block as a Pyt
 thread, so it gets small blocks; real GPUs get 256 threads a block.
 """
 import numba
+from numba.extending import register_jitable
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 THREADS_PER_BLOCK = 32 if SIMULATED else 256
@@ -15,3 +16,13 @@ def launch(kernel, n_threads, *args):
         return
     blocks = (n_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     kernel[blocks, THREADS_PER_BLOCK](*args)
+
+
+@register_jitable
+def unravel(idx, d1, d2, d3):
+    """The (i0, i1, i2, i3) position of flat index ``idx`` in a C-order array whose last three
+    dimensions are (d1, d2, d3): how a thread finds the element it owns."""
+    i3 = idx % d3
+    i2 = (idx // d3) % d2
+    i1 = (idx // (d3 * d2)) % d1
+    return idx // (d3 * d2 * d1), i1, i2, i3

@@ -51,6 +51,12 @@ def latest(folder, stage):
     return max(found)[1] if found else None
 
 
+def newest(folder):
+    """The most recently written checkpoint of any stage, or None."""
+    found = [p for p in Path(folder).glob("*-epoch*.npz") if _NAME.match(p.name)]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
 def load(path):
     """(model state, optimiser state, meta) of a checkpoint."""
     with np.load(path) as f:

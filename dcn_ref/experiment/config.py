@@ -18,6 +18,7 @@ class Config:
     batch_size: int = 32
     cnn_epochs: int = 12
     cnn_lr: float = 2e-3            # Adam; cosine decay to lr/20 over the stage
+    cnn_shift: int = 2              # cnn stage: random whole-pixel shifts up to this, per axis
     finetune_epochs: int = 4
     finetune_lr: float = 2e-3
     normal_fraction: float = 0.5    # unscaled digits mixed into fine-tuning, share of the set

@@ -87,6 +87,17 @@ def epoch_data(stage, config, train_images, train_labels, epoch):
     return as_batch(images), labels
 
 
+def random_shifts(batch, rng, largest):
+    """Move every image of ``batch`` (n, 1, H, W) by its own whole-pixel shift, each axis drawn
+    uniformly from -largest..largest; pixels moved in from outside are 0 (background)."""
+    if largest == 0:
+        return batch
+    n, _, h, w = batch.shape
+    padded = np.pad(batch, ((0, 0), (0, 0), (largest, largest), (largest, largest)))
+    dy, dx = rng.integers(0, 2 * largest + 1, size=(2, n))
+    return np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 def cosine_lr(lr, epoch, epochs):
     """The learning rate of ``epoch``: cosine decay from lr to lr/20 over the stage."""
     if epochs <= 1:
@@ -125,15 +136,16 @@ def run_stage(stage, config, data, folder, start_state=None, log=print, progress
         optimizer.lr = cosine_lr(stage.lr, epoch, stage.epochs)
         rng = np.random.default_rng([config.seed, epoch, 2])
         label = f"{stage.name} {epoch + 1}/{stage.epochs}"
+        shift = config.cnn_shift if not stage.finetune else 0
         try:
             stats = train_epoch(model, loss, optimizer, images, labels, config.batch_size, rng,
+                                transform=lambda x, r: random_shifts(x, r, shift),
                                 progress=progress, label=label)
         except NonFiniteLoss as exc:
-            kept = checkpoint.latest(folder, stage.name)
+            kept = checkpoint.newest(folder)
             raise ExperimentError(
                 f"stage {stage.name}, epoch {epoch + 1}, step {exc.step}: the loss is {exc.loss}; "
-                f"stopped (last good checkpoint: {kept or 'none, the stage had not finished an epoch'})",
-                status=1) from None
+                f"stopped (last good checkpoint: {kept if kept else 'none yet'})", status=1) from None
         history.append({"epoch": epoch + 1, "loss": stats.loss, "accuracy": stats.accuracy,
                         "images_per_second": stats.images_per_second, "seconds": stats.seconds,
                         "lr": optimizer.lr})
