@@ -61,7 +61,7 @@ def cnn(seed=0, dtype=np.float32):
     return _build(conv, seed, dtype, "cnn")
 
 
-def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32):
+def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32, offset_groups=1):
     """The CNN with deformable sampling in conv12, conv21 and conv22.
 
     Parameters
@@ -70,11 +70,16 @@ def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32):
         conv22_offset before each of the three; "dcn": the three become DeformConv2D layers
         of the same names (Dai et al. 2017), whose main weights load from a trained cnn().
     modulated : bool, DCNv2 masks in the DeformConv2D layers (kind "dcn" only).
+    offset_groups : int, G offset groups in each DeformConv2D (kind "dcn" only): the layer's
+        input channels split into G groups with offsets of their own.
     seed : int
     dtype : float32 (default) or float64
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
+    if offset_groups != 1 and kind != "dcn":
+        raise ValueError(f"offset_groups: expected 1 for kind 'offset' (offset groups belong to "
+                         f"DeformConv2D, kind 'dcn'), got {offset_groups!r}")
     if modulated and kind != "dcn":
         raise ValueError(f"modulated: expected False for kind 'offset' (masks belong to "
                          f"DeformConv2D, kind 'dcn'), got {modulated!r}")
@@ -84,7 +89,8 @@ def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32):
             return [_conv(name, c_in, c_out, stride, seed, dtype)]
         if kind == "dcn":
             return [DeformConv2D(c_in, c_out, 3, stride=stride, padding=1, modulated=modulated,
-                                 rng=layer_rng(seed, name), dtype=dtype, name=name)]
+                                 offset_groups=offset_groups, rng=layer_rng(seed, name),
+                                 dtype=dtype, name=name)]
         offsets = ConvOffset2D(c_in, rng=layer_rng(seed, f"{name}_offset"), dtype=dtype,
                                name=f"{name}_offset")
         return [offsets, _conv(name, c_in, c_out, stride, seed, dtype)]

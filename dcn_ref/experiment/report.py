@@ -49,9 +49,12 @@ Data: {data_description}. Scaled digits: every image zoomed out by independent f
 U(1.0, 2.5) for rows and columns about the centre and shifted by U(-0.2, 0.2) * 28 px in each
 axis (nearest neighbour, edge replicated); the scaled test set is drawn once from a fixed seed.
 
-Training: the CNN for {config.cnn_epochs} epochs on normal digits (Adam, learning rate
+Training: the CNN for {config.cnn_epochs} epochs on normal digits, each moved by a random
+whole-pixel shift of up to {config.cnn_shift} px per axis (Adam, learning rate
 {config.cnn_lr:g} decaying along a cosine to 1/20 of it, batch {config.batch_size}); then
-each other model starts from it and trains for {config.finetune_epochs} epochs on the
+each other model starts from it and trains for {config.finetune_epochs} epochs (learning
+rates: deform_offset {config.offset_lr:g}, deform_dcn {config.dcn_lr:g}, cnn_scaled
+{config.scaled_lr:g}, same schedule) on the
 fine-tuning data: every training digit scaled afresh each epoch plus a random
 {config.normal_fraction:.0%} of them unscaled (a {1 / (1 + config.normal_fraction):.0%} :
 {config.normal_fraction / (1 + config.normal_fraction):.0%} mix of scaled and normal digits).

@@ -62,11 +62,13 @@ def stages(config):
         Stage("cnn", lambda: models.cnn(seed=seed), _everything, config.cnn_epochs, config.cnn_lr,
               False),
         Stage("deform_offset", lambda: models.deform_cnn("offset", seed=seed), _deform_offsets_only,
-              config.finetune_epochs, config.finetune_lr, True),
-        Stage("deform_dcn", lambda: models.deform_cnn("dcn", seed=seed), _deform_offsets_only,
-              config.finetune_epochs, config.finetune_lr, True),
+              config.finetune_epochs, config.offset_lr, True),
+        Stage("deform_dcn", lambda: models.deform_cnn("dcn", modulated=config.dcn_modulated,
+                                                      offset_groups=config.dcn_offset_groups,
+                                                      seed=seed),
+              _deform_offsets_only, config.finetune_epochs, config.dcn_lr, True),
         Stage("cnn_scaled", lambda: models.cnn(seed=seed), _everything, config.finetune_epochs,
-              config.finetune_lr, True),
+              config.scaled_lr, True),
     ]
 
 
