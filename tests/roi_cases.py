@@ -69,9 +69,16 @@ def psroi_sample_points(inputs, params):
     return np.array([p for b in bins for p in b[6]]).reshape(-1, 2)
 
 
-def distance_to(points, kinks):
-    """The smallest distance of any coordinate to any value in ``kinks`` (1-d, per axis:
-    kinks[0] for y, kinks[1] for x) or to an integer."""
+def distance_to(points, kinks, window=None):
+    """The smallest distance of any coordinate to any value in ``kinks`` (per axis: kinks[0]
+    for y, kinks[1] for x) or to an integer. With ``window`` ((y_lo, y_hi), (x_lo, x_hi)),
+    points that lie more than 0.01 outside it in either axis (samples that are skipped
+    whatever small step a finite difference takes) are left out."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if window is not None:
+        (y_lo, y_hi), (x_lo, x_hi) = window
+        y, x = points[:, 0], points[:, 1]
+        points = points[(y > y_lo - 0.01) & (y < y_hi + 0.01) & (x > x_lo - 0.01) & (x < x_hi + 0.01)]
     if points.size == 0:
         return np.inf
     to_integer = np.abs(points - np.round(points)).min()
