@@ -4,7 +4,9 @@ Like ``dcn_ref.sampling`` (whose ``locate``, ``corner`` and ``bilinear_value*`` 
 functions call), everything here is ``register_jitable``: plain Python that the CPU
 kernels (``dcn_ref/cpu/roi.py``) and the CUDA kernels (``dcn_ref/cuda/roi.py``) both
 compile in. Each function works on one element: one bin, one output value, one image
-plane. The kernels only choose which elements to walk over.
+plane. The kernels choose which elements to walk over; only the atomic CUDA scatters
+repeat a bin's sample loop, to add with ``cuda.atomic.add`` where ``add_to_corners``
+uses ``+=``.
 
 Arrays (all float, the rois' dtype is the input's):
 
