@@ -145,6 +145,29 @@ def standard_cases(seed=0):
     cases.append(("deform_conv2d[v2]", ops.deform_conv2d, ops.deform_conv2d_backward,
                   {"input": x, "offset": offset, "weight": weight, "bias": bias, "mask": mask},
                   conv))
+    cases += _roi_cases(rng)
+    return cases
+
+
+def _roi_cases(rng):
+    """The RoI pooling ops, with sample points kept off the kinks by construction."""
+    from . import ops
+
+    # 2x2 RoIs in 2x2 bins: bins 1 px wide, samples at x1 + j -/+ 0.25 + dx with x1 = k + 0.5
+    # and |dx| = gamma * 2 * |offset| < 0.2. The last two RoIs stick out of the 5x6 image.
+    rois = np.array([[0, 1.5, 0.5, 3.5, 2.5], [1, -1.5, 2.5, 0.5, 4.5], [1, 4.5, 3.5, 6.5, 5.5]])
+    inputs = {"input": rng.standard_normal((2, 3, 5, 6)), "rois": rois,
+              "offset": rng.uniform(-1, 1, (3, 2, 2, 2)), "mask": rng.uniform(0.2, 1, (3, 1, 2, 2))}
+    cases = [("deform_roi_pool", ops.deform_roi_pool, ops.deform_roi_pool_backward, inputs,
+              {"output_size": 2, "sampling_ratio": 2, "gamma": 0.1})]
+    # whole-pixel RoIs 4 px wide: samples on half-integers (where samples start being
+    # skipped) moved by trans_std * 4 * |trans|, between 0.04 and 0.2 px
+    rois = np.array([[0, 1, 0, 4, 3], [1, -2, 1, 1, 4]], np.float64)
+    trans = rng.uniform(0.1, 0.5, (2, 4, 2, 2)) * rng.choice([-1, 1], (2, 4, 2, 2))
+    inputs = {"input": rng.standard_normal((2, 8, 5, 6)), "rois": rois, "trans": trans}
+    cases.append(("deform_psroi_pool", ops.deform_psroi_pool, ops.deform_psroi_pool_backward,
+                  inputs, {"output_dim": 2, "group_size": 2, "pooled_size": 2,
+                           "sample_per_part": 2, "trans_std": 0.1}))
     return cases
 
 

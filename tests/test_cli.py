@@ -15,10 +15,11 @@ def test_gradcheck_prints_an_all_pass_table():
     rows = [line for line in result.stdout.splitlines() if line.rstrip().endswith((" pass", " FAIL"))
             and not line.endswith("gradients pass")]
     ops_seen = {line.split()[0].split("[")[0] for line in rows}
-    assert ops_seen == {"bilinear_sample", "offset_sample", "conv2d", "deform_conv2d"}
+    assert ops_seen == {"bilinear_sample", "offset_sample", "conv2d", "deform_conv2d",
+                        "deform_roi_pool", "deform_psroi_pool"}
     assert all(line.rstrip().endswith("pass") for line in rows)
-    assert len(rows) == 20
-    assert "20 of 20 gradients pass" in result.stdout
+    assert len(rows) == 25
+    assert "25 of 25 gradients pass" in result.stdout
 
 
 def test_gradcheck_fails_with_status_1_when_the_tolerance_cannot_be_met():

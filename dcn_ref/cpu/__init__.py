@@ -9,6 +9,8 @@ in ``dcn_ref.ops`` are written once:
     convolutions    conv2d, conv2d_backward, deform_conv2d, deform_conv2d_backward
                     (conv.py: channels-last columns and batch-wide GEMMs), and im2col,
                     col2im in the textbook layout for dcn_ref.ops.im2col
+    RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
+                    deform_psroi_pool_backward (roi.py)
 
 Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, so
 ``deterministic`` is accepted and ignored.
@@ -21,6 +23,8 @@ from .conv import _channels_last
 from .conv import conv2d, deform_conv2d  # noqa: F401  (part of the target's interface)
 from .conv import conv2d_backward as _conv2d_backward
 from .conv import deform_conv2d_backward as _deform_conv2d_backward
+from .roi import (deform_psroi_pool, deform_psroi_pool_backward, deform_roi_pool,  # noqa: F401
+                  deform_roi_pool_backward)
 
 name = "cpu"
 

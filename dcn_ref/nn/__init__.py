@@ -11,6 +11,8 @@ from .layer import Layer, LoadResult, Sequential
 from .loss import SoftmaxCrossEntropy
 from .norm import BatchNorm2D
 from .pool import GlobalAvgPool2D
+from .roi import DeformPSRoIPool, DeformRoIPool
 
 __all__ = ["Layer", "Sequential", "LoadResult", "Conv2D", "ConvOffset2D", "DeformConv2D",
-           "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy"]
+           "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy",
+           "DeformRoIPool", "DeformPSRoIPool"]

@@ -3,6 +3,8 @@
 from .bilinear_sample import BilinearSampleGrads, bilinear_sample, bilinear_sample_backward
 from .conv2d import Conv2dGrads, conv2d, conv2d_backward
 from .deform_conv2d import DeformConv2dGrads, deform_conv2d, deform_conv2d_backward
+from .deform_psroi_pool import DeformPSRoIPoolGrads, deform_psroi_pool, deform_psroi_pool_backward
+from .deform_roi_pool import DeformRoIPoolGrads, deform_roi_pool, deform_roi_pool_backward
 from .im2col import col2im, im2col
 from .offset_sample import OffsetSampleGrads, offset_sample, offset_sample_backward
 
@@ -11,5 +13,7 @@ __all__ = [
     "conv2d", "conv2d_backward", "Conv2dGrads",
     "deform_conv2d", "deform_conv2d_backward", "DeformConv2dGrads",
     "offset_sample", "offset_sample_backward", "OffsetSampleGrads",
+    "deform_roi_pool", "deform_roi_pool_backward", "DeformRoIPoolGrads",
+    "deform_psroi_pool", "deform_psroi_pool_backward", "DeformPSRoIPoolGrads",
     "im2col", "col2im",
 ]
