@@ -182,3 +182,24 @@ def test_a_frozen_parameter_stays_put_while_the_rest_of_its_layer_trains():
     assert "dc.weight" in [n for n, _, _ in model.trainable_parameters()]
     with pytest.raises(ValueError, match=r"name: expected a parameter of layer 'dc' from .*got 'nope'"):
         model.set_trainable("dc.nope", False)
+
+
+def test_train_only_trains_exactly_the_named_layers_and_parameters():
+    # the dcn fine-tuning of the experiment: whole batch norms, and only the offset
+    # convolution inside each DeformConv2D; everything else frozen
+    from dcn_ref import models
+    model = models.deform_cnn("dcn", seed=0)
+    model["conv12"].params["offset_weight"][...] = 0.0
+    trained = model.train_only(["conv12.offset_weight", "conv12.offset_bias", "conv12_bn"])
+    assert trained == ["conv12.offset_weight", "conv12.offset_bias", "conv12_bn.gamma",
+                       "conv12_bn.beta"]
+    before = {k: v.copy() for k, v in model.params.items()}
+    rng = np.random.default_rng(0)
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(rng.random((4, 1, 28, 28), dtype=np.float32)), np.arange(4))
+    model.backward(loss.backward())
+    Adam(model, lr=1e-2).step()
+    moved = {k for k, v in model.params.items() if not np.array_equal(v, before[k])}
+    assert moved == set(trained)               # the zero offsets really leave zero
+    with pytest.raises(ValueError, match=r"names: expected layer names from .*got unknown \['nope.w'\]"):
+        model.train_only(["nope.w"])

@@ -117,8 +117,7 @@ def run_stage(stage, config, data, folder, start_state=None, log=print, progress
     model = stage.build()
     if stage.finetune:
         model.load_state_dict(start_state, strict=False)
-    model.set_trainable(_everything(model), False)
-    model.set_trainable(stage.trains(model), True)
+    model.train_only(stage.trains(model))
     optimizer = Adam(model, lr=stage.lr, weight_decay=config.weight_decay)
     history, first = [], 0
     last = checkpoint.latest(folder, stage.name)

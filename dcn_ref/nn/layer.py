@@ -315,6 +315,24 @@ class Sequential(Layer):
                 known[layer_name].trainable = trainable
         return chosen
 
+    def train_only(self, names):
+        """Make exactly ``names`` trainable and freeze everything else. A name is a layer
+        ("conv12_offset": all its parameters) or one parameter ("conv12.offset_weight": the
+        layer trains, its other parameters stay frozen). Returns the trainable parameters'
+        names."""
+        names = set(names)
+        known = {l.name for l in self.layers}
+        unknown = sorted(n for n in names if n.partition(".")[0] not in known)
+        if unknown:
+            raise ValueError(f"names: expected layer names from {sorted(known)} (or "
+                             f"'layer.param'), got unknown {unknown}")
+        for layer in self.layers:
+            whole = layer.name in names
+            layer.trainable = whole or any(n.partition(".")[0] == layer.name for n in names)
+            for param in layer.params:
+                layer.set_param_trainable(param, whole or f"{layer.name}.{param}" in names)
+        return [name for name, _, _ in self.trainable_parameters()]
+
     @property
     def dtype(self):
         dtypes = [l.dtype for l in self.layers if l.dtype is not None]
