@@ -12,7 +12,7 @@ DESCRIPTIONS = {
     "cnn": "plain CNN trained on normal digits",
     "cnn_scaled": "the CNN fine-tuned on the fine-tuning data, every layer trainable (control)",
     "deform_offset": "Keras-style ConvOffset2D layers before conv12/21/22, fine-tuned (offsets and batch norms only)",
-    "deform_dcn": "conv12/21/22 as DeformConv2D, fine-tuned (offset convolutions and batch norms only)",
+    "deform_dcn": "conv12/21/22 as DeformConv2D with 4 offset groups, fine-tuned (offset convolutions and batch norms only)",
 }
 
 
