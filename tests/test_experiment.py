@@ -52,8 +52,14 @@ def test_quick_run_writes_results_and_figures(quick_run):
         assert set(m) >= KEYS
         assert 0.0 <= m["test_accuracy_normal"] <= 1.0 and 0.0 <= m["test_accuracy_scaled"] <= 1.0
         assert m["train_seconds"] > 0 and m["forward_ms_batch32"] > 0
-    # parameter counts worked out by hand: the cnn's 242,250 plus the offset layers
-    assert [m["params"] for m in models] == [242250, 242250, 629322, 278592]
+    # parameter counts worked out by hand: the cnn's 242,250 plus the offset layers in front
+    # of conv12/21/22, whose inputs have C = 32, 64, 128 channels. ConvOffset2D: a 3x3
+    # convolution C -> 2C without bias; DeformConv2D with G offset groups: a 3x3 convolution
+    # C -> 2*G*9 with bias.
+    G = Config().dcn_offset_groups
+    offset = sum(2 * C * C * 9 for C in (32, 64, 128))
+    dcn = sum(2 * G * 9 * (C * 9 + 1) for C in (32, 64, 128))
+    assert [m["params"] for m in models] == [242250, 242250, 242250 + offset, 242250 + dcn]
     # even two epochs on 1,000 digits beat guessing (0.1) by far on normal digits
     assert models[0]["test_accuracy_normal"] > 0.5
     for name in ("results.md", "training_curves.png", "sampling_deform_offset.png",

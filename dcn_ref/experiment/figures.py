@@ -6,7 +6,8 @@ input, adding the learned offsets at every level: 9 x 9 x 9 = 729 points on the 
 Offsets live on the integer grid of each layer's output, so at the fractional points of
 the level above they are read by bilinear interpolation (``dcn_ref.ops.bilinear_sample``).
 For the "offset" model, whose ConvOffset2D layers move every channel separately, the
-points move by the offset averaged over channels.
+points move by the offset averaged over channels; likewise, a DeformConv2D with several
+offset groups moves them by the offset averaged over its groups.
 """
 import matplotlib
 
@@ -39,7 +40,8 @@ def _offset_fields(model, image):
     for name, stride in LEVELS:
         layer = model[name]
         if isinstance(layer, DeformConv2D):
-            offset = layer._cache[1][0]                       # (18, H_out, W_out): (dy, dx) per tap
+            offset = layer._cache[1][0]                       # (G*18, H_out, W_out): (dy, dx) per group, tap
+            offset = offset.reshape(-1, 18, *offset.shape[1:]).mean(0)   # averaged over the G groups
 
             def at(points, offset=offset):
                 return _read(offset, points).reshape(len(points), 9, 2)

@@ -12,8 +12,13 @@ DESCRIPTIONS = {
     "cnn": "plain CNN trained on normal digits",
     "cnn_scaled": "the CNN fine-tuned on the fine-tuning data, every layer trainable (control)",
     "deform_offset": "Keras-style ConvOffset2D layers before conv12/21/22, fine-tuned (offsets and batch norms only)",
-    "deform_dcn": "conv12/21/22 as DeformConv2D with 4 offset groups, fine-tuned (offset convolutions and batch norms only)",
+    "deform_dcn": "conv12/21/22 as DeformConv2D with {groups} offset group(s){masks}, fine-tuned (offset convolutions and batch norms only)",
 }
+
+
+def _describe(name, config):
+    masks = " and DCNv2 masks" if config.dcn_modulated else ""
+    return DESCRIPTIONS[name].format(groups=config.dcn_offset_groups, masks=masks)
 
 
 def table(results):
@@ -63,7 +68,7 @@ and dense weights frozen, as in the Keras experiment; cnn_scaled trains every la
 
 {table(results)}
 
-{chr(10).join(f"- {name}: {DESCRIPTIONS[name]}" for name in MODEL_ORDER)}
+{chr(10).join(f"- {name}: {_describe(name, config)}" for name in MODEL_ORDER)}
 
 "train s" is the time of the model's own training stage (the fine-tuned models start from
 the trained cnn, whose time is not included). For comparison, the Keras experiment (trained
