@@ -17,7 +17,6 @@ at the zero row, so it adds exactly nothing and needs no branch.
 
 The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``).
 """
-import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 

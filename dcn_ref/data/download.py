@@ -7,16 +7,15 @@ interrupted with Ctrl-C. Files already present with the right checksum are not f
 """
 import hashlib
 import http.client
-import os
 import re
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from .errors import DataError
+from ..atomic import atomic_file
 
 #: Where the four files are fetched from: the mirror that torchvision uses
 #: (yann.lecun.com, the original home, no longer serves them reliably).
@@ -99,21 +98,11 @@ def file_md5(path):
 
 def _fetch_verified(url, path, md5, timeout, progress):
     """Download ``url`` to ``path`` through a temporary file, keeping it only if it verifies."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    kept = False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            found, size = _transfer(url, out, timeout, progress, path.name)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_file(path) as out:                   # not kept if anything below raises
+        found, size = _transfer(url, out, timeout, progress, path.name)
         if found != md5:
             raise DownloadError(f"{url}: checksum mismatch: expected md5 {md5}, found {found} "
                                 f"({size} bytes); the file was not kept")
-        os.replace(tmp, path)
-        kept = True
-    finally:  # also on KeyboardInterrupt
-        if not kept:
-            os.unlink(tmp)
 
 
 def _transfer(url, out, timeout, progress, name):

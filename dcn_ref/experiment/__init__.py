@@ -39,7 +39,8 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
     started = time.perf_counter()
     out = Path(out)
     folder = out / "checkpoints"
-    if checkpoint.any_in(folder) and not resume:
+    resumed = checkpoint.any_in(folder)
+    if resumed and not resume:
         raise ExperimentError(f"--out: {out} already holds checkpoints of a run; pass --resume "
                               f"to continue it, or choose another --out")
     try:
@@ -81,8 +82,8 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
                                 f"test digits")
     seconds = time.perf_counter() - started
     command = command or "dcn-ref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report.write(out, config, results, histories, description, command, seconds)
+    report.write(out, config, results, histories, description, command, seconds, resumed)
     log("")
     log(report.table(results))
-    log(f"\n{seconds / 60:.1f} minutes; results.md, results.json and figures in {out}")
+    log(f"\n{report.duration(seconds, resumed)}; results.md, results.json and figures in {out}")
     return results

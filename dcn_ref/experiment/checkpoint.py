@@ -6,12 +6,11 @@ A checkpoint holds the model's state ("model/<layer>.<key>"), the optimiser's st
 ("optim/<kind>/<param>") and a JSON "meta" record: stage, epoch, configuration, history.
 """
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from ..atomic import atomic_file
 
 _NAME = re.compile(r"^(?P<stage>[a-z_]+)-epoch(?P<epoch>\d+)\.npz$")
 
@@ -28,16 +27,8 @@ def save(folder, stage, epoch, model, optimizer, meta):
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps({**meta, "stage": stage, "epoch": epoch}))
     final = path_for(folder, stage, epoch)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(final) as f:
+        np.savez(f, **arrays)
     return final
 
 

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..nn import ConvOffset2D, DeformConv2D  # noqa: E402
@@ -88,15 +89,18 @@ def sampling_figure(path, model, images, title):
         unit = digit_unit(image)
         points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
         ax.imshow(image, cmap="gray_r")
-        ax.scatter(regular[:, 1], regular[:, 0], s=3, c="tab:blue", alpha=0.35, label="regular grid")
-        ax.scatter(points[:, 1], points[:, 0], s=3, c="tab:red", alpha=0.6, label="with offsets")
+        ax.scatter(regular[:, 1], regular[:, 0], s=3, c="tab:blue", alpha=0.35)
+        ax.scatter(points[:, 1], points[:, 0], s=3, c="tab:red", alpha=0.6)
         centre = np.array(unit) * 4
-        ax.plot(centre[1], centre[0], "g+", ms=12, mew=2, label="the unit")
+        ax.plot(centre[1], centre[0], "g+", ms=12, mew=2)
         ax.set_xlim(-0.5, 27.5)
         ax.set_ylim(27.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=7, markerscale=3)
+    legend = [Line2D([], [], ls="", marker="o", ms=4, color="tab:blue", alpha=0.5, label="regular grid"),
+              Line2D([], [], ls="", marker="o", ms=4, color="tab:red", label="with offsets"),
+              Line2D([], [], ls="", marker="+", ms=8, mew=2, color="g", label="the unit")]
+    np.atleast_1d(axes)[0].legend(handles=legend, loc="lower left", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

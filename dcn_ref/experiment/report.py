@@ -1,8 +1,8 @@
 """The experiment's results: a printed table, ``results.json`` and ``results.md``."""
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import atomic_file
 
 MODEL_ORDER = ("cnn", "cnn_scaled", "deform_offset", "deform_dcn")
 KERAS = {  # the Keras experiment's numbers (60,000 training digits), for comparison
@@ -33,22 +33,27 @@ def table(results):
 
 
 def _write_atomically(path, text):
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as f:
+    with atomic_file(path, "w") as f:
         f.write(text)
-    os.replace(temporary, path)
 
 
-def write(out, config, results, histories, data_description, command, seconds):
+def duration(seconds, resumed):
+    """How long the run took, or, when it resumed from checkpoints, its last invocation."""
+    if resumed:
+        return f"{seconds / 60:.1f} minutes in the invocation that resumed it from checkpoints"
+    return f"{seconds / 60:.1f} minutes"
+
+
+def write(out, config, results, histories, data_description, command, seconds, resumed=False):
     """Write results.json and results.md into ``out``."""
     out = Path(out)
     payload = {"config": config.as_dict(), "data": data_description, "command": command,
-               "seconds": seconds, "models": results, "history": histories}
+               "seconds": seconds, "resumed": resumed, "models": results, "history": histories}
     _write_atomically(out / "results.json", json.dumps(payload, indent=2) + "\n")
     keras = "\n".join(f"- {name}: normal {n:.4f}, scaled {s:.4f}" for name, (n, s) in KERAS.items())
     md = f"""# Scaled MNIST: deformable convolution against a plain CNN
 
-Command: `{command}`  ({seconds / 60:.1f} minutes)
+Command: `{command}`  ({duration(seconds, resumed)})
 
 Data: {data_description}. Scaled digits: every image zoomed out by independent factors in
 U(1.0, 2.5) for rows and columns about the centre and shifted by U(-0.2, 0.2) * 28 px in each

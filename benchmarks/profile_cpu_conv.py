@@ -1,0 +1,119 @@
+"""Where the time of conv2d and deform_conv2d forward+backward goes on the CPU.
+
+    python benchmarks/profile_cpu_conv.py [--shapes abcd] [--repeat 5]
+
+For each shape of ``dcn-ref bench``, every kernel that ``dcn_ref/cpu/conv.py`` calls
+(im2col, the deformable im2col, col2im, the offset/mask pass, the layout transposes) is
+wrapped with a timer for one forward+backward, and the median over the repeats is
+printed per kernel. What is left of the total is the GEMMs (NumPy's BLAS) and array
+allocation; the last columns time the same three GEMMs alone, on arrays of the shapes
+conv.py multiplies, and give their rate in GFLOP/s. Together they show what bounds each
+op: the sampling kernels, or the matrix products that a plain convolution also pays.
+"""
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from dcn_ref import ops
+from dcn_ref.bench import SHAPES, make_inputs, median_ms, threads_line
+from dcn_ref.cpu import columns as cl
+
+KERNELS = ("im2col", "deform_im2col", "col2im", "deform_col2im", "deform_coord_grad",
+           "deform_backward", "transpose_last_two")
+
+
+class Timers:
+    """Replaces the kernels in ``dcn_ref.cpu.columns`` by timed wrappers."""
+
+    def __init__(self):
+        self.spent = defaultdict(float)
+        self.original = {name: getattr(cl, name) for name in KERNELS}
+        for name, kernel in self.original.items():
+            setattr(cl, name, self._timed(name, kernel))
+
+    def _timed(self, name, kernel):
+        def call(*args):
+            start = time.perf_counter()
+            result = kernel(*args)
+            self.spent[name] += (time.perf_counter() - start) * 1e3
+            return result
+        return call
+
+    def restore(self):
+        for name, kernel in self.original.items():
+            setattr(cl, name, kernel)
+
+
+def profile(op, shape, a, repeat):
+    """{kernel: median ms} and the median total of one forward+backward of ``op``."""
+    p = {"stride": shape.stride, "padding": 1}
+
+    def both():
+        if op == "conv2d":
+            ops.conv2d(a["input"], a["weight"], None, **p)
+            ops.conv2d_backward(a["grad"], a["input"], a["weight"], None, **p)
+        else:
+            ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, mask=a["mask"], **p)
+            ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
+                                       mask=a["mask"], **p)
+
+    both()                                                   # compile and warm up
+    per_kernel, totals = defaultdict(list), []
+    for _ in range(repeat):
+        timers = Timers()
+        start = time.perf_counter()
+        both()
+        totals.append((time.perf_counter() - start) * 1e3)
+        timers.restore()
+        for name in KERNELS:
+            per_kernel[name].append(timers.spent[name])
+    return {k: statistics.median(v) for k, v in per_kernel.items()}, statistics.median(totals)
+
+
+def gemms_alone(shape, repeat):
+    """Median ms of the three GEMMs of forward+backward, on arrays of conv.py's shapes."""
+    out_h = (shape.H + 2 - 3) // shape.stride + 1
+    out_w = (shape.W + 2 - 3) // shape.stride + 1
+    rows, inner = shape.N * out_h * out_w, 9 * shape.C
+    rng = np.random.default_rng(0)
+    columns = rng.standard_normal((rows, inner), dtype=np.float32)
+    weight = rng.standard_normal((shape.C_out, inner), dtype=np.float32)
+    gout = rng.standard_normal((rows, shape.C_out), dtype=np.float32)
+
+    def three():
+        columns @ weight.T                                   # forward
+        gout.T @ columns                                     # the weight's gradient
+        gout @ weight                                        # the columns' gradient
+
+    ms = median_ms(three, repeat)
+    return ms, 3 * 2 * rows * inner * shape.C_out / (ms * 1e-3) / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="abcd")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print(threads_line())
+    used = list(KERNELS)
+    print("ms per forward+backward (float32, median); 'rest' = total - kernels = GEMMs + "
+          "allocation")
+    print(f"| shape | op | total | {' | '.join(used)} | rest | 3 GEMMs alone | GEMM GFLOP/s |")
+    print("|" + " --- |" * (len(used) + 6))
+    for name in args.shapes:
+        shape = SHAPES[name]
+        a = make_inputs(shape)
+        gemm_ms, rate = gemms_alone(shape, args.repeat)
+        for op in ("conv2d", "deform_conv2d"):
+            kernels, total = profile(op, shape, a, args.repeat)
+            rest = total - sum(kernels.values())
+            cells = " | ".join(f"{kernels[k]:.1f}" if kernels[k] else "-" for k in used)
+            print(f"| {name} | {op} | {total:.1f} | {cells} | {rest:.1f} | {gemm_ms:.1f} | "
+                  f"{rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
