@@ -15,6 +15,7 @@ import statistics
 import time
 from collections import defaultdict
 
+import dcn_ref  # noqa: F401  first: it sets the thread-pool environment before NumPy loads BLAS
 import numpy as np
 
 from dcn_ref import ops

@@ -189,45 +189,50 @@ def threads_line():
 
 
 def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
-    """Print the benchmark tables; return the figures as a dict."""
-    figures = {"shapes": {}}
+    """Print the benchmark tables; return the figures as a dict.
+
+    All of our timings (ops, then models) come before any of torch's: once torch has run,
+    its thread pools linger beside Numba's and BLAS's and would slow our kernels on a
+    machine with few cores, which would compare torch with a handicapped dcn_ref."""
+    inputs = {name: make_inputs(SHAPES[name]) for name in shapes}
+    mine = {name: ours(SHAPES[name], inputs[name], repeat) for name in shapes}
+    model_figures = measure_models(repeat) if models else None
+    other = {name: theirs(SHAPES[name], inputs[name], repeat) for name in shapes}
+    figures = {"shapes": {name: {"ours": mine[name], "torch": other[name]} for name in shapes}}
+
     out(f"dcn-ref bench: {threads_line()}; median of {repeat} after warm-up, ms")
     out("")
     out(f"{'shape':<6}{'op':<15}{'fwd':>9}{'fwd+bwd':>10}{'fwd/conv':>10}{'f+b/conv':>10}"
         f"{'torch fwd':>11}{'torch f+b':>11}{'theirs/ours f+b':>17}")
     for name in shapes:
-        shape = SHAPES[name]
-        a = make_inputs(shape)
-        mine = ours(shape, a, repeat)
-        other = theirs(shape, a, repeat)
-        figures["shapes"][name] = {"ours": mine, "torch": other}
-        conv_f, conv_b = mine["conv2d"]
-        for op, (f, b) in mine.items():
+        conv_f, conv_b = mine[name]["conv2d"]
+        for op, (f, b) in mine[name].items():
             row = f"{'(' + name + ')' if op == 'deform_conv2d' else '':<6}{op:<15}{f:>9.1f}{b:>10.1f}"
             row += f"{f / conv_f:>10.2f}{b / conv_b:>10.2f}" if op != "conv2d" else f"{'':>20}"
-            if other is not None and op in other:
-                tf, tb = other[op]
+            if other[name] is not None and op in other[name]:
+                tf, tb = other[name][op]
                 row += f"{tf:>11.1f}{tb:>11.1f}{tb / b:>17.2f}"
             out(row)
-        if other is not None:
+        if other[name] is not None:
             out(f"{'':<6}(our deform_conv2d output vs torchvision's: max |diff| "
-                f"{other['max_abs_diff']:.1e})")
+                f"{other[name]['max_abs_diff']:.1e})")
     out("")
     out("shapes: " + "; ".join(f"({k}) {SHAPES[k].describe()}" for k in shapes))
     if memory:
-        mine = peak_memory_mib("ours")
-        other = peak_memory_mib("torchvision")
-        figures["peak_mib"] = {"ours": mine, "torchvision": other}
-        text = f"peak extra memory of deform_conv2d forward+backward on (c): ours {mine:.0f} MiB"
-        if other is not None:
-            text += f", torchvision {other:.0f} MiB"
+        ours_mib = peak_memory_mib("ours")
+        theirs_mib = peak_memory_mib("torchvision")
+        figures["peak_mib"] = {"ours": ours_mib, "torchvision": theirs_mib}
+        text = f"peak extra memory of deform_conv2d forward+backward on (c): ours {ours_mib:.0f} MiB"
+        if theirs_mib is not None:
+            text += f", torchvision {theirs_mib:.0f} MiB"
         out(text)
     if models:
-        figures["models"] = bench_models(repeat, out)
+        figures["models"] = model_figures
+        print_models(model_figures, out)
     return figures
 
 
-def bench_models(repeat, out=print):
+def measure_models(repeat):
     """Forward of a batch of 32 (eval mode) and one training step (Adam) of each model."""
     from . import models
     from .nn import SoftmaxCrossEntropy
@@ -252,6 +257,10 @@ def bench_models(repeat, out=print):
         train = median_ms(step, repeat)
         figures[name] = {"forward_ms_batch32": forward, "train_step_ms": train,
                          "train_images_per_s": 32e3 / train}
+    return figures
+
+
+def print_models(figures, out=print):
     base = figures["cnn"]
     out("")
     out(f"{'model':<22}{'fwd ms (32)':>12}{'fwd / cnn':>11}{'train step ms':>15}{'images/s':>10}")
@@ -259,4 +268,3 @@ def bench_models(repeat, out=print):
         out(f"{name:<22}{f['forward_ms_batch32']:>12.1f}"
             f"{f['forward_ms_batch32'] / base['forward_ms_batch32']:>11.2f}"
             f"{f['train_step_ms']:>15.1f}{f['train_images_per_s']:>10.0f}")
-    return figures
