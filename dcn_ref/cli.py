@@ -52,6 +52,40 @@ def _experiment(args):
     return 0
 
 
+def _download(args):
+    from .data import DataError, download
+    if not args.timeout > 0:
+        print(f"dcn-ref download-mnist: --timeout: expected a positive number of seconds, got "
+              f"{args.timeout}", file=sys.stderr)
+        return 2
+    shown = {}
+
+    def progress(name, done, total):          # one line per file, rewritten in place
+        if sys.stderr.isatty():
+            of = f" of {total / 2**20:.1f}" if total else ""
+            print(f"\r{name}: {done / 2**20:.1f}{of} MiB", end="", file=sys.stderr)
+            shown[name] = True
+
+    try:
+        paths = download.download_mnist(args.dir, base_url=args.url or download.MNIST_URL,
+                                        files=download.MNIST_MD5,
+                                        timeout=args.timeout, progress=progress)
+    except DataError as exc:
+        print(f"{chr(10) if shown else ''}dcn-ref download-mnist: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ndcn-ref download-mnist: interrupted; the verified files stay in {args.dir}, "
+              f"no partial file is left", file=sys.stderr)
+        return 130
+    if shown:
+        print(file=sys.stderr)
+    for path in paths:
+        print(path)
+    print(f"{len(paths)} verified files in {args.dir}; use them with "
+          f"dcn-ref experiment scaled-mnist --data {args.dir}")
+    return 0
+
+
 def _bench(args):
     import numba
     from . import bench
@@ -96,6 +130,14 @@ def build_parser():
                     help="continue the run in --out from its last finished epoch")
     ex.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     ex.set_defaults(run=_experiment)
+    dl = commands.add_parser("download-mnist",
+                             help="fetch the full MNIST (60,000 training digits), md5-verified")
+    dl.add_argument("dir", help="the folder to fill (created if missing)")
+    dl.add_argument("--url", default=None, help="where the files are (default: the MNIST mirror "
+                                                "in dcn_ref.data.MNIST_URL)")
+    dl.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds to wait for the connection and each read (default: %(default)s)")
+    dl.set_defaults(run=_download)
     be = commands.add_parser("bench", help="timings of the ops and models, as ratios")
     be.add_argument("--repeat", type=int, default=7, help="timed calls a figure (median)")
     be.add_argument("--shapes", default="abcd", help="which of the shapes a, b, c, d")

@@ -172,3 +172,29 @@ def test_a_bad_manifest_is_refused_before_anything_is_written(tmp_path, files, f
 
 def test_download_error_is_a_data_error():
     assert issubclass(DownloadError, DataError)
+
+
+def test_the_command_line_downloads_the_manifest_and_says_how_to_use_it(server, tmp_path, monkeypatch,
+                                                                         capsys):
+    from dcn_ref import cli
+    from dcn_ref.data import download
+    monkeypatch.setattr(download, "MNIST_MD5", {"good.bin": GOOD_MD5})
+    status = cli.main(["download-mnist", str(tmp_path / "mnist"), "--url", server])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert (tmp_path / "mnist" / "good.bin").read_bytes() == GOOD
+    assert f"--data {tmp_path / 'mnist'}" in out
+
+
+def test_the_command_line_fails_with_status_1_and_one_line_when_offline(server, tmp_path, monkeypatch,
+                                                                       capsys):
+    from dcn_ref import cli
+    from dcn_ref.data import download
+    monkeypatch.setattr(download, "MNIST_MD5", {"good.bin": GOOD_MD5, "missing.bin": GOOD_MD5})
+    status = cli.main(["download-mnist", str(tmp_path), "--url", server])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(f"dcn-ref download-mnist: {server}missing.bin: HTTP error 404")
+    assert err.count("\n") == 1
+    assert _listing(tmp_path) == ["good.bin"]
+    assert cli.main(["download-mnist", str(tmp_path), "--timeout", "0"]) == 2
