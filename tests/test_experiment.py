@@ -112,6 +112,8 @@ def test_unusable_data_exits_2_with_one_line(tmp_path):
     assert stderr.startswith("dcn-ref experiment: --data:") and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")  # the lr of 1e30 does that
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # healthy stages, then a learning rate for the control that blows its weights up at once
     # (huge steps on the deformable models' offsets do not: far samples read the border)
