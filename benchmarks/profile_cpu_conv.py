@@ -9,6 +9,10 @@ printed per kernel. What is left of the total is the GEMMs (NumPy's BLAS) and ar
 allocation; the last columns time the same three GEMMs alone, on arrays of the shapes
 conv.py multiplies, and give their rate in GFLOP/s. Together they show what bounds each
 op: the sampling kernels, or the matrix products that a plain convolution also pays.
+
+Then, for the experiment's cnn and deform_cnn("dcn") (batch 32, eval mode), the forward
+time of every layer, and for the three deformable layers of "dcn" the split into the offset
+convolution and the deformable convolution beside the plain conv2d they replace.
 """
 import argparse
 import statistics
@@ -93,10 +97,52 @@ def gemms_alone(shape, repeat):
     return ms, 3 * 2 * rows * inner * shape.C_out / (ms * 1e-3) / 1e9
 
 
+def layer_times(model, x, repeat):
+    """{layer name: median forward ms} over ``repeat`` passes (eval mode)."""
+    model.eval()
+    model.forward(x)
+    spent = defaultdict(list)
+    for _ in range(repeat):
+        h = x
+        for layer in model.layers:
+            start = time.perf_counter()
+            h = layer.forward(h)
+            spent[layer.name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(v) for name, v in spent.items()}
+
+
+def profile_models(repeat):
+    from dcn_ref import models
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 1, 28, 28), dtype=np.float32)
+    cnn, dcn = layer_times(models.cnn(), x, repeat), layer_times(models.deform_cnn("dcn"), x, repeat)
+    print(f"\nforward of a batch of 32, ms (median of {repeat}): cnn {sum(cnn.values()):.1f}, "
+          f"dcn {sum(dcn.values()):.1f}")
+    print("| layer | cnn | dcn | dcn: offset conv2d | dcn: deform_conv2d |")
+    print("| --- | --- | --- | --- | --- |")
+    # the inputs of conv12, conv21, conv22: (channels, size, stride, output channels)
+    deformed = {"conv12": (32, 28, 2, 64), "conv21": (64, 14, 1, 128), "conv22": (128, 14, 2, 128)}
+    for name in cnn:
+        split = ""
+        if name in deformed:
+            C, H, s, c_out = deformed[name]
+            h_out = (H - 1) // s + 1
+            xi = rng.random((32, C, H, H), dtype=np.float32)
+            w, w_off = rng.random((c_out, C, 3, 3), dtype=np.float32), rng.random((18, C, 3, 3), dtype=np.float32)
+            off = rng.normal(0, 1, (32, 18, h_out, h_out)).astype(np.float32)
+            p = {"stride": s, "padding": 1}
+            split = (f" {median_ms(lambda: ops.conv2d(xi, w_off, None, **p), repeat):.1f} |"
+                     f" {median_ms(lambda: ops.deform_conv2d(xi, off, w, None, **p), repeat):.1f} |")
+        else:
+            split = " | |"
+        print(f"| {name} | {cnn[name]:.1f} | {dcn[name]:.1f} |{split}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="abcd")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-models", action="store_true", help="skip the per-layer model profile")
     args = parser.parse_args()
     print(threads_line())
     used = list(KERNELS)
@@ -114,6 +160,8 @@ def main():
             cells = " | ".join(f"{kernels[k]:.1f}" if kernels[k] else "-" for k in used)
             print(f"| {name} | {op} | {total:.1f} | {cells} | {rest:.1f} | {gemm_ms:.1f} | "
                   f"{rate:.0f} |")
+    if not args.no_models:
+        profile_models(max(args.repeat, 15))
 
 
 if __name__ == "__main__":
