@@ -18,6 +18,28 @@ def assert_close(ours, reference, tol, what=""):
                              f"ours {ours[worst]!r} vs reference {reference[worst]!r}")
 
 
+def compare_grads(ours, reference, tol, what=""):
+    """Two gradient NamedTuples field by field: None in both, or arrays of one dtype, close."""
+    for name in reference._fields:
+        a, b = getattr(ours, name), getattr(reference, name)
+        assert (a is None) == (b is None), f"{what}.{name}"
+        if a is not None:
+            assert isinstance(a, np.ndarray) and a.dtype == b.dtype
+            assert_close(a, b, tol, f"{what}.{name}")
+
+
+def assert_cuda_equals_cpu(forward, backward, rng, *args, tol=1e-10, **kwargs):
+    """``forward(*args, **kwargs)`` on the CUDA target equals the CPU target, and so does
+    ``backward`` of a random output gradient, in atomic and in deterministic mode."""
+    cpu = forward(*args, **kwargs)
+    assert_close(forward(*args, **kwargs, target="cuda"), cpu, tol, "forward")
+    g = rng.standard_normal(cpu.shape)
+    cpu_grads = backward(g, *args, **kwargs)
+    for deterministic in (False, True):
+        compare_grads(backward(g, *args, **kwargs, target="cuda", deterministic=deterministic),
+                      cpu_grads, tol, f"deterministic={deterministic}")
+
+
 def output_size(size, k, stride, pad, dilation):
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 

@@ -9,18 +9,9 @@ from numba import cuda
 from dcn_ref import ops
 from dcn_ref.gradcheck import off_kink
 
-from helpers import assert_close, deform_case
+from helpers import assert_close, assert_cuda_equals_cpu, compare_grads, deform_case
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
-
-
-def compare_grads(ours, cpu, tol, what):
-    for name in cpu._fields:
-        a, b = getattr(ours, name), getattr(cpu, name)
-        assert (a is None) == (b is None), f"{what}.{name}"
-        if a is not None:
-            assert isinstance(a, np.ndarray) and a.dtype == b.dtype
-            assert_close(a, b, tol, f"{what}.{name}")
 
 
 DEFORM_CASES = {
@@ -36,14 +27,7 @@ DEFORM_CASES = {
 def test_deform_conv2d_equals_cpu(name):
     rng = np.random.default_rng(len(name))
     inputs, params = deform_case(rng, **DEFORM_CASES[name])
-    cpu = ops.deform_conv2d(**inputs, **params)
-    assert_close(ops.deform_conv2d(**inputs, **params, target="cuda"), cpu, 1e-10, "forward")
-    g = rng.standard_normal(cpu.shape)
-    cpu_grads = ops.deform_conv2d_backward(g, **inputs, **params)
-    for deterministic in (False, True):
-        compare_grads(ops.deform_conv2d_backward(g, **inputs, **params, target="cuda",
-                                                 deterministic=deterministic),
-                      cpu_grads, 1e-10, f"deterministic={deterministic}")
+    assert_cuda_equals_cpu(ops.deform_conv2d, ops.deform_conv2d_backward, rng, **inputs, **params)
 
 
 def test_conv2d_equals_cpu():
@@ -52,14 +36,7 @@ def test_conv2d_equals_cpu():
     w = rng.standard_normal((6, 2, 3, 2))
     b = rng.standard_normal(6)
     params = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
-    cpu = ops.conv2d(x, w, b, **params)
-    assert_close(ops.conv2d(x, w, b, **params, target="cuda"), cpu, 1e-10, "forward")
-    g = rng.standard_normal(cpu.shape)
-    cpu_grads = ops.conv2d_backward(g, x, w, b, **params)
-    for deterministic in (False, True):
-        compare_grads(ops.conv2d_backward(g, x, w, b, **params, target="cuda",
-                                          deterministic=deterministic),
-                      cpu_grads, 1e-10, f"deterministic={deterministic}")
+    assert_cuda_equals_cpu(ops.conv2d, ops.conv2d_backward, rng, x, w, b, **params)
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "border"])

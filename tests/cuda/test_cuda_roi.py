@@ -8,7 +8,7 @@ from numba import cuda
 
 from dcn_ref import ops
 
-from helpers import assert_close
+from helpers import assert_close, assert_cuda_equals_cpu, compare_grads
 from roi_cases import psroi_case, roi_case
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
@@ -26,41 +26,18 @@ PSROI_CASES = {
 }
 
 
-def compare_grads(ours, cpu, tol, what):
-    for name in cpu._fields:
-        a, b = getattr(ours, name), getattr(cpu, name)
-        assert (a is None) == (b is None), f"{what}.{name}"
-        if a is not None:
-            assert isinstance(a, np.ndarray) and a.dtype == b.dtype
-            assert_close(a, b, tol, f"{what}.{name}")
-
-
 @pytest.mark.parametrize("name", list(ROI_CASES))
 def test_deform_roi_pool_equals_cpu(name):
     rng = np.random.default_rng(len(name))
     inputs, params = roi_case(rng, **ROI_CASES[name])
-    cpu = ops.deform_roi_pool(**inputs, **params)
-    assert_close(ops.deform_roi_pool(**inputs, **params, target="cuda"), cpu, 1e-10, "forward")
-    g = rng.standard_normal(cpu.shape)
-    cpu_grads = ops.deform_roi_pool_backward(g, **inputs, **params)
-    for deterministic in (False, True):
-        compare_grads(ops.deform_roi_pool_backward(g, **inputs, **params, target="cuda",
-                                                   deterministic=deterministic),
-                      cpu_grads, 1e-10, f"deterministic={deterministic}")
+    assert_cuda_equals_cpu(ops.deform_roi_pool, ops.deform_roi_pool_backward, rng, **inputs, **params)
 
 
 @pytest.mark.parametrize("name", list(PSROI_CASES))
 def test_deform_psroi_pool_equals_cpu(name):
     rng = np.random.default_rng(len(name))
     inputs, params = psroi_case(rng, **PSROI_CASES[name])
-    cpu = ops.deform_psroi_pool(**inputs, **params)
-    assert_close(ops.deform_psroi_pool(**inputs, **params, target="cuda"), cpu, 1e-10, "forward")
-    g = rng.standard_normal(cpu.shape)
-    cpu_grads = ops.deform_psroi_pool_backward(g, **inputs, **params)
-    for deterministic in (False, True):
-        compare_grads(ops.deform_psroi_pool_backward(g, **inputs, **params, target="cuda",
-                                                     deterministic=deterministic),
-                      cpu_grads, 1e-10, f"deterministic={deterministic}")
+    assert_cuda_equals_cpu(ops.deform_psroi_pool, ops.deform_psroi_pool_backward, rng, **inputs, **params)
 
 
 def test_float32_equals_cpu():
