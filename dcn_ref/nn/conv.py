@@ -23,7 +23,31 @@ def resolve_padding(padding, kernel, dilation):
     return int_pair(padding, "padding", 0)
 
 
-class Conv2D(Layer):
+class ConvLayer(Layer):
+    """What Conv2D and DeformConv2D share: the checked geometry, a weight (C_out, C_in, kh,
+    kw) with an optional bias (C_out,), and the ops' stride/padding/dilation arguments."""
+
+    def _set_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation):
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride = int_pair(stride, "stride", 1)
+        self.dilation = int_pair(dilation, "dilation", 1)
+        self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
+
+    def _add_weight_and_bias(self, bias, init, rng, dtype):
+        kh, kw = self.kernel_size
+        self.add_param("weight", initial_weight(
+            init, rng, (self.out_channels, self.in_channels, kh, kw),
+            fan_in=self.in_channels * kh * kw, fan_out=self.out_channels * kh * kw, dtype=dtype))
+        if bias:
+            self.add_param("bias", np.zeros(self.out_channels, dtype))
+
+    def _conv_args(self):
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+
+
+class Conv2D(ConvLayer):
     """2-d convolution (cross-correlation) with weight (C_out, C_in, kh, kw) and bias (C_out,).
 
     Parameters
@@ -49,22 +73,8 @@ class Conv2D(Layer):
                  bias=True, *, dilation=1, init="glorot_uniform", rng=None, dtype=np.float32,
                  name="conv"):
         super().__init__(name)
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
-        self.stride = int_pair(stride, "stride", 1)
-        self.dilation = int_pair(dilation, "dilation", 1)
-        self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
-        dtype = float_dtype(dtype)
-        kh, kw = self.kernel_size
-        self.add_param("weight", initial_weight(
-            init, rng, (self.out_channels, self.in_channels, kh, kw),
-            fan_in=self.in_channels * kh * kw, fan_out=self.out_channels * kh * kw, dtype=dtype))
-        if bias:
-            self.add_param("bias", np.zeros(self.out_channels, dtype))
-
-    def _conv_args(self):
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        self._add_weight_and_bias(bias, init, rng, float_dtype(dtype))
 
     def forward(self, x):
         """x (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""

@@ -9,9 +9,8 @@ import numpy as np
 from scipy.special import expit as sigmoid
 
 from .. import ops
-from ._args import float_dtype, int_pair, positive_float, positive_int
-from .conv import resolve_padding
-from .init import initial_weight
+from ._args import float_dtype, positive_float, positive_int
+from .conv import ConvLayer
 from .layer import Layer
 
 PADDING_MODES = ("border", "zeros")
@@ -70,7 +69,7 @@ class ConvOffset2D(Layer):
         return sample.input + conv.input
 
 
-class DeformConv2D(Layer):
+class DeformConv2D(ConvLayer):
     """Deformable convolution (DCNv1; DCNv2 with ``modulated``) with its offset convolution.
 
     Parameters
@@ -108,12 +107,7 @@ class DeformConv2D(Layer):
                  offset_groups=1, modulated=False, bias=True, *, init="glorot_uniform", rng=None,
                  dtype=np.float32, name="deform_conv"):
         super().__init__(name)
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
-        self.stride = int_pair(stride, "stride", 1)
-        self.dilation = int_pair(dilation, "dilation", 1)
-        self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
+        self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         self.offset_groups = positive_int(offset_groups, "offset_groups")
         if self.in_channels % self.offset_groups:
             raise ValueError(f"offset_groups: expected a divisor of in_channels = "
@@ -122,19 +116,12 @@ class DeformConv2D(Layer):
         dtype = float_dtype(dtype)
         kh, kw = self.kernel_size
         taps = self.offset_groups * kh * kw                     # G*kh*kw sample points a pixel
-        self.add_param("weight", initial_weight(
-            init, rng, (self.out_channels, self.in_channels, kh, kw),
-            fan_in=self.in_channels * kh * kw, fan_out=self.out_channels * kh * kw, dtype=dtype))
-        if bias:
-            self.add_param("bias", np.zeros(self.out_channels, dtype))
+        self._add_weight_and_bias(bias, init, rng, dtype)
         self.add_param("offset_weight", np.zeros((2 * taps, self.in_channels, kh, kw), dtype))
         self.add_param("offset_bias", np.zeros(2 * taps, dtype))
         if self.modulated:
             self.add_param("mask_weight", np.zeros((taps, self.in_channels, kh, kw), dtype))
             self.add_param("mask_bias", np.zeros(taps, dtype))
-
-    def _conv_args(self):
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
 
     def forward(self, x):
         """x (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
