@@ -123,7 +123,6 @@ def profile_models(repeat):
     # the inputs of conv12, conv21, conv22: (channels, size, stride, output channels)
     deformed = {"conv12": (32, 28, 2, 64), "conv21": (64, 14, 1, 128), "conv22": (128, 14, 2, 128)}
     for name in cnn:
-        split = ""
         if name in deformed:
             C, H, s, c_out = deformed[name]
             h_out = (H - 1) // s + 1
