@@ -25,6 +25,8 @@ def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scal
     strides still 0 (each op fills in its own layout)."""
     input = _args.float_array(input, "input", 4, "(N, H, W, C)")
     N, H, W, C = input.shape
+    if H < 1 or W < 1:
+        raise ValueError(f"input: expected a positive height and width, got shape {tuple(input.shape)}")
     kh, kw = _args.pair(kernel_size, "kernel_size", 1)
     stride = _args.pair(stride, "stride", 1)
     padding = _args.pair(padding, "padding", 0)
