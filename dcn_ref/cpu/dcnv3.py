@@ -118,16 +118,20 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                             gc = grad_input[n, y0 + 1, x0, c0:c0 + Cg]
                             gd = grad_input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
                             d0 = d1 = d2 = d3 = cast(0.0)
-                            for c in range(Cg):
+                            for c in range(Cg):        # reads only: no aliasing to rule out
                                 go = gsrc[c]
                                 d0 += go * a[c]
                                 d1 += go * b[c]
                                 d2 += go * c_[c]
                                 d3 += go * d[c]
-                                ga[c] += f0 * go
-                                gb[c] += f1 * go
-                                gc[c] += f2 * go
-                                gd[c] += f3 * go
+                            for c in range(Cg):        # one written array a loop
+                                ga[c] += f0 * gsrc[c]
+                            for c in range(Cg):
+                                gb[c] += f1 * gsrc[c]
+                            for c in range(Cg):
+                                gc[c] += f2 * gsrc[c]
+                            for c in range(Cg):
+                                gd[c] += f3 * gsrc[c]
                             d_v = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
                             d_ly = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
                             d_lx = wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3
