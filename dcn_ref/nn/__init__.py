@@ -3,16 +3,17 @@
 Each layer has ``forward(x)``, ``backward(grad) -> grad_input``, ``params`` and ``grads``
 (dicts of arrays), ``trainable``, ``train()``/``eval()`` and a ``name``; see ``layer.Layer``.
 """
-from .activation import ReLU
+from .activation import GELU, ReLU
 from .conv import Conv2D
 from .deform import ConvOffset2D, DeformConv2D
-from .dense import Dense
+from .dense import Dense, Linear
+from .depthwise import DepthwiseConv2D
 from .layer import Layer, LoadResult, Sequential
 from .loss import SoftmaxCrossEntropy
-from .norm import BatchNorm2D
+from .norm import BatchNorm2D, LayerNorm
 from .pool import GlobalAvgPool2D
 from .roi import DeformPSRoIPool, DeformRoIPool
 
 __all__ = ["Layer", "Sequential", "LoadResult", "Conv2D", "ConvOffset2D", "DeformConv2D",
            "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy",
-           "DeformRoIPool", "DeformPSRoIPool"]
+           "DeformRoIPool", "DeformPSRoIPool", "Linear", "LayerNorm", "GELU", "DepthwiseConv2D"]
