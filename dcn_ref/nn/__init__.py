@@ -5,6 +5,7 @@ Each layer has ``forward(x)``, ``backward(grad) -> grad_input``, ``params`` and 
 """
 from .activation import GELU, ReLU
 from .conv import Conv2D
+from .dcnv import DCNv3, DCNv4
 from .deform import ConvOffset2D, DeformConv2D
 from .dense import Dense, Linear
 from .depthwise import DepthwiseConv2D
@@ -16,4 +17,5 @@ from .roi import DeformPSRoIPool, DeformRoIPool
 
 __all__ = ["Layer", "Sequential", "LoadResult", "Conv2D", "ConvOffset2D", "DeformConv2D",
            "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy",
-           "DeformRoIPool", "DeformPSRoIPool", "Linear", "LayerNorm", "GELU", "DepthwiseConv2D"]
+           "DeformRoIPool", "DeformPSRoIPool", "Linear", "LayerNorm", "GELU", "DepthwiseConv2D",
+           "DCNv3", "DCNv4"]
