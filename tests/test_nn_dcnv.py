@@ -67,7 +67,7 @@ def randomise(block, rng):
 
 DCNV3_CASES = [
     dict(channels=4, group=2, center_feature_scale=True),
-    dict(channels=6, group=3, kernel_size=3, dw_kernel_size=5, pad=2, dilation=2,
+    dict(channels=4, group=2, kernel_size=3, dw_kernel_size=5, pad=2, dilation=2,
          offset_scale=0.5, remove_center=True),
     dict(channels=3, group=1, kernel_size=(1, 3), pad=(0, 1)),
 ]
