@@ -444,7 +444,7 @@ assert np.array_equal(block4.forward(x), np.zeros_like(x))
 # * Point (r, c) samples at the window centre plus (grid offset + learned offset) times
 #   offset_scale; offset_scale = 0 puts every point on the centre.
 # * A fresh DCNv3 block is a 3x3 mean filter between two projections; a fresh DCNv4
-#   block's op output is 0.
+#   block outputs 0 (all its point weights start at 0).
 #
 # # Exercises
 #
