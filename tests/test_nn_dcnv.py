@@ -9,7 +9,6 @@ sampling formula written out from the definition), so a step of 1e-6 never cross
 import numpy as np
 import pytest
 
-from dcn_ref import ops
 from dcn_ref.gradcheck import off_kink
 from dcn_ref.nn import DCNv3, DCNv4, Sequential
 

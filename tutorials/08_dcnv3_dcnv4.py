@@ -139,9 +139,12 @@ columns = {"torchvision offset": torchvision_labels(), "dcnv3 offset": internima
            "dcnv4 offset_mask": dcnv4_labels(D)}
 print(f"{'index':>5}  " + "".join(f"{name:<22}" for name in columns))
 for i in range(D):
-    print(f"{i:>5}  " + "".join(f"{(col[i] if i < len(col) else ''):<22}" for col in columns.values()))
-assert columns["torchvision offset"][:4] == ["dy g0 r0c0", "dx g0 r0c0", "dy g0 r0c1", "dx g0 r0c1"]
-assert columns["dcnv3 offset"][:4] == ["dx g0 r0c0", "dy g0 r0c0", "dx g0 r1c0", "dy g0 r1c0"]
+    cells = [col[i] if i < len(col) else "" for col in columns.values()]
+    print(f"{i:>5}  " + "".join(f"{cell:<22}" for cell in cells))
+assert columns["torchvision offset"][:4] == ["dy g0 r0c0", "dx g0 r0c0", "dy g0 r0c1",
+                                             "dx g0 r0c1"]
+assert columns["dcnv3 offset"][:4] == ["dx g0 r0c0", "dy g0 r0c0", "dx g0 r1c0",
+                                       "dy g0 r1c0"]
 assert columns["dcnv4 offset_mask"][12:14] == ["m  g0 r0c0", "m  g0 r1c0"]
 
 # %% [markdown]
@@ -413,7 +416,7 @@ print("a fresh DCNv3 block = output_proj(3x3 mean of input_proj(x))")
 # kinks (tests/test_nn_dcnv.py checks every parameter the same way):
 
 # %%
-block.params["offset_bias"][...] = rng.integers(-1, 1, 2 * 2 * P) + rng.uniform(0.3, 0.7, 2 * 2 * P)
+block.params["offset_bias"][...] = rng.integers(-1, 1, 36) + rng.uniform(0.3, 0.7, 36)  # G*P*2
 block.params["mask_weight"][...] = rng.normal(0.0, 0.5, block.params["mask_weight"].shape)
 x = rng.standard_normal((1, 3, 4, 4) if FAST else (2, 4, 5, 4))
 out = block.forward(x)
