@@ -7,12 +7,15 @@
 
 For every (n, ho, wo, g, p) the point is located once (``point_cell`` of
 ``dcn_ref/sampling.py``) and its four corners are then applied to the ``group_channels``
-neighbouring channels of group g, which are contiguous in memory: a sample costs a
-few vector operations however many channels share it.
+neighbouring channels of group g, which are contiguous in memory. When all four corners
+are in the image (nearly always) one loop over the channels reads the four corner
+vectors together; at the border each corner that is in the image gets a loop of its own.
+The kernels walk the kernel positions (i, j) directly, counting the point p alongside,
+so that no point costs an integer division.
 """
 from numba import prange
 
-from ..sampling import corner, point_cell, point_entries
+from ..sampling import corner, is_removed, point_cell, point_entries
 from .compile import kernel
 
 
@@ -32,18 +35,34 @@ def dcnv3_forward(input, offset, mask, geometry, out):
             row[c] = 0.0
         for g in range(geometry.group):
             c0 = g * Cg
-            for p in range(geometry.points):
-                inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W,
-                                                       geometry)
-                if not inside:
-                    continue
-                for t in range(4):
-                    r, s, w, _, _ = corner(t, y0, x0, ly, lx)
-                    if 0 <= r < H and 0 <= s < W:
-                        f = cast(m * w)
-                        src = input[n, r, s]
+            p = 0
+            for i in range(geometry.kernel_w):
+                for j in range(geometry.kernel_h):
+                    if is_removed(i, j, geometry):
+                        continue
+                    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j,
+                                                           H, W, geometry)
+                    p += 1
+                    if not inside:
+                        continue
+                    if 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:   # the whole cell
+                        _, _, w0, _, _ = corner(0, y0, x0, ly, lx)
+                        _, _, w1, _, _ = corner(1, y0, x0, ly, lx)
+                        _, _, w2, _, _ = corner(2, y0, x0, ly, lx)
+                        _, _, w3, _, _ = corner(3, y0, x0, ly, lx)
+                        f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
+                        a, b = input[n, y0, x0], input[n, y0, x0 + 1]
+                        c_, d = input[n, y0 + 1, x0], input[n, y0 + 1, x0 + 1]
                         for c in range(c0, c0 + Cg):
-                            row[c] += f * src[c]
+                            row[c] += f0 * a[c] + f1 * b[c] + f2 * c_[c] + f3 * d[c]
+                        continue
+                    for t in range(4):                                     # at the border
+                        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+                        if 0 <= r < H and 0 <= s < W:
+                            f = cast(m * w)
+                            src = input[n, r, s]
+                            for c in range(c0, c0 + Cg):
+                                row[c] += f * src[c]
 
 
 @kernel
@@ -57,7 +76,7 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     """
     N, H, W, C = input.shape
     out_h, out_w = geometry.out_h, geometry.out_w
-    G, P, Cg = geometry.group, geometry.points, geometry.group_channels
+    G, Cg = geometry.group, geometry.group_channels
     scale = geometry.offset_scale
     cast = input.dtype.type
     for task in prange(N * G):   # task (n, g) writes only image n's channels of group g and
@@ -67,30 +86,59 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
         for ho in range(out_h):
             for wo in range(out_w):
                 gsrc = grad_out[n, ho, wo]
-                for p in range(P):
-                    o, k = point_entries(g, p, geometry)
-                    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W,
-                                                           geometry)
-                    d_v = 0.0
-                    d_ly = 0.0
-                    d_lx = 0.0
-                    if inside:
-                        for t in range(4):
-                            r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
-                            if 0 <= r < H and 0 <= s < W:
-                                f = cast(m * w)
-                                src = input[n, r, s]
-                                dst = grad_input[n, r, s]
-                                dot = cast(0.0)
-                                for c in range(c0, c0 + Cg):
-                                    go = gsrc[c]
-                                    dot += go * src[c]
-                                    dst[c] += f * go
-                                d_v += w * dot
-                                d_ly += w_ly * dot
-                                d_lx += w_lx * dot
-                    else:
-                        m = 0.0
-                    grad_offset[n, ho, wo, o] = m * scale * d_lx
-                    grad_offset[n, ho, wo, o + 1] = m * scale * d_ly
-                    grad_mask[n, ho, wo, k] = d_v
+                p = 0
+                for i in range(geometry.kernel_w):
+                    for j in range(geometry.kernel_h):
+                        if is_removed(i, j, geometry):
+                            continue
+                        o, k = point_entries(g, p, geometry)
+                        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i,
+                                                               j, H, W, geometry)
+                        p += 1
+                        d_v = 0.0
+                        d_ly = 0.0
+                        d_lx = 0.0
+                        if not inside:
+                            m = 0.0
+                        elif 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:   # whole cell
+                            _, _, w0, wy0, wx0 = corner(0, y0, x0, ly, lx)
+                            _, _, w1, wy1, wx1 = corner(1, y0, x0, ly, lx)
+                            _, _, w2, wy2, wx2 = corner(2, y0, x0, ly, lx)
+                            _, _, w3, wy3, wx3 = corner(3, y0, x0, ly, lx)
+                            f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
+                            a, b = input[n, y0, x0], input[n, y0, x0 + 1]
+                            c_, d = input[n, y0 + 1, x0], input[n, y0 + 1, x0 + 1]
+                            ga, gb = grad_input[n, y0, x0], grad_input[n, y0, x0 + 1]
+                            gc, gd = grad_input[n, y0 + 1, x0], grad_input[n, y0 + 1, x0 + 1]
+                            d0 = d1 = d2 = d3 = cast(0.0)
+                            for c in range(c0, c0 + Cg):
+                                go = gsrc[c]
+                                d0 += go * a[c]
+                                d1 += go * b[c]
+                                d2 += go * c_[c]
+                                d3 += go * d[c]
+                                ga[c] += f0 * go
+                                gb[c] += f1 * go
+                                gc[c] += f2 * go
+                                gd[c] += f3 * go
+                            d_v = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+                            d_ly = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
+                            d_lx = wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3
+                        else:                                              # at the border
+                            for t in range(4):
+                                r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+                                if 0 <= r < H and 0 <= s < W:
+                                    f = cast(m * w)
+                                    src = input[n, r, s]
+                                    dst = grad_input[n, r, s]
+                                    dot = cast(0.0)
+                                    for c in range(c0, c0 + Cg):
+                                        go = gsrc[c]
+                                        dot += go * src[c]
+                                        dst[c] += f * go
+                                    d_v += w * dot
+                                    d_ly += w_ly * dot
+                                    d_lx += w_lx * dot
+                        grad_offset[n, ho, wo, o] = m * scale * d_lx
+                        grad_offset[n, ho, wo, o + 1] = m * scale * d_ly
+                        grad_mask[n, ho, wo, k] = d_v
