@@ -8,7 +8,9 @@ sampling formula written out from the definition), so a step of 1e-6 never cross
 """
 import numpy as np
 import pytest
+from scipy import ndimage, special, stats
 
+from dcn_ref import ops
 from dcn_ref.gradcheck import off_kink
 from dcn_ref.nn import DCNv3, DCNv4, Sequential
 
@@ -111,6 +113,60 @@ def test_dcnv4_block_gradients(config):
     # the padding rows of the offset_mask projection feed nothing
     assert not np.any(block.grads["offset_mask_weight"][used:])
     assert not np.any(block.grads["offset_mask_bias"][used:])
+
+
+# -- the forward pass, composed from independent pieces -----------------------------------
+
+def depthwise_by_scipy(x, weight, bias):
+    """Zero-padded 'same' depthwise correlation, one scipy.ndimage.correlate per plane."""
+    out = np.empty_like(x)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            out[n, :, :, c] = ndimage.correlate(x[n, :, :, c], weight[c, 0], mode="constant")
+    return out + bias
+
+
+@pytest.mark.parametrize("center_feature_scale", [False, True])
+def test_dcnv3_block_forward_is_the_composition(center_feature_scale):
+    rng = np.random.default_rng(6)
+    block = DCNv3(channels=4, group=2, dw_kernel_size=5, offset_scale=0.8,
+                  center_feature_scale=center_feature_scale, rng=rng, dtype=np.float64)
+    randomise(block, rng)
+    p = block.params
+    x = rng.standard_normal((2, 4, 5, 4))
+    x_proj = x @ p["input_proj_weight"].T + p["input_proj_bias"]
+    t = depthwise_by_scipy(x, p["dw_conv_weight"], p["dw_conv_bias"])
+    t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-6)
+    t = t * p["norm_weight"] + p["norm_bias"]
+    x1 = t * stats.norm.cdf(t)                                          # exact GELU
+    offset = x1 @ p["offset_weight"].T + p["offset_bias"]
+    logits = (x1 @ p["mask_weight"].T + p["mask_bias"]).reshape(2, 4, 5, 2, 9)
+    mask = special.softmax(logits, axis=-1).reshape(2, 4, 5, 18)
+    y = ops.dcnv3(x_proj, offset, mask, 3, padding=1, group=2, offset_scale=0.8)
+    if center_feature_scale:
+        s = special.expit(x1 @ p["center_feature_scale_proj_weight"].T
+                          + p["center_feature_scale_proj_bias"])        # (N, H, W, group)
+        s = np.repeat(s, 2, axis=-1)
+        y = y * (1 - s) + x_proj * s
+    expected = y @ p["output_proj_weight"].T + p["output_proj_bias"]
+    np.testing.assert_allclose(block.forward(x), expected, rtol=1e-11, atol=1e-12)
+
+
+def test_dcnv4_block_forward_is_the_composition():
+    rng = np.random.default_rng(7)
+    block = DCNv4(channels=4, group=2, dw_kernel_size=3, center_feature_scale=True,
+                  output_bias=False, rng=rng, dtype=np.float64)
+    randomise(block, rng)
+    p = block.params
+    x = rng.standard_normal((2, 4, 5, 4))
+    v = x @ p["value_proj_weight"].T + p["value_proj_bias"]
+    q = depthwise_by_scipy(x, p["offset_mask_dw_weight"], p["offset_mask_dw_bias"])
+    om = q @ p["offset_mask_weight"].T + p["offset_mask_bias"]          # (2, 4, 5, 56)
+    y = ops.dcnv4(v, om, 3, padding=1, group=2)
+    s = np.repeat(special.expit(y @ p["center_feature_scale_proj_weight"].T
+                                + p["center_feature_scale_proj_bias"]), 2, axis=-1)
+    expected = (y * (1 - s) + v * s) @ p["output_proj_weight"].T       # no bias
+    np.testing.assert_allclose(block.forward(x), expected, rtol=1e-11, atol=1e-12)
 
 
 # -- what a fresh block computes ---------------------------------------------------------
