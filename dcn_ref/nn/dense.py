@@ -55,7 +55,8 @@ class Dense(Layer):
 def linear(x, weight, bias=None):
     """x (..., C_in) @ weight.T + bias: weight (C_out, C_in) as torch.nn.Linear's, bias (C_out,)
     or None -> (..., C_out)."""
-    out = x @ weight.T
+    # one 2-d matrix product (BLAS); a stacked (N, H, W, C) @ (C, C') loops over N*H
+    out = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     if bias is not None:
         out += bias
     return out
@@ -67,10 +68,11 @@ def linear_backward(grad, x, weight, has_bias=True):
     ``dweight = sum over the leading axes of grad^T x``, ``dbias = sum of grad over them``
     (None without a bias), ``dx = grad @ weight``.
     """
-    g2 = grad.reshape(-1, grad.shape[-1])                               # (M, C_out)
-    dweight = g2.T @ x.reshape(-1, x.shape[-1])                         # (C_out, C_in)
+    g2 = np.ascontiguousarray(grad).reshape(-1, grad.shape[-1])        # (M, C_out)
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])              # (M, C_in)
+    dweight = g2.T @ x2                                                 # (C_out, C_in)
     dbias = g2.sum(axis=0) if has_bias else None
-    return grad @ weight, dweight, dbias
+    return (g2 @ weight).reshape(x.shape), dweight, dbias
 
 
 class Linear(Layer):
