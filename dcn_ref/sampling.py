@@ -33,6 +33,11 @@ How the ops map onto it (``dcn_ref.ops`` does the reshapes, all of them views):
                      collapsed onto the origin (stride = dilation = 0), so its offset is
                      the coordinate itself.
 
+DCNv3 and DCNv4 do not go through the engine: their points follow a grid of their own
+(column-major, scaled by ``offset_scale``, channels last; see ``dcn_ref.ops.dcnv3``).
+``point_location`` and ``point_cell`` place such a point, using the same ``locate`` and
+``corner`` as every other op; ``dcn_ref/geometry.py`` (PointGeometry) holds its layout.
+
 Bilinear interpolation
 ----------------------
 A point (y, x) lies in the cell with top-left corner ``(y0, x0) = (floor(y), floor(x))``

@@ -30,11 +30,13 @@ def dcnv3_forward(input, offset, mask, geometry, out):
         n = task // (out_h * out_w)
         ho = (task // out_w) % out_h
         wo = task % out_w
-        row = out[n, ho, wo]
         for c in range(C):
-            row[c] = 0.0
+            out[n, ho, wo, c] = 0.0
         for g in range(geometry.group):
+            # views of the group's channels, indexed from 0: Numba then knows every index
+            # is non-negative, drops its negative-index wraparound and LLVM vectorises
             c0 = g * Cg
+            row = out[n, ho, wo, c0:c0 + Cg]
             p = 0
             for i in range(geometry.kernel_w):
                 for j in range(geometry.kernel_h):
@@ -51,17 +53,18 @@ def dcnv3_forward(input, offset, mask, geometry, out):
                         _, _, w2, _, _ = corner(2, y0, x0, ly, lx)
                         _, _, w3, _, _ = corner(3, y0, x0, ly, lx)
                         f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                        a, b = input[n, y0, x0], input[n, y0, x0 + 1]
-                        c_, d = input[n, y0 + 1, x0], input[n, y0 + 1, x0 + 1]
-                        for c in range(c0, c0 + Cg):
+                        a, b = input[n, y0, x0, c0:c0 + Cg], input[n, y0, x0 + 1, c0:c0 + Cg]
+                        c_ = input[n, y0 + 1, x0, c0:c0 + Cg]
+                        d = input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
+                        for c in range(Cg):
                             row[c] += f0 * a[c] + f1 * b[c] + f2 * c_[c] + f3 * d[c]
                         continue
                     for t in range(4):                                     # at the border
                         r, s, w, _, _ = corner(t, y0, x0, ly, lx)
                         if 0 <= r < H and 0 <= s < W:
                             f = cast(m * w)
-                            src = input[n, r, s]
-                            for c in range(c0, c0 + Cg):
+                            src = input[n, r, s, c0:c0 + Cg]
+                            for c in range(Cg):
                                 row[c] += f * src[c]
 
 
@@ -85,7 +88,7 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
         c0 = g * Cg
         for ho in range(out_h):
             for wo in range(out_w):
-                gsrc = grad_out[n, ho, wo]
+                gsrc = grad_out[n, ho, wo, c0:c0 + Cg]     # views from channel c0, see above
                 p = 0
                 for i in range(geometry.kernel_w):
                     for j in range(geometry.kernel_h):
@@ -106,21 +109,29 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                             _, _, w2, wy2, wx2 = corner(2, y0, x0, ly, lx)
                             _, _, w3, wy3, wx3 = corner(3, y0, x0, ly, lx)
                             f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                            a, b = input[n, y0, x0], input[n, y0, x0 + 1]
-                            c_, d = input[n, y0 + 1, x0], input[n, y0 + 1, x0 + 1]
-                            ga, gb = grad_input[n, y0, x0], grad_input[n, y0, x0 + 1]
-                            gc, gd = grad_input[n, y0 + 1, x0], grad_input[n, y0 + 1, x0 + 1]
+                            a = input[n, y0, x0, c0:c0 + Cg]
+                            b = input[n, y0, x0 + 1, c0:c0 + Cg]
+                            c_ = input[n, y0 + 1, x0, c0:c0 + Cg]
+                            d = input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
+                            ga = grad_input[n, y0, x0, c0:c0 + Cg]
+                            gb = grad_input[n, y0, x0 + 1, c0:c0 + Cg]
+                            gc = grad_input[n, y0 + 1, x0, c0:c0 + Cg]
+                            gd = grad_input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
                             d0 = d1 = d2 = d3 = cast(0.0)
-                            for c in range(c0, c0 + Cg):
+                            for c in range(Cg):        # reads only: no aliasing to rule out
                                 go = gsrc[c]
                                 d0 += go * a[c]
                                 d1 += go * b[c]
                                 d2 += go * c_[c]
                                 d3 += go * d[c]
-                                ga[c] += f0 * go
-                                gb[c] += f1 * go
-                                gc[c] += f2 * go
-                                gd[c] += f3 * go
+                            for c in range(Cg):        # one written array a loop
+                                ga[c] += f0 * gsrc[c]
+                            for c in range(Cg):
+                                gb[c] += f1 * gsrc[c]
+                            for c in range(Cg):
+                                gc[c] += f2 * gsrc[c]
+                            for c in range(Cg):
+                                gd[c] += f3 * gsrc[c]
                             d_v = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
                             d_ly = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
                             d_lx = wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3
@@ -129,10 +140,10 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                                 r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
                                 if 0 <= r < H and 0 <= s < W:
                                     f = cast(m * w)
-                                    src = input[n, r, s]
-                                    dst = grad_input[n, r, s]
+                                    src = input[n, r, s, c0:c0 + Cg]
+                                    dst = grad_input[n, r, s, c0:c0 + Cg]
                                     dot = cast(0.0)
-                                    for c in range(c0, c0 + Cg):
+                                    for c in range(Cg):
                                         go = gsrc[c]
                                         dot += go * src[c]
                                         dst[c] += f * go
