@@ -59,9 +59,9 @@ rng = np.random.default_rng(0)
 #
 # **DCNv4** keeps DCNv3's sum but drops the softmax (the weights are used as they come,
 # unbounded), and reads offsets and weights from a single array per pixel, group after
-# group: 2P offsets, then P weights. Both changes are about speed in the original CUDA
-# kernels (one memory read per pixel and group, no normalisation), and the paper reports
-# faster convergence without the softmax.
+# group: 2P offsets, then P weights. The packing serves the original CUDA kernels (one
+# contiguous read per pixel and group); without the softmax the weights have the
+# unbounded range of a convolution's, which the DCNv4 paper reports to converge faster.
 #
 # The parameter count tells the first step: a 3x3 modulated deformable convolution from
 # 64 to 64 channels against a DCNv3 block of 64 channels in 4 groups.
