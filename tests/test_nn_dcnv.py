@@ -239,7 +239,24 @@ def test_fresh_blocks_match_internimage_initialisation():
     assert v4.params["offset_mask_weight"].shape == (56, 8)             # 2*9*3 = 54 -> 56
     assert set(v4.params) == {"value_proj_weight", "value_proj_bias", "offset_mask_weight",
                               "offset_mask_bias", "output_proj_weight", "output_proj_bias"}
-    assert set(block.params) <= set(block.TORCH_NAMES)
+
+
+def test_torch_names_are_the_keys_of_the_original_modules():
+    # the state_dict keys of InternImage's DCNv3 (dw_conv = Sequential(Conv2d,
+    # Sequential(to_channels_last, LayerNorm), GELU)) and OpenGVLab's DCNv4, from their source
+    internimage = {"dw_conv.0.weight", "dw_conv.0.bias", "dw_conv.1.1.weight", "dw_conv.1.1.bias",
+                   "offset.weight", "offset.bias", "mask.weight", "mask.bias",
+                   "input_proj.weight", "input_proj.bias", "output_proj.weight",
+                   "output_proj.bias", "center_feature_scale_proj_weight",
+                   "center_feature_scale_proj_bias"}
+    v3 = DCNv3(channels=4, group=2, center_feature_scale=True)
+    assert {v3.TORCH_NAMES[k] for k in v3.params} == internimage
+    opengvlab = {"value_proj.weight", "value_proj.bias", "offset_mask_dw.weight",
+                 "offset_mask_dw.bias", "offset_mask.weight", "offset_mask.bias",
+                 "output_proj.weight", "output_proj.bias", "center_feature_scale_proj_weight",
+                 "center_feature_scale_proj_bias"}
+    v4 = DCNv4(channels=4, group=2, dw_kernel_size=3, center_feature_scale=True)
+    assert {v4.TORCH_NAMES[k] for k in v4.params} == opengvlab
 
 
 def test_float32_blocks_and_training_in_a_sequential():

@@ -161,7 +161,7 @@ class DCNv3(DeformableBlock):
     TORCH_NAMES = {
         "input_proj_weight": "input_proj.weight", "input_proj_bias": "input_proj.bias",
         "dw_conv_weight": "dw_conv.0.weight", "dw_conv_bias": "dw_conv.0.bias",
-        "norm_weight": "dw_conv.1.0.weight", "norm_bias": "dw_conv.1.0.bias",
+        "norm_weight": "dw_conv.1.1.weight", "norm_bias": "dw_conv.1.1.bias",
         "offset_weight": "offset.weight", "offset_bias": "offset.bias",
         "mask_weight": "mask.weight", "mask_bias": "mask.bias",
         "output_proj_weight": "output_proj.weight", "output_proj_bias": "output_proj.bias",
