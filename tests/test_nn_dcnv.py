@@ -295,3 +295,17 @@ def test_wrong_inputs_are_named(block):
         layer.forward(np.zeros((1, 4, 3, 3), np.float32))
     with pytest.raises(ValueError, match="dtype float32"):
         layer.forward(np.zeros((1, 3, 3, 4)))
+
+
+@pytest.mark.parametrize("block", [DCNv3, DCNv4])
+def test_empty_batches_and_non_finite_inputs_do_not_crash(block):
+    layer = block(channels=4, group=2, center_feature_scale=True, rng=0, dtype=np.float64)
+    empty = layer.forward(np.zeros((0, 3, 3, 4)))
+    assert empty.shape == (0, 3, 3, 4)
+    assert layer.backward(np.zeros_like(empty)).shape == (0, 3, 3, 4)
+    x = np.ones((1, 3, 3, 4))
+    x[0, 1, 1, 2], x[0, 0, 0, 0] = np.nan, np.inf
+    with np.errstate(all="ignore"):                 # inf - inf in the layer norm: NaN
+        out = layer.forward(x)
+        grad = layer.backward(np.ones_like(out))
+    assert out.shape == grad.shape == x.shape
