@@ -1,4 +1,6 @@
-"""Layers with hand-written backward passes, named after the Keras model they reproduce.
+"""Layers with hand-written backward passes: those of the Keras model (named after its
+layers, NCHW), and the channels-last DCNv3 and DCNv4 blocks of InternImage and OpenGVLab with
+the layers they are built from (Linear, LayerNorm, GELU, DepthwiseConv2D).
 
 Each layer has ``forward(x)``, ``backward(grad) -> grad_input``, ``params`` and ``grads``
 (dicts of arrays), ``trainable``, ``train()``/``eval()`` and a ``name``; see ``layer.Layer``.
