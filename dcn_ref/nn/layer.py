@@ -29,6 +29,17 @@ def check_name(name, what="name"):
     return name
 
 
+def check_channels_last(layer, x, channels, what="channels", ndim=None):
+    """Check a channels-last input: an ndarray of rank ``ndim`` (None: any rank >= 1) whose
+    last axis has ``channels`` entries, with the layer's dtype (see ``Layer._check_input``)."""
+    layout = "(..., C)" if ndim is None else "(N, H, W, C)"
+    layer._check_input(x, None if ndim is None else layout)
+    if x.ndim < 1 or x.shape[-1] != channels:
+        raise ValueError(f"{layer.name}: input: expected {what} = {channels} entries on the "
+                         f"last axis of {layout}, got shape {x.shape}")
+    return x
+
+
 class Layer:
     """Base class: the bookkeeping shared by every layer.
 

@@ -1,8 +1,10 @@
-"""BatchNorm2D: batch normalisation over images and pixels, one mean and variance a channel."""
+"""Normalisation layers: BatchNorm2D (statistics over the batch and the pixels, one mean and
+variance a channel) and LayerNorm (statistics over the channels, one mean and variance a
+pixel, channels last)."""
 import numpy as np
 
 from ._args import float_dtype, positive_float, positive_int, unit_interval
-from .layer import Layer
+from .layer import Layer, check_channels_last
 
 
 class BatchNorm2D(Layer):
@@ -82,4 +84,75 @@ class BatchNorm2D(Layer):
         else:
             dx = scale * grad
         self._store_grads(gamma=dgamma, beta=dbeta)
+        return dx
+
+
+def layer_norm(x, weight, bias, eps):
+    """Normalise x (..., C) over its last axis, then scale and shift: returns (out, xhat,
+    inv_std), xhat (..., C) and inv_std (..., 1) being what ``layer_norm_backward`` needs."""
+    mean = x.mean(axis=-1, keepdims=True)                               # (..., 1)
+    centred = x - mean
+    var = np.mean(centred * centred, axis=-1, keepdims=True)            # (..., 1), biased
+    inv_std = 1 / np.sqrt(var + eps)
+    xhat = centred * inv_std
+    return xhat * weight + bias, xhat, inv_std
+
+
+def layer_norm_backward(grad, xhat, inv_std, weight):
+    """Gradients of ``layer_norm``: grad (..., C) -> (dx, dweight, dbias).
+
+    With gx = grad * weight and means over the C channels of each position::
+
+        dx = inv_std * (gx - mean(gx) - xhat * mean(gx * xhat))
+        dweight = sum over positions of grad * xhat,   dbias = sum over positions of grad
+    """
+    gx = grad * weight
+    dx = inv_std * (gx - gx.mean(axis=-1, keepdims=True)
+                    - xhat * np.mean(gx * xhat, axis=-1, keepdims=True))
+    lead = tuple(range(grad.ndim - 1))
+    return dx, np.sum(grad * xhat, axis=lead), grad.sum(axis=lead)
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last (channel) axis, as ``torch.nn.LayerNorm(C)``.
+
+    Parameters
+    ----------
+    channels : int, C.
+    eps : float, added to the variance. PyTorch's default, 1e-5; InternImage builds its
+        layer norms with 1e-6 (the DCNv3 block passes that).
+    dtype : float32 (default) or float64
+    name : str
+
+    Notes
+    -----
+    x (..., C) -> out (..., C), channels last. At every position, over its C values::
+
+        mean = sum(x) / C,  var = sum((x - mean)**2) / C,  inv_std = 1 / sqrt(var + eps)
+        xhat = (x - mean) * inv_std,  out = weight * xhat + bias
+
+    The statistics are the sample's own, so train and eval mode compute the same thing.
+    Parameter names are torch's: weight (gamma, starts at 1) and bias (beta, starts at 0).
+    Backward: see ``layer_norm_backward``.
+    """
+
+    def __init__(self, channels, eps=1e-5, *, dtype=np.float32, name="layer_norm"):
+        super().__init__(name)
+        self.channels = positive_int(channels, "channels")
+        self.eps = positive_float(eps, "eps")
+        dtype = float_dtype(dtype)
+        self.add_param("weight", np.ones(self.channels, dtype))
+        self.add_param("bias", np.zeros(self.channels, dtype))
+
+    def forward(self, x):
+        """x (..., C) -> (..., C)."""
+        check_channels_last(self, x, self.channels)
+        out, xhat, inv_std = layer_norm(x, self.params["weight"], self.params["bias"], self.eps)
+        return self._save(out, xhat, inv_std)
+
+    def backward(self, grad):
+        """grad (..., C) -> dL/dx (..., C); dL/dweight, dL/dbias to grads."""
+        xhat, inv_std = self._saved(grad)
+        dx, dweight, dbias = layer_norm_backward(grad, xhat, inv_std, self.params["weight"])
+        self._store_grads(weight=dweight, bias=dbias)
         return dx
