@@ -112,3 +112,29 @@ def test_a_failing_assert_in_a_tutorial_fails_the_build(tmp_path):
     result = build(tmp_path / "mkdocs.yml", tmp_path / "site", tmp_path)
     assert result.returncode != 0
     assert "the tutorial checks its numbers" in result.stdout + result.stderr
+
+
+# The pages whose ```python examples are run as written (each block on its own, in one
+# process, in a scratch folder; the CUDA example in Numba's simulator).
+EXAMPLE_PAGES = ["README.md", "docs/index.md", "docs/ops.md", "docs/layers.md", "docs/cuda.md",
+                 *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "conventions").glob("*.md"))]
+
+RUN_BLOCKS = """
+import re, sys, pathlib
+for page in sys.argv[1:]:
+    blocks = re.findall(r"```python\\n(.*?)```", pathlib.Path(page).read_text(), re.S)
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{page}, example {i + 1}", "exec"), {"__name__": "__example__"})
+        print("ran", page, i + 1)
+"""
+
+
+def test_the_examples_in_the_pages_run(tmp_path):
+    pages = [str(ROOT / p) for p in EXAMPLE_PAGES]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", RUN_BLOCKS, *pages], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ran = result.stdout.count("ran ")
+    assert ran >= 8, f"expected the examples of {EXAMPLE_PAGES}, ran {ran}:\n{result.stdout}"
