@@ -54,8 +54,9 @@ def save_figure(fig, name):
 
     Returns
     -------
-    pathlib.Path
-        The file written.
+    pathlib.Path or None
+        The file written; None in a notebook, so that a cell ending in ``save_figure(...)``
+        shows the figure and not the path.
     """
     folder = figure_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def save_figure(fig, name):
     if in_notebook():
         from IPython.display import Image, display
         display(Image(filename=str(path)))  # the saved PNG, whatever the kernel's backend
-    else:
-        print(f"figure saved: {path}")
+        plt.close(fig)
+        return None
+    print(f"figure saved: {path}")
     plt.close(fig)
     return path
