@@ -26,11 +26,17 @@ def mkdocs_config():
     return yaml.safe_load((ROOT / "mkdocs.yml").read_text())
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def build(config_file, site_dir, cwd):
+    """Run ``mkdocs build --strict``; the CompletedProcess, its output without colour codes."""
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-                           "-f", str(config_file), "-d", str(site_dir)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                             "-f", str(config_file), "-d", str(site_dir)],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    result.stdout, result.stderr = ANSI_ESCAPE.sub("", result.stdout), ANSI_ESCAPE.sub("", result.stderr)
+    return result
 
 
 @pytest.fixture(scope="module")
