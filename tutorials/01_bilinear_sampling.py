@@ -55,8 +55,8 @@ by_hand = ((1 - ly) * (1 - lx) * image[y0, x0] + (1 - ly) * lx * image[y0, x0 + 
 print("by hand:", by_hand)
 
 # %% [markdown]
-# With the numbers: the weights are 0.75*0.5 = 0.375 for the top corners (2 and 0) and
-# 0.25*0.5 = 0.125 for the bottom ones (8 and 5), so v = 0.75 + 0 + 1 + 0.625 = 2.375.
+# With the numbers: the weights are 0.75 × 0.5 = 0.375 for the top corners (2 and 0) and
+# 0.25 × 0.5 = 0.125 for the bottom ones (8 and 5), so v = 0.75 + 0 + 1 + 0.625 = 2.375.
 # Every number here is a sum of powers of two, so floating point gets it exactly.
 #
 # `bilinear_sample` takes a batch of images (B, H, W) and a batch of points

@@ -306,7 +306,7 @@ save_figure(fig, "02_col2im_counts")
 # %% [markdown]
 # # Summary
 #
-# * H_out = (H + 2*pad - dilation*(kh - 1) - 1) // stride + 1.
+# * `H_out = (H + 2*pad - dilation*(kh - 1) - 1) // stride + 1`.
 # * im2col copies every window into a column; the convolution is then one GEMM per
 #   image, out = W X + b, which is why it is fast: all the arithmetic is in a matrix
 #   product.

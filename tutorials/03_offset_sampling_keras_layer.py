@@ -113,7 +113,7 @@ for ch in range(c):
 
 # %% [markdown]
 # `offset_sample` avoids the question: it takes the (N, 2C, H, W) map as it is and
-# views it as (N*C, 2, H*W), a pure split of the channel axis (see
+# views it as `(N*C, 2, H*W)`, a pure split of the channel axis (see
 # `dcn_ref/ops/offset_sample.py`). The labels confirm that this view pairs correctly:
 
 # %%

@@ -185,7 +185,7 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 # dout = dL/dout, the chain rule gives, one input at a time:
 #
 # * **weight and bias**, exactly as for conv2d:  dW = sum_n dout col^T,  db = sum dout.
-# * **the columns**:  dcol = W^T dout,  shape (C_in*K, L).
+# * **the columns**:  dcol = W^T dout,  shape `(C_in*K, L)`.
 # * **input**: v_ckl is a weighted sum of four pixels, so each pixel receives
 #   dcol * m * (its bilinear weight) from every sample that read it. This is the
 #   deformable col2im (`deform_col2im` in `dcn_ref/cpu/columns.py`, channels last, and in `dcn_ref/cuda/deform.py`).
@@ -303,7 +303,7 @@ print("... every channel moves exactly the tap and the input channels its label 
 # # 5. im2col + GEMM, and why it is fast
 #
 # The one-hot weight above turned `deform_conv2d` into a deformable im2col: it returns
-# the column matrix (C_in*K, L) that the op builds internally, one bilinear sample per
+# the column matrix `(C_in*K, L)` that the op builds internally, one bilinear sample per
 # (channel, tap, output pixel). Any real weight is then a single matrix product over
 # those columns, out = W col + b, and that is exactly what the op does.
 
@@ -321,10 +321,10 @@ print("deform_conv2d = W @ (deformable columns) + b")
 # %% [markdown]
 # Why this is fast:
 #
-# * The expensive, irregular part, C_in*K*L bilinear samples, is done once and shared by
+# * The expensive, irregular part, `C_in*K*L` bilinear samples, is done once and shared by
 #   all C_out output channels. An implementation that sampled inside the loop over output
 #   channels would do it C_out times.
-# * Everything else, C_out*C_in*K*L multiply-adds, is one dense matrix product, the
+# * Everything else, `C_out*C_in*K*L` multiply-adds, is one dense matrix product, the
 #   operation BLAS libraries run closest to the machine's peak (blocked for the caches,
 #   vectorised).
 #

@@ -9,15 +9,14 @@ For the "offset" model, whose ConvOffset2D layers move every channel separately,
 points move by the offset averaged over channels; likewise, a DeformConv2D with several
 offset groups moves them by the offset averaged over its groups.
 """
-import matplotlib
+import numpy as np
+# Figure objects made directly, not through pyplot: they draw with Agg whatever backend the
+# caller's process uses, and the library never switches that backend.
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..nn import ConvOffset2D, DeformConv2D  # noqa: E402
-from ..ops import bilinear_sample  # noqa: E402
+from ..nn import ConvOffset2D, DeformConv2D
+from ..ops import bilinear_sample
 
 # (layer, stride) of the three deformable levels, from the input up; every kernel is 3x3
 # with padding 1, so tap (i, j) of output position p sits at p*stride - 1 + (i, j).
@@ -84,7 +83,8 @@ def digit_unit(image):
 def sampling_figure(path, model, images, title):
     """Draw, over each of ``images`` (n, 28, 28) uint8, the points that the conv22 unit over
     the digit's centre samples."""
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.4))
+    fig = Figure(figsize=(3.2 * len(images), 3.4))
+    axes = fig.subplots(1, len(images))
     for ax, image in zip(np.atleast_1d(axes), images):
         unit = digit_unit(image)
         points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
@@ -104,12 +104,12 @@ def sampling_figure(path, model, images, title):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def training_curves(path, histories):
     """Loss and accuracy per epoch of every stage."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         ax_loss.plot(epochs, [h["loss"] for h in history], "o-", label=name)
@@ -121,4 +121,3 @@ def training_curves(path, histories):
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

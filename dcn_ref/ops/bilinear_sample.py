@@ -79,7 +79,8 @@ def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *
     ----------
     grad_output : ndarray of shape (B, P)
         d loss / d out.
-    image, coords, padding_mode, target : as in ``bilinear_sample``.
+    image, coords, padding_mode, target
+        As in ``bilinear_sample``.
     deterministic : bool
         On the CUDA target, gather instead of scattering with atomics so that two runs
         are bitwise equal. The CPU is always deterministic.

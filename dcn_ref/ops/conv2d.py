@@ -100,7 +100,8 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     Parameters
     ----------
     grad_output : ndarray of shape (N, C_out, H_out, W_out)
-    input, weight, bias, stride, padding, dilation, groups, target : as in ``conv2d``.
+    input, weight, bias, stride, padding, dilation, groups, target
+        As in ``conv2d``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).
 

@@ -140,7 +140,8 @@ def deform_psroi_pool_backward(grad_output, input, rois, trans=None, spatial_sca
     ----------
     grad_output : ndarray of shape (K, output_dim, P, P)
     input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
-    sample_per_part, trans_std, no_trans, target : as in ``deform_psroi_pool``.
+    sample_per_part, trans_std, no_trans, target
+        As in ``deform_psroi_pool``.
     deterministic : bool
         On the CUDA target, replace the atomic scatter of the input gradient by a
         fixed-order pass per image plane (bitwise reproducible). The CPU always is.

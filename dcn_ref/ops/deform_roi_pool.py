@@ -118,8 +118,8 @@ def deform_roi_pool_backward(grad_output, input, rois, offset=None, output_size=
     ----------
     grad_output : ndarray of shape (K, C, ph, pw)
         d loss / d out.
-    input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask, target :
-        as in ``deform_roi_pool``.
+    input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask, target
+        As in ``deform_roi_pool``.
     deterministic : bool
         On the CUDA target, replace the atomic scatter of the input gradient by a
         fixed-order pass per image plane, so that two runs are bitwise equal. The CPU is

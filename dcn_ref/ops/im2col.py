@@ -48,7 +48,8 @@ def col2im(columns, input_shape, kernel_size, stride=1, padding=0, dilation=1, *
     ----------
     columns : ndarray of shape (N, C*kh*kw, L)
     input_shape : (N, C, H, W), the shape of the input of ``im2col``
-    kernel_size, stride, padding, dilation, target : as in ``im2col``
+    kernel_size, stride, padding, dilation, target
+        As in ``im2col``.
 
     Returns
     -------

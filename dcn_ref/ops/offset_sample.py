@@ -68,7 +68,8 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     Parameters
     ----------
     grad_output : ndarray of shape (N, C, H, W)
-    input, offset, padding_mode, target : as in ``offset_sample``.
+    input, offset, padding_mode, target
+        As in ``offset_sample``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).
 
