@@ -148,3 +148,19 @@ def test_col2im_accepts_what_im2col_accepts():
     back = ops.col2im(np.ones_like(cols), x.shape, 1, padding=1)
     assert back.shape == x.shape
     assert ops.col2im(np.ones((1, 0, 9)), (1, 0, 3, 3), 1).shape == (1, 0, 3, 3)
+
+
+def test_read_only_inputs_reuse_the_compiled_kernels():
+    # Numba types a read-only array apart from a writable one: passed on as is, every
+    # read-only mix of arguments would compile every kernel again
+    from dcn_ref.cpu import planar
+    rng = np.random.default_rng(7)
+    image, coords = rng.standard_normal((2, 3, 4)), rng.uniform(-1, 4, (2, 5, 2))
+    expected = ops.bilinear_sample(image, coords)
+    before = list(planar.deform_im2col.serial.signatures)
+    for a in (image, coords):
+        a.flags.writeable = False
+    np.testing.assert_array_equal(ops.bilinear_sample(image, coords), expected)
+    np.testing.assert_array_equal(ops.bilinear_sample(np.broadcast_to(image[:1], image.shape), coords),
+                                  ops.bilinear_sample(np.repeat(image[:1], 2, axis=0), coords))
+    assert list(planar.deform_im2col.serial.signatures) == before
