@@ -7,7 +7,6 @@ addresses. The input gradient is a scatter: with atomics by default, or, with
 ``deterministic``, a gather in a fixed order (the counting sort of deterministic.py,
 one plane per image and group, sample s = (ho*W_out + wo)*P + p).
 """
-import numpy as np
 from numba import cuda
 
 from ..sampling import corner, point_cell, point_entries, point_position, point_value_and_grad

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from dcn_ref import ops, reference, reference_roi
+from dcn_ref import ops, reference, reference_dcnv3, reference_roi
 
 
 # -- values -----------------------------------------------------------------------------
@@ -281,6 +281,63 @@ def col2im_loops(grad_output, input, **params):
     return Grads(grad.astype(input.dtype))
 
 
+# dcnv3 and dcnv4 (channels last) ----------------------------------------------------------
+
+def _dcnv3_geometry(draw):
+    """(kernel_size, stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w, P)."""
+    remove_center = draw(st.booleans())
+    if remove_center:
+        kh, kw = draw(st.sampled_from([(1, 3), (3, 1), (3, 3)]))
+    else:
+        kh, kw = _small(draw, 1, 3), _small(draw, 1, 3)
+    stride = (_small(draw, 1, 2), _small(draw, 1, 2))
+    padding = (_small(draw, 0, 2), _small(draw, 0, 2))
+    dilation = (_small(draw, 1, 2), _small(draw, 1, 2))
+    H = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + _small(draw, 0, 2)
+    W = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + _small(draw, 0, 2)
+    group, Cg = _small(draw, 1, 2), _small(draw, 0, 2)
+    out_h, out_w = _out(H, kh, stride[0], padding[0], dilation[0]), _out(W, kw, stride[1], padding[1], dilation[1])
+    return ((kh, kw), stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w,
+            kh * kw - int(remove_center))
+
+
+def _dcnv3_case(draw, dtype, hostile):
+    rng = draw(seeds())
+    (kernel_size, stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w,
+     P) = _dcnv3_geometry(draw)
+    N = _small(draw, 0, 2)
+    mask = rng.uniform(-1.0, 1.0, (N, out_h, out_w, group * P))
+    if hostile:
+        mask[rng.random(mask.shape) < hostile] = np.nan
+    case = {"input": data(rng, (N, H, W, group * Cg), dtype),
+            "offset": positions(rng, (N, out_h, out_w, group * P * 2), -2.0, 2.0, dtype, hostile),
+            "mask": mask.astype(dtype), "kernel_size": kernel_size, "stride": stride,
+            "padding": padding, "dilation": dilation, "group": group,
+            "offset_scale": draw(st.sampled_from([1.0, 0.5, 2.0, -1.0])),
+            "remove_center": remove_center}
+    return case, P, rng
+
+
+def draw_dcnv3(draw, dtype, hostile):
+    return _dcnv3_case(draw, dtype, hostile)[0]
+
+
+def draw_dcnv4(draw, dtype, hostile):
+    case, P, rng = _dcnv3_case(draw, dtype, hostile)
+    group = case["group"]
+    D = group * P * 3 + _small(draw, 0, 3)        # padding entries, ignored
+    packed = reference_dcnv3.pack_offset_mask(case.pop("offset"), case.pop("mask"), group, P, D)
+    packed[..., group * P * 3:] = positions(rng, packed[..., group * P * 3:].shape, -9.0, 9.0,
+                                            dtype, hostile)
+    case["offset_mask"] = packed
+    return {k: case[k] for k in ["input", "offset_mask", "kernel_size", "stride", "padding",
+                                 "dilation", "group", "offset_scale", "remove_center"]}
+
+
+def dcnv3_far_ok(case):
+    return abs(case["offset_scale"]) >= 1e-3
+
+
 # -- the table ----------------------------------------------------------------------------
 
 FAMILIES = {f.name: f for f in [
@@ -302,10 +359,15 @@ FAMILIES = {f.name: f for f in [
            (reference_roi.deform_psroi_pool, reference_roi.deform_psroi_pool_backward), ("trans",),
            far_ok=psroi_far_ok),
     Family("im2col", draw_im2col, ops.im2col, col2im_of, (im2col_loops, col2im_loops)),
+    Family("dcnv3", draw_dcnv3, ops.dcnv3, ops.dcnv3_backward,
+           (reference_dcnv3.dcnv3, reference_dcnv3.dcnv3_backward), ("offset",),
+           far_ok=dcnv3_far_ok),
+    # offset_mask mixes positions and weights (a NaN weight is not a far one), so the
+    # far-outside property is dcnv3's; the rest runs on the packed layout
+    Family("dcnv4", draw_dcnv4, ops.dcnv4, ops.dcnv4_backward,
+           (reference_dcnv3.dcnv4, reference_dcnv3.dcnv4_backward)),
 ]}
 
-# New ops join here. dcnv3 / dcnv4 (SPEC.md: dcnv3(input, offset, mask, kernel_size, ...),
-# dcnv4(input, offset_mask, ...), channels-last (N, H, W, C)) need a draw function in the
-# style of draw_deform_conv2d, their ops and reference loops, and ("offset",) or
-# ("offset_mask",) as positions; a torch bridge is a Family whose forward and backward go
+# New ops join here: a draw function, the op and its backward, the loop reference and the
+# names of its position arrays. A torch bridge is a Family whose forward and backward go
 # through torch and whose reference is the NumPy op.
