@@ -66,7 +66,8 @@ class Family:
 
     name         the op's name (and the child process's argument)
     draw_case    ``draw_case(draw, dtype, hostile)`` -> dict of keyword arguments; hostile
-                 in [0, 1) is the fraction of hostile values in the position arrays
+                 in [0, 1] is the fraction of hostile values in the position arrays, and
+                 at 1 the scalars may be extreme too (``extreme``)
     forward      ``forward(**case)`` -> ndarray
     backward     ``backward(grad_output, **case)`` -> NamedTuple of gradients named after
                  the inputs (None for an input that was not given)
@@ -85,6 +86,11 @@ class Family:
     positions: tuple = ()
     far_ok: Callable = lambda case: True
     nan_is_far: Callable = lambda case: True
+
+
+def extreme(draw, hostile, usual, wild):
+    """One of ``usual``, or at hostile = 1 one of ``usual + wild`` (huge, tiny scales)."""
+    return draw(st.sampled_from(list(usual) + (list(wild) if hostile >= 1 else [])))
 
 
 def _small(draw, low=0, high=3):
@@ -122,9 +128,9 @@ def _border(case):
 # conv2d and deform_conv2d ----------------------------------------------------------------
 
 def _conv_geometry(draw):
-    """(groups, kh, kw, stride, padding, dilation, H, W) with a non-empty output."""
+    """(kh, kw, stride, padding, dilation, H, W) with a non-empty output."""
     kh, kw = _small(draw, 1, 3), _small(draw, 1, 3)
-    stride = (_small(draw, 1, 3), _small(draw, 1, 3))
+    stride = tuple(draw(st.sampled_from([1, 2, 3, 2 ** 31 - 1])) for _ in range(2))
     padding = (_small(draw, 0, 2), _small(draw, 0, 2))
     dilation = (_small(draw, 1, 2), _small(draw, 1, 2))
     H = max(0, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + _small(draw, 0, 3)
@@ -171,13 +177,17 @@ def draw_deform_conv2d(draw, dtype, hostile):
 # deform_roi_pool and deform_psroi_pool ---------------------------------------------------
 
 def _rois(draw, rng, K, N, H, W, scale, dtype):
-    """(K, 5) RoIs that may stick out of the image; some of zero width or height."""
+    """(K, 5) RoIs that may stick out of the image; some of zero width or height. In image
+    pixels (before ``scale``) for a usual scale; as they are for an extreme one, which then
+    shrinks them to a point or blows them up far beyond the image."""
     x1 = rng.uniform(-2.0, W + 1.0, K)
     y1 = rng.uniform(-2.0, H + 1.0, K)
     size = rng.uniform(0.0, max(H, W, 1) * 1.2, (K, 2))
     if draw(st.booleans()):
         size[rng.random((K, 2)) < 0.3] = 0.0
-    boxes = np.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], axis=1) / scale
+    boxes = np.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], axis=1)
+    if 1e-3 <= scale <= 1e3:
+        boxes /= scale
     index = rng.integers(0, max(N, 1), (K, 1))
     return np.concatenate([index, boxes], axis=1).astype(dtype)
 
@@ -187,7 +197,7 @@ def draw_roi_pool(draw, dtype, hostile):
     N, C, H, W = _small(draw, 1, 2), _small(draw, 0, 2), _small(draw, 0, 4), _small(draw, 0, 4)
     K = _small(draw, 0, 3)
     ph, pw = _small(draw, 1, 2), _small(draw, 1, 3)
-    scale = draw(st.sampled_from([1.0, 0.5, 2.0]))
+    scale = extreme(draw, hostile, [1.0, 0.5, 2.0], [1e-300, 1e200])
     offset = positions(rng, (K, 2, ph, pw), -1.0, 1.0, dtype, hostile) if draw(st.booleans()) else None
     mask = None
     if draw(st.booleans()):
@@ -198,8 +208,10 @@ def draw_roi_pool(draw, dtype, hostile):
     return {"input": data(rng, (N, C, H, W), dtype),
             "rois": _rois(draw, rng, K, N, H, W, scale, dtype),
             "offset": offset, "output_size": (ph, pw), "spatial_scale": scale,
-            "sampling_ratio": draw(st.integers(0, 3)),
-            "gamma": draw(st.sampled_from([0.1, 1.0, -0.5, 0.0, 1e6])), "mask": mask}
+            # (an extreme scale makes the adaptive grid of a RoI huge: refused, not valid)
+            "sampling_ratio": draw(st.integers(0 if 1e-3 <= scale <= 1e3 else 1, 3)),
+            "gamma": extreme(draw, hostile, [0.1, 1.0, -0.5, 0.0, 1e6], [1e308, -1e308, 5e-324]),
+            "mask": mask}
 
 
 def roi_far_ok(case):
@@ -217,7 +229,7 @@ def draw_psroi_pool(draw, dtype, hostile):
     part_size = draw(st.sampled_from([0, 1, 2]))
     parts = part_size or pooled_size
     num_classes = draw(st.sampled_from([c for c in (1, 2) if output_dim % c == 0]))
-    scale = draw(st.sampled_from([1.0, 0.5]))
+    scale = extreme(draw, hostile, [1.0, 0.5], [1e-300, 1e200])
     trans = None
     if draw(st.booleans()):
         trans = positions(rng, (K, 2 * num_classes, parts, parts), -1.0, 1.0, dtype, hostile)
@@ -226,7 +238,7 @@ def draw_psroi_pool(draw, dtype, hostile):
             "spatial_scale": scale, "output_dim": output_dim, "group_size": group_size,
             "pooled_size": pooled_size, "part_size": part_size,
             "sample_per_part": _small(draw, 1, 3),
-            "trans_std": draw(st.sampled_from([0.1, 1.0, -0.5, 0.0]))}
+            "trans_std": extreme(draw, hostile, [0.1, 1.0, -0.5, 0.0], [1e308, -1e308, 5e-324])}
 
 
 def psroi_far_ok(case):
@@ -313,7 +325,7 @@ def _dcnv3_case(draw, dtype, hostile):
             "offset": positions(rng, (N, out_h, out_w, group * P * 2), -2.0, 2.0, dtype, hostile),
             "mask": mask.astype(dtype), "kernel_size": kernel_size, "stride": stride,
             "padding": padding, "dilation": dilation, "group": group,
-            "offset_scale": draw(st.sampled_from([1.0, 0.5, 2.0, -1.0])),
+            "offset_scale": extreme(draw, hostile, [1.0, 0.5, 2.0, -1.0], [1e308, 5e-324, 0.0]),
             "remove_center": remove_center}
     return case, P, rng
 
