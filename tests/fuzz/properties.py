@@ -235,7 +235,16 @@ def breakage(draw, value):
 def _breakage(draw, value):
     if isinstance(value, np.ndarray):
         how = draw(st.sampled_from(["rank+", "rank-", "int", "complex", "bool", "object", "other float",
-                                    "shape", "string", "list", "ragged"]))
+                                    "shape", "string", "list", "ragged", "hostile values"]))
+        if how == "hostile values":     # NaN, inf, 1e308, denormals: RoIs, sizes, anything
+            hostile = value.copy()
+            if hostile.size:
+                flat = hostile.reshape(-1)
+                picks = draw(st.lists(st.integers(0, flat.size - 1), min_size=1, max_size=4))
+                for i in picks:
+                    flat[i] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e308, -1e308, 3e38,
+                                                    -3e9, 5e-324, 2.0 ** 31, 1e15]))
+            return hostile, False
         if how == "rank+":
             return value[..., None], True
         if how == "rank-":
