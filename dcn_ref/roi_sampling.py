@@ -82,7 +82,8 @@ def roi_shift(gamma, size, offset):
 @register_jitable
 def scaled_grad(scale, total):
     """``scale * total`` for a chain-rule factor ``scale`` that may have overflowed to inf:
-    0 where nothing was read (``total == 0``) rather than ``inf * 0 = NaN``."""
+    0 where nothing was read or the bin's weight is 0 (``total == 0``), rather than
+    ``inf * 0 = NaN``."""
     return scale * total if total != 0.0 else 0.0
 
 
@@ -188,7 +189,7 @@ def roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, use
                 sum_v += g * v
     count = max(grid_h * grid_w, 1)
     weight = roi_align_weight(mask, use_mask, grid_h, grid_w, k, i, j)
-    return (scaled_grad(gamma * roi_w * weight, sum_x), scaled_grad(gamma * roi_h * weight, sum_y),
+    return (scaled_grad(gamma * roi_w, weight * sum_x), scaled_grad(gamma * roi_h, weight * sum_y),
             sum_v / count)
 
 

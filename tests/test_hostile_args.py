@@ -164,3 +164,13 @@ def test_read_only_inputs_reuse_the_compiled_kernels():
     np.testing.assert_array_equal(ops.bilinear_sample(np.broadcast_to(image[:1], image.shape), coords),
                                   ops.bilinear_sample(np.repeat(image[:1], 2, axis=0), coords))
     assert list(planar.deform_im2col.serial.signatures) == before
+
+
+def test_a_zero_mask_with_a_huge_gamma_gives_zero_gradient_not_nan():
+    # the bin stays inside (zero offset) but counts for nothing: d out / d offset is 0 * huge
+    offset = np.zeros((1, 2, 2, 2))
+    mask = np.zeros((1, 1, 2, 2))
+    ours, loops = _roi_grads([[0, 0.5, 0.5, 3, 2.5]], offset, sampling_ratio=2, gamma=1e308,
+                             mask=mask)
+    np.testing.assert_array_equal(ours.offset, 0.0)
+    np.testing.assert_array_equal(loops.offset, 0.0)

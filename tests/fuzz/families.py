@@ -66,8 +66,8 @@ class Family:
 
     name         the op's name (and the child process's argument)
     draw_case    ``draw_case(draw, dtype, hostile)`` -> dict of keyword arguments; hostile
-                 in [0, 1] is the fraction of hostile values in the position arrays, and
-                 at 1 the scalars may be extreme too (``extreme``)
+                 in [0, 1] is the fraction of hostile values in the position arrays (and of
+                 NaN and zero masks); from EXTREME on, the scalars may be extreme too
     forward      ``forward(**case)`` -> ndarray
     backward     ``backward(grad_output, **case)`` -> NamedTuple of gradients named after
                  the inputs (None for an input that was not given)
@@ -88,9 +88,24 @@ class Family:
     nan_is_far: Callable = lambda case: True
 
 
+#: From this hostile fraction on, scalars may be extreme (the reference property stays below:
+#: where a true gradient overflows, the loops and the kernels may overflow differently).
+EXTREME = 0.5
+
+
 def extreme(draw, hostile, usual, wild):
-    """One of ``usual``, or at hostile = 1 one of ``usual + wild`` (huge, tiny scales)."""
-    return draw(st.sampled_from(list(usual) + (list(wild) if hostile >= 1 else [])))
+    """One of ``usual``, or from EXTREME on one of ``usual + wild`` (huge, tiny scales)."""
+    return draw(st.sampled_from(list(usual) + (list(wild) if hostile >= EXTREME else [])))
+
+
+def masks(rng, shape, dtype, hostile):
+    """Mask values in [-1, 1): a ``hostile`` fraction NaN or exactly 0, half and half."""
+    m = rng.uniform(-1.0, 1.0, shape)
+    if hostile and m.size:
+        u = rng.random(shape)
+        m[u < hostile / 2] = np.nan
+        m[(u >= hostile / 2) & (u < hostile)] = 0.0
+    return m.astype(dtype)
 
 
 def _small(draw, low=0, high=3):
@@ -161,12 +176,7 @@ def draw_deform_conv2d(draw, dtype, hostile):
     C_in, C_out = math.lcm(G, groups) * _small(draw, 1, 2), groups * _small(draw, 1, 2)
     out_h, out_w = _out(H, kh, stride[0], padding[0], dilation[0]), _out(W, kw, stride[1], padding[1], dilation[1])
     K = kh * kw
-    mask = None
-    if draw(st.booleans()):
-        mask = rng.uniform(-1.0, 1.0, (N, G * K, out_h, out_w))
-        if hostile:
-            mask[rng.random(mask.shape) < hostile] = np.nan     # a NaN mask leaves its tap out
-        mask = mask.astype(dtype)
+    mask = masks(rng, (N, G * K, out_h, out_w), dtype, hostile) if draw(st.booleans()) else None
     return {"input": data(rng, (N, C_in, H, W), dtype),
             "offset": positions(rng, (N, 2 * G * K, out_h, out_w), -2.0, 2.0, dtype, hostile),
             "weight": data(rng, (C_out, C_in // groups, kh, kw), dtype),
@@ -199,12 +209,7 @@ def draw_roi_pool(draw, dtype, hostile):
     ph, pw = _small(draw, 1, 2), _small(draw, 1, 3)
     scale = extreme(draw, hostile, [1.0, 0.5, 2.0], [1e-300, 1e200])
     offset = positions(rng, (K, 2, ph, pw), -1.0, 1.0, dtype, hostile) if draw(st.booleans()) else None
-    mask = None
-    if draw(st.booleans()):
-        mask = rng.uniform(-1.0, 1.0, (K, 1, ph, pw))
-        if hostile:
-            mask[rng.random(mask.shape) < hostile] = np.nan
-        mask = mask.astype(dtype)
+    mask = masks(rng, (K, 1, ph, pw), dtype, hostile) if draw(st.booleans()) else None
     return {"input": data(rng, (N, C, H, W), dtype),
             "rois": _rois(draw, rng, K, N, H, W, scale, dtype),
             "offset": offset, "output_size": (ph, pw), "spatial_scale": scale,
@@ -318,12 +323,9 @@ def _dcnv3_case(draw, dtype, hostile):
     (kernel_size, stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w,
      P) = _dcnv3_geometry(draw)
     N = _small(draw, 0, 2)
-    mask = rng.uniform(-1.0, 1.0, (N, out_h, out_w, group * P))
-    if hostile:
-        mask[rng.random(mask.shape) < hostile] = np.nan
     case = {"input": data(rng, (N, H, W, group * Cg), dtype),
             "offset": positions(rng, (N, out_h, out_w, group * P * 2), -2.0, 2.0, dtype, hostile),
-            "mask": mask.astype(dtype), "kernel_size": kernel_size, "stride": stride,
+            "mask": masks(rng, (N, out_h, out_w, group * P), dtype, hostile), "kernel_size": kernel_size, "stride": stride,
             "padding": padding, "dilation": dilation, "group": group,
             "offset_scale": extreme(draw, hostile, [1.0, 0.5, 2.0, -1.0], [1e308, 5e-324, 0.0]),
             "remove_center": remove_center}

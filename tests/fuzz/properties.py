@@ -5,10 +5,12 @@ their examples when called):
 
 valid      a valid call, in random memory layouts (Fortran order, negative strides,
            broadcast views, read-only arrays), float32 or float64, with hostile
-           positions (NaN, +-inf, huge, denormal): the op and its backward run; the
+           positions (NaN, +-inf, huge, denormal), NaN and zero masks and extreme scalars
+           (gamma 1e308, spatial_scale 1e-300, ...): the op and its backward run; the
            results equal those of C-contiguous copies bit for bit; no input is modified;
-           outputs and gradients are finite when every input is finite; a non-finite
-           position gives exactly what a far-outside one gives.
+           when every input but the positions is finite, the outputs are finite and the
+           gradients free of NaN (a gradient that truly exceeds the float range may be
+           +-inf); a non-finite position gives exactly what a far-outside one gives.
 reference  a valid float64 call equals the loop reference (relative error 1e-9), hostile
            positions and NaN masks included.
 invalid    a valid call with one argument broken (rank, dtype, shape, None, a string,
@@ -141,7 +143,9 @@ def tests_for(family):
         for name, g in zip(getattr(grads, "_fields", ()), grads):
             if name in case and g is not None:
                 assert g.shape == case[name].shape and g.dtype == case[name].dtype, name
-        finite = all(np.isfinite(v).all() for v in arrays_of(case).values())
+        # positions may be anything: NaN and +-inf read 0 or the edge
+        finite = all(np.isfinite(v).all() for k, v in arrays_of(case).items()
+                     if k not in family.positions)
         if finite:
             assert np.isfinite(out).all(), "a non-finite output from finite inputs"
             for name, g in zip(getattr(grads, "_fields", ()), grads):
@@ -170,7 +174,7 @@ def tests_for(family):
 
     @given(st.data())
     def reference(data):
-        hostile = data.draw(st.sampled_from([0.0, 0.3]), "hostile fraction")
+        hostile = data.draw(st.sampled_from([0.0, 0.3]), "hostile fraction")   # < EXTREME
         case = data.draw(st.composite(lambda draw: family.draw_case(draw, np.float64, hostile))())
         rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), "grad seed"))
         trace(family, "reference", case)
