@@ -79,7 +79,8 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     gamma : float
         The scale of the normalised offsets (0.1 in the paper and in mmcv).
     mask : ndarray of shape (K, 1, ph, pw) or None
-        Multiplies each bin (ModulatedDeformRoIPool: ``deform_roi_pool(...) * mask``).
+        Multiplies each bin (ModulatedDeformRoIPool: ``deform_roi_pool(...) * mask``). A
+        NaN value makes its bin 0, with zero gradients from it.
     target : None, "cpu" or "cuda"
 
     Returns
