@@ -1,7 +1,7 @@
 """DCNv3 and DCNv4 on the GPU: one thread per output element, the maths of sampling.py.
 
-Layouts as on the CPU (dcn_ref/cpu/dcnv3.py): input and out (N, H, W, C) channels last,
-offsets and weights read through a ``PointGeometry``. Threads are numbered in the order
+Layouts as on the CPU (dcn_ref/cpu/dcnv3_kernels.py): input and out (N, H, W, C)
+channels last, offsets and weights read through a ``PointGeometry``. Threads are numbered in the order
 of the array they write (channels fastest), so neighbouring threads touch neighbouring
 addresses. The input gradient is a scatter: with atomics by default, or, with
 ``deterministic``, a gather in a fixed order (the counting sort of deterministic.py,
