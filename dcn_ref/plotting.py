@@ -5,23 +5,20 @@
     ...
     save_figure(fig, "01_sampled_grid")
 
-Run as a script (``python tutorials/01_bilinear_sampling.py``), matplotlib draws with the
-non-interactive Agg backend and ``save_figure`` writes ``<name>.png`` into the folder named
-by the environment variable ``DCN_REF_FIGURES``, else into ``figures/`` beside the script
-(``tutorials/figures/``). Inside a Jupyter kernel the figure is shown inline instead and
-nothing is written.
+Run as a script (``python tutorials/01_bilinear_sampling.py``), ``save_figure`` writes
+``<name>.png`` into the folder named by the environment variable ``DCN_REF_FIGURES``, else
+into ``figures/`` beside the script (``tutorials/figures/``). Inside a Jupyter kernel the figure is shown inline instead and
+nothing is written. Importing this module leaves matplotlib's backend alone (matplotlib
+picks one itself: inline in a notebook, Agg where there is no display; set ``MPLBACKEND``
+to choose another).
 """
 import os
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
 IN_NOTEBOOK = "ipykernel" in sys.modules
-if not IN_NOTEBOOK:
-    matplotlib.use("Agg")  # before pyplot is imported: no window, no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 
 def figure_dir():
