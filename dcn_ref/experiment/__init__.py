@@ -83,7 +83,7 @@ def _load_data(data_dir):
     return mnist
 
 
-def _warm_up(arms, config, log, wait=1.0):
+def _warm_up(arms, config, log, wait=3.0):
     """Run each kind of model once on two blank digits, so that kernels compile here and not
     inside the first timed epoch; say so when that takes longer than ``wait`` seconds (the
     first run on a machine compiles for a minute or two; later runs read the cache)."""
