@@ -233,3 +233,14 @@ def test_the_all_layer_arms_train_everything_offsets_at_their_own_rate(name, lr_
     assert set(optimizer.lr_scale) == set(offsets)
     # the weights shared with the cnn start from it
     np.testing.assert_array_equal(model.params["conv21.weight"], start["conv21.weight"])
+
+
+def test_a_slow_first_call_is_announced_and_a_fast_one_is_not():
+    from dcn_ref.experiment import _warm_up
+    logged = []
+    _warm_up([ARMS["cnn"]], TINY, logged.append, wait=0.0)     # any call is "slow" here
+    assert logged[0].startswith("preparing the kernels: a first run on this machine compiles")
+    assert logged[1].startswith("kernels ready after")
+    logged.clear()
+    _warm_up([ARMS["cnn"]], TINY, logged.append, wait=1e6)
+    assert logged == []

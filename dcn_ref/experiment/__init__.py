@@ -91,7 +91,8 @@ def _warm_up(arms, config, log, wait=3.0):
 
     def say():
         fired.append(True)
-        log("compiling the kernels (first run here: they are cached for the next runs) ...")
+        log("preparing the kernels: a first run on this machine compiles them (a minute or "
+            "two on 2 cores; cached for later runs) ...")
 
     note = threading.Timer(wait, say)
     note.daemon = True
@@ -110,7 +111,7 @@ def _warm_up(arms, config, log, wait=3.0):
         model.forward(x)
     note.cancel()
     if fired:
-        log(f"compiled in {time.perf_counter() - started:.0f} s")
+        log(f"kernels ready after {time.perf_counter() - started:.0f} s")
 
 
 def _export(path, model):
