@@ -237,8 +237,14 @@ def test_the_all_layer_arms_train_everything_offsets_at_their_own_rate(name, lr_
 
 def test_a_slow_first_call_is_announced_and_a_fast_one_is_not():
     from dcn_ref.experiment import _warm_up
+    import time
+
+    def slow_build(config):
+        time.sleep(1.0)                                        # a first call that takes a while
+        return models.cnn(seed=config.seed)
+
     logged = []
-    _warm_up([ARMS["cnn"]], TINY, logged.append, wait=0.0)     # any call is "slow" here
+    _warm_up([ARMS["cnn"]._replace(build=slow_build)], TINY, logged.append, wait=0.01)
     assert logged[0].startswith("preparing the kernels: a first run on this machine compiles")
     assert logged[1].startswith("kernels ready after")
     logged.clear()
