@@ -5,7 +5,6 @@ Exit status: 0 on success, 1 when a check fails, 2 on bad arguments or unusable 
 """
 import argparse
 import sys
-import urllib.parse
 
 from . import __version__
 
@@ -63,21 +62,6 @@ def _default_models():
     return list(DEFAULT_ARMS)
 
 
-def _url_problem(url):
-    """Why ``url`` cannot be a folder URL to download from, or None."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in ("http", "https", "file"):
-        return f"expected an http://, https:// or file:// URL, got scheme {parts.scheme!r}"
-    if parts.scheme != "file" and not parts.hostname:
-        return "expected a host name after the scheme"
-    if any(c.isspace() for c in url):
-        return "expected no spaces"
-    return None
-
-
 def _download(args):
     from pathlib import Path
     from .data import DataError, download
@@ -85,7 +69,7 @@ def _download(args):
         print(f"dcn-ref download-mnist: --timeout: expected a positive number of seconds, got "
               f"{args.timeout}", file=sys.stderr)
         return 2
-    if args.url is not None and (problem := _url_problem(args.url)):
+    if args.url is not None and (problem := download.url_problem(args.url)):
         print(f"dcn-ref download-mnist: --url: {problem} ({args.url!r})", file=sys.stderr)
         return 2
     folder = Path(args.dir)

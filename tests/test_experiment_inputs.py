@@ -250,3 +250,17 @@ def test_a_slow_first_call_is_announced_and_a_fast_one_is_not():
     logged.clear()
     _warm_up([ARMS["cnn"]], TINY, logged.append, wait=1e6)
     assert logged == []
+
+
+def test_the_downloader_refuses_unusable_folders_and_urls(tmp_path):
+    from dcn_ref.data import download_mnist
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=r"dest_dir: expected a folder, got .*a_file' \(a file\)"):
+        download_mnist(a_file)
+    with pytest.raises(ValueError, match=r"dest_dir: cannot create the folder .*a_file/below"):
+        download_mnist(a_file / "below")
+    for url in ("ftp://host/", "http://", "http://host:99999/", "no url"):
+        with pytest.raises(ValueError, match=r"base_url: expected "):
+            download_mnist(tmp_path / "d", base_url=url)
+    assert not (tmp_path / "d").exists()
