@@ -59,9 +59,13 @@ def test_no_module_switches_the_matplotlib_backend():
 def test_the_sampling_figure_draws_a_few_units_with_their_regular_grid(tmp_path):
     model = models.deform_cnn("dcn", offset_groups=4)
     images = np.zeros((2, 28, 28), np.uint8)
-    images[:, 10:18, 10:18] = 255                          # centre of mass (13.5, 13.5): unit (3, 3)
+    images[:, 4:24, 4:24] = 255                            # centre of mass (13.5, 13.5): unit (3, 3)
     assert digit_unit(images[0]) == (3, 3)
-    assert figure_units(images[0]) == [(3, 3), (1, 1), (5, 5)]
+    # the quarter points of the box 4..23: 4 + 19/4 = 8.75 -> unit 2, 4 + 57/4 = 18.25 -> unit 5
+    assert figure_units(images[0]) == [(3, 3), (2, 2), (5, 5)]
+    small = np.zeros((28, 28), np.uint8)
+    small[12:16, 12:16] = 255                              # a small digit: one unit covers it
+    assert figure_units(small) == [(3, 3)]
     fig = sampling_figure(tmp_path / "s.png", model, images, "title")
     assert (tmp_path / "s.png").stat().st_size > 1000
     ax = fig.axes[0]

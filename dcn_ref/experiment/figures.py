@@ -87,17 +87,19 @@ UNIT_COLOURS = ("tab:red", "tab:blue", "tab:green")
 
 
 def figure_units(image, count=3):
-    """``count`` conv22 units for the sampling figure: the one over the digit's centre
-    (``digit_unit``), then units two steps up-left and down-right of it (8 input pixels
-    away), kept on the 7x7 grid."""
-    centre = np.array(digit_unit(image))
-    steps = [(0, 0), (-2, -2), (2, 2), (-2, 2), (2, -2)][:count]
-    units = []
-    for step in steps:
-        unit = tuple(int(v) for v in np.clip(centre + step, 0, 6))
-        if unit not in units:
-            units.append(unit)
-    return units
+    """Up to ``count`` distinct conv22 units over the digit: the one over its centre of mass
+    (``digit_unit``), then those over the quarter points of its ink's bounding box (top left,
+    bottom right); a small digit gets fewer. Unit u is centred on input pixel 4u."""
+    units = [digit_unit(image)]
+    rows, cols = np.nonzero(image > 0)
+    if len(rows):
+        for q in (0.25, 0.75):
+            centre = np.array([rows.min() + q * (rows.max() - rows.min()),
+                               cols.min() + q * (cols.max() - cols.min())])
+            unit = tuple(int(v) for v in np.clip(np.round(centre / 4), 0, 6))
+            if unit not in units:
+                units.append(unit)
+    return units[:count]
 
 
 def sampling_figure(path, model, images, title, units=3):
@@ -111,11 +113,11 @@ def sampling_figure(path, model, images, title, units=3):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
         for unit, colour in zip(figure_units(image, units), UNIT_COLOURS):
             points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
-            ax.scatter(points[:, 1], points[:, 0], s=1.5, color=colour, alpha=0.3,
+            ax.scatter(points[:, 1], points[:, 0], s=5, color=colour, alpha=0.3,
                        linewidths=0, zorder=2)
             grid = np.unique(regular, axis=0)
-            ax.scatter(grid[:, 1], grid[:, 0], s=4, marker="s", facecolors="none",
-                       edgecolors=colour, linewidths=0.5, alpha=0.9, zorder=3)
+            ax.scatter(grid[:, 1], grid[:, 0], s=3, marker="s", facecolors="none",
+                       edgecolors=colour, linewidths=0.4, alpha=0.8, zorder=3)
             ax.plot(unit[1] * 4, unit[0] * 4, "+", color="black", ms=9, mew=1.5, zorder=4)
         ax.set_xlim(-0.5, 27.5)
         ax.set_ylim(27.5, -0.5)
