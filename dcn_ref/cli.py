@@ -151,7 +151,7 @@ def build_parser():
     ex = commands.add_parser("experiment", help="run an experiment end to end")
     ex.add_argument("name", choices=["scaled-mnist"], help="the experiment")
     ex.add_argument("--quick", action="store_true",
-                    help="a small version of the whole pipeline (about a minute)")
+                    help="a small version of the whole pipeline (a few minutes)")
     ex.add_argument("--data", metavar="DIR", default=None,
                     help="a folder of standard MNIST IDX files (default: the digits shipped "
                          "with dcn_ref: 5,000 training and the 10,000 official test digits)")

@@ -32,7 +32,7 @@ class Config:
 
     @classmethod
     def quick(cls, seed=0):
-        """A small run of the whole pipeline, for a look and for tests (about a minute)."""
+        """A small run of the whole pipeline, for a look and for tests (a few minutes)."""
         return cls(seed=seed, train_limit=1000, test_limit=1000, cnn_epochs=2, finetune_epochs=1,
                    curve_test_limit=200)
 
