@@ -66,7 +66,7 @@ def test_the_sampling_figure_draws_a_few_units_with_their_regular_grid(tmp_path)
     small = np.zeros((28, 28), np.uint8)
     small[12:16, 12:16] = 255                              # a small digit: one unit covers it
     assert figure_units(small) == [(3, 3)]
-    fig = sampling_figure(tmp_path / "s.png", model, images, "title")
+    fig = sampling_figure(tmp_path / "s.png", model, images, "title", units=3)
     assert (tmp_path / "s.png").stat().st_size > 1000
     ax = fig.axes[0]
     # per unit: the 729 sampled points, then the regular grid: an interior unit's 27 x 27

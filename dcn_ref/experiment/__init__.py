@@ -206,8 +206,8 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
     for name, model in first_models.items():
         if name.startswith("deform_"):
             figures.sampling_figure(out / f"sampling_{name}.png", model, scaled_test[:4],
-                                    f"{name}: where one conv22 unit samples (729 points) on "
-                                    f"scaled test digits")
+                                    f"{name}: where conv22 units sample on scaled test digits "
+                                    f"(729 points a unit)")
     seconds = time.perf_counter() - started
     command = command or "dcn-ref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report.write(out, config, results, histories, description, command, seconds, resumed)

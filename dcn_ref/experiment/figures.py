@@ -82,8 +82,8 @@ def digit_unit(image):
     return tuple(int(v) for v in np.clip(np.round(centre / 4), 0, 6))
 
 
-#: colours of the units drawn on each digit
-UNIT_COLOURS = ("tab:red", "tab:blue", "tab:green")
+#: colours of the units drawn on each digit: (sampled points, regular grid)
+UNIT_COLOURS = (("tab:red", "tab:blue"), ("tab:orange", "tab:cyan"), ("tab:purple", "tab:green"))
 
 
 def figure_units(image, count=3):
@@ -91,7 +91,7 @@ def figure_units(image, count=3):
     (``digit_unit``), then those over the quarter points of its ink's bounding box (top left,
     bottom right); a small digit gets fewer. Unit u is centred on input pixel 4u."""
     units = [digit_unit(image)]
-    rows, cols = np.nonzero(image > 0)
+    rows, cols = np.nonzero(image >= 128)              # the ink, not the faint edge pixels
     if len(rows):
         for q in (0.25, 0.75):
             centre = np.array([rows.min() + q * (rows.max() - rows.min()),
@@ -102,31 +102,32 @@ def figure_units(image, count=3):
     return units[:count]
 
 
-def sampling_figure(path, model, images, title, units=3):
-    """Draw over each of ``images`` (n, 28, 28) uint8 where a few conv22 units sample: for
-    each unit its 729 points with the learned offsets (small, semi-transparent) and, on
-    top, its regular receptive field with all offsets zero (the 11 x 11 grid of distinct
-    points its 729 taps cover). Saves a PNG at ``path`` (unless None); returns the Figure."""
+def sampling_figure(path, model, images, title, units=1):
+    """Draw over each of ``images`` (n, 28, 28) uint8 where ``units`` (1 to 3) conv22 units
+    over the digit sample (``figure_units``): for each unit its 729 points with the learned
+    offsets (small, semi-transparent) and, on top, its regular receptive field with all
+    offsets zero (the 11 x 11 grid of distinct points its 729 taps cover). Saves a PNG at
+    ``path`` (unless None); returns the Figure."""
     fig = Figure(figsize=(3.2 * len(images), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(images)))
     for ax, image in zip(axes, images):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
-        for unit, colour in zip(figure_units(image, units), UNIT_COLOURS):
+        for unit, (colour, grid_colour) in zip(figure_units(image, units), UNIT_COLOURS):
             points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
-            ax.scatter(points[:, 1], points[:, 0], s=5, color=colour, alpha=0.3,
+            ax.scatter(points[:, 1], points[:, 0], s=6, color=colour, alpha=0.35,
                        linewidths=0, zorder=2)
             grid = np.unique(regular, axis=0)
-            ax.scatter(grid[:, 1], grid[:, 0], s=3, marker="s", facecolors="none",
-                       edgecolors=colour, linewidths=0.4, alpha=0.8, zorder=3)
+            ax.scatter(grid[:, 1], grid[:, 0], s=6, marker="s", facecolors="none",
+                       edgecolors=grid_colour, linewidths=0.5, alpha=0.8, zorder=3)
             ax.plot(unit[1] * 4, unit[0] * 4, "+", color="black", ms=9, mew=1.5, zorder=4)
         ax.set_xlim(-0.5, 27.5)
         ax.set_ylim(27.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
     legend = [Line2D([], [], ls="", marker="o", ms=3, color="tab:red", alpha=0.5,
-                     label="sampled, with offsets"),
-              Line2D([], [], ls="", marker="s", ms=4, mfc="none", color="tab:red",
-                     label="regular grid (no offsets)"),
+                     label="sampled, with the learned offsets"),
+              Line2D([], [], ls="", marker="s", ms=4, mfc="none", color="tab:blue",
+                     label="regular grid (offsets zero)"),
               Line2D([], [], ls="", marker="+", ms=8, mew=1.5, color="black",
                      label="the unit's centre")]
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
@@ -156,7 +157,7 @@ def training_curves(path, histories):
                          color=colour)
             ax_test.plot(epochs, [h["test_accuracy_scaled"] for h in history], "s--",
                          color=colour)
-    ax_loss.set(xlabel="epoch of the stage", ylabel="training loss", yscale="log")
+    ax_loss.set(xlabel="epoch of the stage", ylabel="training loss")
     ax_acc.set(xlabel="epoch of the stage", ylabel="training accuracy")
     ax_acc.legend(fontsize=8)
     if with_test:
