@@ -64,7 +64,7 @@ def test_the_sampling_figure_draws_a_few_units_with_their_regular_grid(tmp_path)
     # the quarter points of the box 4..23: 4 + 19/4 = 8.75 -> unit 2, 4 + 57/4 = 18.25 -> unit 5
     assert figure_units(images[0]) == [(3, 3), (2, 2), (5, 5)]
     small = np.zeros((28, 28), np.uint8)
-    small[12:16, 12:16] = 255                              # a small digit: one unit covers it
+    small[13:15, 13:15] = 255                              # a small digit: one unit covers it
     assert figure_units(small) == [(3, 3)]
     fig = sampling_figure(tmp_path / "s.png", model, images, "title", units=3)
     assert (tmp_path / "s.png").stat().st_size > 1000
