@@ -94,8 +94,7 @@ def _docs_snippet():
     return text[start:text.index("```", start)]
 
 
-def test_the_docs_snippet_loads_an_exported_model_with_its_reported_accuracy(quick_run,
-                                                                                 monkeypatch):
+def test_the_docs_snippet_loads_an_exported_model_with_its_reported_accuracy(quick_run):
     out, _ = quick_run
     snippet = _docs_snippet().replace("results/scaled-mnist", str(out))
     namespace = {}

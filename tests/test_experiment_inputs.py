@@ -1,7 +1,6 @@
 """The experiment's command line against unusable input (one line on stderr, exit status 2,
 nothing trained), resuming past damaged checkpoints, several seeds, and the arms."""
 import json
-import zipfile
 
 import numpy as np
 import pytest
