@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from . import __version__
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 2."""
@@ -48,9 +50,12 @@ def _experiment(args):
               file=sys.stderr)
         return 2
     config = Config.quick(args.seed) if args.quick else Config(seed=args.seed)
+    models = args.models.split(",") if args.models is not None else _default_models()
     try:
         run(config, args.out, data_dir=args.data, resume=args.resume,
-            progress=not args.no_progress and sys.stderr.isatty())
+            progress=not args.no_progress and sys.stderr.isatty(),
+            models=models,
+            seeds=args.seeds, keep_checkpoints=args.keep_checkpoints)
     except ExperimentError as exc:
         print(f"dcn-ref experiment: {exc}", file=sys.stderr)
         return exc.status
@@ -61,11 +66,34 @@ def _experiment(args):
     return 0
 
 
+def _default_models():
+    from .experiment import DEFAULT_ARMS
+    return list(DEFAULT_ARMS)
+
+
 def _download(args):
+    from pathlib import Path
     from .data import DataError, download
-    if not args.timeout > 0:
+    if not args.timeout > 0 or args.timeout == float("inf"):
         print(f"dcn-ref download-mnist: --timeout: expected a positive number of seconds, got "
               f"{args.timeout}", file=sys.stderr)
+        return 2
+    if args.url is not None and (problem := download.url_problem(args.url)):
+        print(f"dcn-ref download-mnist: --url: {problem} ({args.url!r})", file=sys.stderr)
+        return 2
+    folder = Path(args.dir)
+    if not args.dir.strip():
+        print("dcn-ref download-mnist: dir: expected a folder, got an empty path", file=sys.stderr)
+        return 2
+    if folder.exists() and not folder.is_dir():
+        print(f"dcn-ref download-mnist: dir: {folder} is a file, expected a folder",
+              file=sys.stderr)
+        return 2
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"dcn-ref download-mnist: dir: cannot create the folder {folder} "
+              f"({exc.strerror or type(exc).__name__})", file=sys.stderr)
         return 2
     shown = {}
 
@@ -82,6 +110,10 @@ def _download(args):
     except DataError as exc:
         print(f"{chr(10) if shown else ''}dcn-ref download-mnist: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:                       # the folder cannot be written
+        print(f"{chr(10) if shown else ''}dcn-ref download-mnist: dir: cannot write into "
+              f"{folder} ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ndcn-ref download-mnist: interrupted; the verified files stay in {args.dir}, "
               f"no partial file is left", file=sys.stderr)
@@ -123,8 +155,8 @@ def _bench(args):
 
 def build_parser():
     parser = _Parser(prog="dcn-ref", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dcn-ref {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
-    commands.required = True
     gc = commands.add_parser("gradcheck", help="check every op's gradients against finite differences")
     gc.add_argument("--target", choices=["cpu", "cuda"], default="cpu")
     gc.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes")
@@ -132,15 +164,24 @@ def build_parser():
     ex = commands.add_parser("experiment", help="run an experiment end to end")
     ex.add_argument("name", choices=["scaled-mnist"], help="the experiment")
     ex.add_argument("--quick", action="store_true",
-                    help="a small version of the whole pipeline (about a minute)")
+                    help="a small version of the whole pipeline (a few minutes)")
     ex.add_argument("--data", metavar="DIR", default=None,
                     help="a folder of standard MNIST IDX files (default: the digits shipped "
                          "with dcn_ref: 5,000 training and the 10,000 official test digits)")
     ex.add_argument("--out", metavar="DIR", default="results/scaled-mnist",
                     help="where checkpoints, results and figures go (default: %(default)s)")
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--seed", type=int, default=0, help="the (first) seed (default: 0)")
+    ex.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+                    help="run every arm with N seeds: --seed, --seed + 1, ...; the table "
+                         "shows mean ± std (default: 1)")
+    ex.add_argument("--models", default=None, metavar="ARMS",
+                    help="comma-separated arms to train, or 'all' (default: "
+                         "cnn,cnn_scaled,deform_offset,deform_dcn_all; cnn always trains)")
+    ex.add_argument("--keep-checkpoints", choices=["last", "all"], default="last",
+                    help="keep the checkpoint of each stage's last epoch only (default) or "
+                         "of every epoch")
     ex.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last finished epoch")
+                    help="continue the run in --out from its newest usable checkpoints")
     ex.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     ex.set_defaults(run=_experiment)
     dl = commands.add_parser("download-mnist",
@@ -166,8 +207,24 @@ def build_parser():
     return parser
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("expected a command: gradcheck, experiment, download-mnist or bench "
+                     "(dcn-ref --help lists them)")
     return args.run(args)
 
 

@@ -7,7 +7,14 @@ Sequential) from the gradients its last ``backward`` left in ``grads``:
 
 Layers that are not trainable are skipped. The state (momentum buffers, Adam's moments and
 step counts) is a flat dict of arrays, ``state_dict()``, to save beside the model's.
+
+``lr_scale`` gives some parameters a learning rate of their own, a multiple of ``lr`` (which
+may change between steps, e.g. along a schedule): ``{"conv12.offset_weight": 0.1}`` trains
+that parameter at a tenth of the rate of the others.
 """
+import math
+import numbers
+
 import numpy as np
 
 from .nn._args import positive_float, unit_interval
@@ -22,10 +29,12 @@ class Optimizer:
     """
     BUFFERS = ()
 
-    def __init__(self, model, lr, weight_decay):
+    def __init__(self, model, lr, weight_decay, lr_scale=None):
         self.model = model
-        self.lr = positive_float(lr, "lr")
-        self.weight_decay = positive_float(weight_decay, "weight_decay", allow_zero=True)
+        self.lr = _finite(positive_float(lr, "lr"), "lr")
+        self.weight_decay = _finite(positive_float(weight_decay, "weight_decay", allow_zero=True),
+                                    "weight_decay")
+        self.lr_scale = _lr_scale(lr_scale, model)
         self.buffers = {kind: {} for kind in self.BUFFERS}
 
     def step(self):
@@ -33,9 +42,9 @@ class Optimizer:
         for name, param, grad in self.model.trainable_parameters():
             if self.weight_decay:
                 grad = grad + self.weight_decay * param      # L2 penalty wd/2 * |param|^2
-            self._update(name, param, grad)
+            self._update(name, param, grad, self.lr * self.lr_scale.get(name, 1.0))
 
-    def _update(self, name, param, grad):
+    def _update(self, name, param, grad, lr):
         raise NotImplementedError
 
     def _buffer(self, kind, name, like):
@@ -68,6 +77,30 @@ class Optimizer:
         self.buffers = buffers
 
 
+def _finite(value, name):
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return value
+
+
+def _lr_scale(lr_scale, model):
+    """``lr_scale`` checked: a dict "layer.param" -> a finite positive factor."""
+    if lr_scale is None:
+        return {}
+    if not isinstance(lr_scale, dict):
+        raise ValueError(f"lr_scale: expected a dict 'layer.param' -> factor, got "
+                         f"{type(lr_scale).__name__}")
+    params = model.params
+    for name, factor in lr_scale.items():
+        if name not in params:
+            raise ValueError(f"lr_scale: expected parameter names of the model, got {name!r}")
+        ok = isinstance(factor, numbers.Real) and not isinstance(factor, bool)
+        if not (ok and 0 < factor < math.inf):
+            raise ValueError(f"lr_scale: expected a finite positive factor for {name!r}, "
+                             f"got {factor!r}")
+    return {name: float(factor) for name, factor in lr_scale.items()}
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
 
@@ -78,6 +111,7 @@ class SGD(Optimizer):
     momentum : float in [0, 1)
     nesterov : bool (needs momentum > 0)
     weight_decay : float, adds ``weight_decay * param`` to every gradient.
+    lr_scale : dict "layer.param" -> float, or None: learning-rate multipliers.
 
     Notes
     -----
@@ -91,20 +125,21 @@ class SGD(Optimizer):
     """
     BUFFERS = ("velocity",)
 
-    def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(model, lr, weight_decay)
+    def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 lr_scale=None):
+        super().__init__(model, lr, weight_decay, lr_scale)
         self.momentum = unit_interval(momentum, "momentum")
         if nesterov and not self.momentum:
             raise ValueError(f"nesterov: expected momentum > 0 with Nesterov, got momentum {momentum!r}")
         self.nesterov = bool(nesterov)
 
-    def _update(self, name, param, grad):
+    def _update(self, name, param, grad, lr):
         if self.momentum:
             v = self._buffer("velocity", name, param)
             v *= self.momentum
             v += grad
             grad = grad + self.momentum * v if self.nesterov else v
-        param -= self.lr * grad
+        param -= lr * grad
 
 
 class Adam(Optimizer):
@@ -117,6 +152,7 @@ class Adam(Optimizer):
     betas : (beta1, beta2), decay rates of the first and second moment estimates.
     eps : float, added to sqrt(v_hat).
     weight_decay : float, adds ``weight_decay * param`` to every gradient.
+    lr_scale : dict "layer.param" -> float, or None: learning-rate multipliers.
 
     Notes
     -----
@@ -129,14 +165,15 @@ class Adam(Optimizer):
     """
     BUFFERS = ("m", "v", "step")
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(model, lr, weight_decay)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 lr_scale=None):
+        super().__init__(model, lr, weight_decay, lr_scale)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.betas = (unit_interval(betas[0], "betas[0]"), unit_interval(betas[1], "betas[1]"))
-        self.eps = positive_float(eps, "eps")
+        self.eps = _finite(positive_float(eps, "eps"), "eps")
 
-    def _update(self, name, param, grad):
+    def _update(self, name, param, grad, lr):
         beta1, beta2 = self.betas
         m = self._buffer("m", name, param)
         v = self._buffer("v", name, param)
@@ -147,4 +184,4 @@ class Adam(Optimizer):
         v += (1 - beta2) * grad * grad
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
-        param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        param -= lr * m_hat / (np.sqrt(v_hat) + self.eps)

@@ -13,6 +13,7 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .nn._args import positive_int
 
@@ -54,31 +55,13 @@ def _check_data(images, labels):
     return labels
 
 
-class Progress:
-    """A one-line progress bar on stderr, redrawn with a carriage return (at most every
-    ``interval`` seconds) and ended with a newline by ``close``."""
-
-    def __init__(self, total, enabled=True, stream=None, width=24, interval=0.1, label=""):
-        self.total, self.enabled, self.width, self.interval = total, enabled, width, interval
-        self.label = f"{label} " if label else ""
-        self.stream = stream if stream is not None else sys.stderr
-        self._last = -np.inf
-
-    def update(self, done, loss, accuracy, images_per_second, force=False):
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self._last < self.interval):
-            return
-        self._last = now
-        filled = int(self.width * done / max(self.total, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.label}[{bar}] {done}/{self.total}  loss {loss:.4f}  acc {accuracy:.3f}"
-                          f"  {images_per_second:.0f} img/s")
-        self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+def progress_bar(total, enabled=True, label="", file=None):
+    """A tqdm progress bar over ``total`` images (``tqdm.auto``: a widget in a notebook, a
+    line on stderr in a terminal) with elapsed time, ETA and rate; a no-op when not
+    ``enabled``."""
+    return tqdm(total=total, desc=label or None, unit="img", disable=not enabled,
+                file=file if file is not None else sys.stderr, dynamic_ncols=True,
+                mininterval=0.2, leave=True)
 
 
 def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transform=None,
@@ -95,7 +78,7 @@ def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transfo
     batch_size : int
     rng : numpy Generator, for the batch order (and ``transform``).
     transform : None or f(batch (n, C, H, W), rng) -> batch, e.g. a random augmentation.
-    progress : bool, draw a progress bar on stderr.
+    progress : bool, draw a progress bar (tqdm: elapsed time, ETA, images/s, loss, accuracy).
     label : str, shown before the progress bar.
 
     Returns
@@ -111,27 +94,26 @@ def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transfo
     labels = _check_data(images, labels)
     batch_size = positive_int(batch_size, "batch_size")
     model.train()
-    bar = Progress(images.shape[0], progress, label=label)
     total_loss = correct = seen = 0
     start = time.perf_counter()
-    for step, index in enumerate(minibatches(images.shape[0], batch_size, rng), start=1):
-        x = images[index].astype(model.dtype, copy=False)
-        if transform is not None:
-            x = transform(x, rng)
-        batch_loss = loss.forward(model.forward(x), labels[index])
-        if not np.isfinite(batch_loss):
-            bar.close()
-            raise NonFiniteLoss(step, batch_loss)
-        model.backward(loss.backward())
-        optimizer.step()
-        n = len(index)
-        seen += n
-        total_loss += batch_loss * n
-        correct += loss.accuracy * n
-        bar.update(seen, total_loss / seen, correct / seen, seen / (time.perf_counter() - start))
+    with progress_bar(images.shape[0], progress, label) as bar:
+        for step, index in enumerate(minibatches(images.shape[0], batch_size, rng), start=1):
+            x = images[index].astype(model.dtype, copy=False)
+            if transform is not None:
+                x = transform(x, rng)
+            batch_loss = loss.forward(model.forward(x), labels[index])
+            if not np.isfinite(batch_loss):
+                raise NonFiniteLoss(step, batch_loss)
+            model.backward(loss.backward())
+            optimizer.step()
+            n = len(index)
+            seen += n
+            total_loss += batch_loss * n
+            correct += loss.accuracy * n
+            bar.set_postfix_str(f"loss {total_loss / seen:.4f}, acc {correct / seen:.3f}",
+                                refresh=False)
+            bar.update(n)
     seconds = time.perf_counter() - start
-    bar.update(seen, total_loss / seen, correct / seen, seen / seconds, force=True)
-    bar.close()
     return EpochStats(total_loss / seen, correct / seen, seen / seconds, seconds)
 
 
@@ -148,6 +130,20 @@ def predict(model, images, batch_size=256):
 
 
 def evaluate(model, images, labels, batch_size=256):
-    """The share of ``images`` whose most probable class (eval mode) is their label."""
+    """The share of ``images`` whose most probable class (eval mode) is their label.
+
+    Raises ValueError when ``images`` hold NaN or infinite values, or ``labels`` are not
+    integers in 0..K-1 for the model's K classes."""
     labels = _check_data(images, labels)
-    return float(np.mean(predict(model, images, batch_size).argmax(axis=1) == labels))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels: expected integer class indices, got dtype {labels.dtype}")
+    if not np.isfinite(images).all():
+        raise ValueError(f"images: expected finite values, got "
+                         f"{np.count_nonzero(~np.isfinite(images))} NaN or infinite ones")
+    logits = predict(model, images, batch_size)
+    classes = logits.shape[1]
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if bad.size:
+        raise ValueError(f"labels: expected class indices in 0..{classes - 1}, got {labels[bad[0]]} "
+                         f"at index {bad[0]} ({bad.size} out of range)")
+    return float(np.mean(logits.argmax(axis=1) == labels))

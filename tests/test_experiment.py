@@ -1,4 +1,6 @@
-"""The scaled-MNIST experiment end to end: the --quick run, resume after a kill, and its errors."""
+"""The scaled-MNIST experiment end to end: the --quick run, its exported models, resume after
+a kill, and its errors."""
+import dataclasses
 import json
 import os
 import signal
@@ -10,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcn_ref.experiment import Config, ExperimentError, run
+from dcn_ref import models
+from dcn_ref.data import load_mnist
+from dcn_ref.experiment import DEFAULT_ARMS, Config, ExperimentError, run
 from dcn_ref.experiment import checkpoint
+from dcn_ref.experiment.stages import as_batch
 
-KEYS = {"name", "test_accuracy_normal", "test_accuracy_scaled", "params", "train_seconds",
-        "forward_ms_batch32"}
+KEYS = {"name", "seed", "test_accuracy_normal", "test_accuracy_scaled", "params",
+        "train_seconds", "forward_ms_batch32", "model_file"}
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiment.md"
 
 
 def experiment(*args, **kwargs):
@@ -47,7 +53,8 @@ def test_quick_run_writes_results_and_figures(quick_run):
     out, stdout = quick_run
     results = json.loads((out / "results.json").read_text())
     models = results["models"]
-    assert [m["name"] for m in models] == ["cnn", "cnn_scaled", "deform_offset", "deform_dcn"]
+    assert [m["name"] for m in models] == list(DEFAULT_ARMS)
+    assert [m["seed"] for m in models] == [0] * len(DEFAULT_ARMS)
     for m in models:
         assert set(m) >= KEYS
         assert 0.0 <= m["test_accuracy_normal"] <= 1.0 and 0.0 <= m["test_accuracy_scaled"] <= 1.0
@@ -59,25 +66,68 @@ def test_quick_run_writes_results_and_figures(quick_run):
     G = Config().dcn_offset_groups
     offset = sum(2 * C * C * 9 for C in (32, 64, 128))
     dcn = sum(2 * G * 9 * (C * 9 + 1) for C in (32, 64, 128))
-    assert [m["params"] for m in models] == [242250, 242250, 242250 + offset, 242250 + dcn]
+    params = {"cnn": 242250, "cnn_scaled": 242250, "deform_offset": 242250 + offset,
+              "deform_dcn_all": 242250 + dcn}
+    assert [m["params"] for m in models] == [params[m["name"]] for m in models]
     # even two epochs on 1,000 digits beat guessing (0.1) by far on normal digits
     assert models[0]["test_accuracy_normal"] > 0.5
     for name in ("results.md", "training_curves.png", "sampling_deform_offset.png",
-                 "sampling_deform_dcn.png"):
+                 "sampling_deform_dcn_all.png"):
         assert (out / name).stat().st_size > 1000, name
     md = (out / "results.md").read_text()
-    assert "| deform_dcn |" in md and "unscaled" in md
+    assert "| deform_dcn_all |" in md and "unscaled" in md
     assert "| cnn |" in stdout                      # the table is printed too
-    stages = {p.name.split("-")[0] for p in (out / "checkpoints").glob("*.npz")}
-    assert stages == {"cnn", "deform_offset", "deform_dcn", "cnn_scaled"}
+    # by default only the last epoch of each stage keeps its checkpoint (cnn has 2 epochs)
+    kept = sorted(p.name for p in (out / "checkpoints").glob("*.npz"))
+    assert kept == sorted(f"{name}-seed0-epoch{2 if name == 'cnn' else 1:03d}.npz"
+                          for name in DEFAULT_ARMS)
     assert not list((out / "checkpoints").glob("*.part"))
+    # every epoch's history holds the test-curve accuracies
+    history = results["history"]["deform_dcn_all-seed0"]
+    assert len(history) == 1 and 0 <= history[0]["test_accuracy_scaled"] <= 1
+
+
+def _docs_snippet():
+    """The Python block of docs/experiment.md that loads a trained model."""
+    text = DOCS.read_text()
+    start = text.index("```python", text.index("<!-- load-model-snippet -->")) + len("```python")
+    return text[start:text.index("```", start)]
+
+
+def test_the_docs_snippet_loads_an_exported_model_with_its_reported_accuracy(quick_run):
+    out, _ = quick_run
+    snippet = _docs_snippet().replace("results/scaled-mnist", str(out))
+    namespace = {}
+    exec(compile(snippet, str(DOCS), "exec"), namespace)
+    model = namespace["model"]
+    # the loaded model classifies the test digits as the run reported: the first 1,000-digit
+    # subset of --quick, drawn as the experiment draws it
+    results = json.loads((out / "results.json").read_text())
+    record = next(m for m in results["models"] if m["name"] == "deform_dcn_all")
+    mnist = load_mnist()
+    keep = np.sort(np.random.default_rng(1234).permutation(len(mnist.test_images))[:1000])
+    logits = model.eval().forward(as_batch(mnist.test_images[keep]))
+    accuracy = float(np.mean(logits.argmax(axis=1) == mnist.test_labels[keep]))
+    assert accuracy == pytest.approx(record["test_accuracy_normal"], abs=1e-12)
+
+
+def test_a_checkpoint_loads_as_the_module_docstring_says(quick_run):
+    out, _ = quick_run
+    state, optim_state, meta = checkpoint.load(out / "checkpoints" / "deform_dcn_all-seed0-epoch001.npz")
+    model = models.deform_cnn("dcn", offset_groups=meta["config"]["dcn_offset_groups"])
+    model.load_state_dict(state)
+    exported = models.deform_cnn("dcn", offset_groups=4)
+    exported.load(out / "models" / "deform_dcn_all-seed0.npz")
+    for key, value in exported.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key], value)
+    assert meta["stage"] == "deform_dcn_all-seed0" and meta["epoch"] == 1
 
 
 def test_resume_after_a_kill_ends_with_the_same_numbers(quick_run, tmp_path):
     reference_out, _ = quick_run
     out = tmp_path / "killed"
     process = experiment("--out", str(out), start_new_session=True)
-    first = out / "checkpoints" / "cnn-epoch001.npz"
+    first = out / "checkpoints" / "cnn-seed0-epoch001.npz"
     deadline = time.time() + 600
     while not first.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -87,7 +137,7 @@ def test_resume_after_a_kill_ends_with_the_same_numbers(quick_run, tmp_path):
     assert not (out / "results.json").exists()
     status, stdout, stderr = finish(experiment("--out", str(out), "--resume"))
     assert status == 0, stdout + stderr
-    assert "resuming after epoch 1" in stdout
+    assert "cnn-seed0: resuming after epoch 1" in stdout
     assert numbers(out) == numbers(reference_out)
 
 
@@ -102,7 +152,8 @@ def test_an_existing_run_is_not_overwritten_without_resume(quick_run):
 def test_resume_with_other_settings_is_refused(quick_run, tmp_path):
     out, _ = quick_run
     with pytest.raises(ExperimentError, match=r"--resume: .* was written with other settings"):
-        run(Config.quick(seed=5), out, resume=True, log=lambda *a: None, progress=False)
+        run(dataclasses.replace(Config.quick(), cnn_lr=1e-3), out, resume=True,
+            log=lambda *a: None, progress=False)
 
 
 def test_unusable_data_exits_2_with_one_line(tmp_path):
@@ -115,17 +166,17 @@ def test_unusable_data_exits_2_with_one_line(tmp_path):
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                             "ignore:invalid value encountered:RuntimeWarning")  # the lr of 1e30 does that
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    # healthy stages, then a learning rate for the control that blows its weights up at once
+    # a healthy cnn stage, then a learning rate for the control that blows its weights up at once
     # (huge steps on the deformable models' offsets do not: far samples read the border)
     config = Config(train_limit=64, test_limit=64, cnn_epochs=1, finetune_epochs=1,
                     scaled_lr=1e30)
-    with pytest.raises(ExperimentError, match=r"stage cnn_scaled, epoch 1, step \d+: the loss "
-                                              r"is (nan|inf); stopped \(last good checkpoint: "
-                                              r".*deform_dcn-epoch001.npz\)") as info:
-        run(config, tmp_path, log=lambda *a: None, progress=False)
+    with pytest.raises(ExperimentError, match=r"stage cnn_scaled, seed 0, epoch 1, step \d+: the "
+                                              r"loss is (nan|inf); stopped \(last good "
+                                              r"checkpoint: .*cnn-seed0-epoch001.npz\)") as info:
+        run(config, tmp_path, log=lambda *a: None, progress=False, models=["cnn", "cnn_scaled"])
     assert info.value.status == 1
-    assert checkpoint.latest(tmp_path / "checkpoints", "cnn_scaled") is None
-    good = checkpoint.latest(tmp_path / "checkpoints", "cnn")
-    assert good is not None and good.name == "cnn-epoch001.npz"
+    assert checkpoint.latest(tmp_path / "checkpoints", "cnn_scaled-seed0") is None
+    good = checkpoint.latest(tmp_path / "checkpoints", "cnn-seed0")
+    assert good is not None and good.name == "cnn-seed0-epoch001.npz"
     state, _, meta = checkpoint.load(good)
     assert meta["epoch"] == 1 and all(np.isfinite(v).all() for v in state.values())

@@ -1,9 +1,13 @@
 """The sampling figure's points, checked by hand: with constant offsets every level moves
 a point by that offset, scaled by the strides of the levels below it."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from dcn_ref import models
-from dcn_ref.experiment.figures import sampling_points
+from dcn_ref.experiment.figures import digit_unit, figure_units, sampling_figure, sampling_points
 
 
 def test_zero_offsets_give_the_regular_receptive_field():
@@ -34,3 +38,38 @@ def test_constant_offsets_with_several_groups_move_every_point_by_the_group_mean
     # conv21's by 2 (conv12), conv12's by 1
     expected = regular + 5 * shifts.mean(axis=0)
     np.testing.assert_allclose(points, expected, atol=1e-12)
+
+
+def test_no_module_switches_the_matplotlib_backend():
+    # in a fresh process: importing the library's figure modules leaves the backend
+    # unresolved (matplotlib picks it, e.g. inline in a notebook) and the experiment's
+    # figures do not even import pyplot
+    code = ("import sys, matplotlib\n"
+            "import dcn_ref.experiment, dcn_ref.experiment.figures\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+            "import dcn_ref.plotting\n"
+            "assert matplotlib.rcParams._get_backend_or_none() is None, "
+            "matplotlib.rcParams._get_backend_or_none()\n")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_sampling_figure_draws_a_few_units_with_their_regular_grid(tmp_path):
+    model = models.deform_cnn("dcn", offset_groups=4)
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[:, 4:24, 4:24] = 255                            # centre of mass (13.5, 13.5): unit (3, 3)
+    assert digit_unit(images[0]) == (3, 3)
+    # the quarter points of the box 4..23: 4 + 19/4 = 8.75 -> unit 2, 4 + 57/4 = 18.25 -> unit 5
+    assert figure_units(images[0]) == [(3, 3), (2, 2), (5, 5)]
+    small = np.zeros((28, 28), np.uint8)
+    small[13:15, 13:15] = 255                              # a small digit: one unit covers it
+    assert figure_units(small) == [(3, 3)]
+    fig = sampling_figure(tmp_path / "s.png", model, images, "title", units=3)
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    ax = fig.axes[0]
+    # per unit: the 729 sampled points, then the regular grid: an interior unit's 27 x 27
+    # taps cover 11 x 11 distinct pixels (rows 4u-5 .. 4u+5)
+    sizes = [len(c.get_offsets()) for c in ax.collections]
+    assert sizes == [729, 121] * 3

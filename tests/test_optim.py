@@ -77,6 +77,21 @@ def test_adam_first_steps():
     assert weight(layer) == pytest.approx(p2.tolist(), abs=1e-12)
 
 
+def test_lr_scale_gives_a_parameter_its_own_rate():
+    # two Dense layers, gradient 1 everywhere: plain SGD moves the first by lr and the second,
+    # scaled by 0.25, by lr/4; Adam's first step moves each entry by its own rate
+    for make, step in ((lambda m: SGD(m, lr=0.2, lr_scale={"b.weight": 0.25}), (0.2, 0.05)),
+                       (lambda m: Adam(m, lr=0.2, lr_scale={"b.weight": 0.25}), (0.2, 0.05))):
+        model = Sequential([Dense(2, 2, bias=False, dtype=np.float64, name="a"),
+                            Dense(2, 2, bias=False, dtype=np.float64, name="b")])
+        for layer in model:
+            layer.params["weight"][...] = 1.0
+            layer.grads["weight"][...] = 1.0
+        make(model).step()
+        np.testing.assert_allclose(model["a"].params["weight"], 1.0 - step[0], rtol=1e-6)
+        np.testing.assert_allclose(model["b"].params["weight"], 1.0 - step[1], rtol=1e-6)
+
+
 def test_adam_weight_decay_enters_the_gradient():
     # g = 0 + 0.5 * 2 = 1: the first step moves the parameter by lr against it
     layer = one_param_model([2.0], [0.0])
@@ -148,6 +163,19 @@ def test_optimizer_arguments():
     layer = one_param_model([1.0], [1.0])
     with pytest.raises(ValueError, match=r"lr: expected a positive number, got 0"):
         SGD(layer, lr=0)
+    for bad in (np.inf, np.nan):
+        with pytest.raises(ValueError, match=r"lr: expected a (finite|positive) number, got (inf|nan)"):
+            SGD(layer, lr=bad)
+        with pytest.raises(ValueError, match=r"lr: expected a (finite|positive) number, got (inf|nan)"):
+            Adam(layer, lr=bad)
+    with pytest.raises(ValueError, match=r"weight_decay: expected a finite number, got inf"):
+        SGD(layer, weight_decay=np.inf)
+    with pytest.raises(ValueError, match=r"eps: expected a finite number, got inf"):
+        Adam(layer, eps=np.inf)
+    with pytest.raises(ValueError, match=r"lr_scale: expected parameter names of the model, got 'nope'"):
+        SGD(layer, lr_scale={"nope": 0.5})
+    with pytest.raises(ValueError, match=r"lr_scale: expected a finite positive factor for 'weight', got inf"):
+        SGD(layer, lr_scale={"weight": np.inf})
     with pytest.raises(ValueError, match=r"nesterov: expected momentum > 0 with Nesterov, got momentum 0"):
         SGD(layer, nesterov=True)
     with pytest.raises(ValueError, match=r"betas\[1\]: expected a number in \[0, 1\), got 1.5"):

@@ -1,5 +1,5 @@
 """The training loop: seeded batches, a tiny run that learns, evaluation, the progress line."""
-import io
+import re
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from dcn_ref import models
 from dcn_ref.nn import BatchNorm2D, SoftmaxCrossEntropy
 from dcn_ref.optim import Adam
-from dcn_ref.train import Progress, evaluate, minibatches, predict, train_epoch
+from dcn_ref.train import evaluate, minibatches, predict, progress_bar, train_epoch
 
 
 def strokes(n, size=12, seed=0):
@@ -86,25 +86,39 @@ def test_transform_sees_every_batch_and_evaluate_restores_the_mode():
     assert model.training and all(layer.training for layer in model)
 
 
-def test_progress_line(capsys):
+def test_progress_bar(capsys):
     images, labels = strokes(10)
     model = models.cnn(seed=0)
     train_epoch(model, SoftmaxCrossEntropy(), Adam(model), images, labels, 5,
-                np.random.default_rng(0), progress=True)
+                np.random.default_rng(0), progress=True, label="stage 1/4 cnn")
     err = capsys.readouterr().err
-    assert err.startswith("\r[") and err.endswith("\n")
-    assert "10/10" in err and "loss" in err and "acc" in err and "img/s" in err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    # tqdm's line: label, count, elapsed<ETA, rate, and our loss and accuracy
+    assert last.startswith("stage 1/4 cnn: 100%") and "10/10 [" in last
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?img/s, loss [\d.]+, acc [\d.]+\]", last), last
     train_epoch(model, SoftmaxCrossEntropy(), Adam(model), images, labels, 5,
                 np.random.default_rng(0), progress=False)
     assert capsys.readouterr().err == ""
 
 
-def test_progress_bar_fills():
-    stream = io.StringIO()
-    bar = Progress(4, stream=stream, width=4)
-    bar.update(2, 1.0, 0.5, 100.0, force=True)
-    bar.close()
-    assert stream.getvalue() == "\r[##..] 2/4  loss 1.0000  acc 0.500  100 img/s\n"
+def test_progress_bar_is_tqdm_auto():
+    import tqdm.auto
+    with progress_bar(4, enabled=False) as bar:
+        assert isinstance(bar, tqdm.auto.tqdm)
+
+
+def test_evaluate_refuses_labels_out_of_range_and_non_finite_images():
+    model = models.cnn()
+    images = np.zeros((3, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"labels: expected class indices in 0..9, got 10 at index 1"):
+        evaluate(model, images, np.array([0, 10, 2]))
+    with pytest.raises(ValueError, match=r"labels: expected class indices in 0..9, got -1 at index 0"):
+        evaluate(model, images, np.array([-1, 0, 2]))
+    with pytest.raises(ValueError, match=r"labels: expected integer class indices, got dtype float64"):
+        evaluate(model, images, np.array([0.0, 1.0, 2.0]))
+    images[1, 0, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=r"images: expected finite values, got 1 NaN or infinite"):
+        evaluate(model, images, np.array([0, 1, 2]))
 
 
 def test_data_arguments():

@@ -68,15 +68,27 @@ def download_mnist(dest_dir, base_url=MNIST_URL, files=MNIST_MD5, timeout=30.0, 
         timeout, HTTP error), arrives truncated, or has the wrong md5; one line naming the URL
         and the reason. Files verified before the failure stay; nothing else is left behind.
     ValueError
-        If the manifest holds a name that is not a plain file name or a digest that is not md5.
+        If the manifest holds a name that is not a plain file name or a digest that is not md5,
+        ``base_url`` is not an http(s):// or file:// URL, or ``dest_dir`` is a file or cannot
+        be created.
     """
     for name, md5 in files.items():
         if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
             raise ValueError(f"files: expected plain file names, got {name!r}")
         if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
             raise ValueError(f"files: expected an md5 of 32 lowercase hex digits for {name}, got {md5!r}")
+    problem = url_problem(base_url)
+    if problem:
+        raise ValueError(f"base_url: {problem}, got {base_url!r}")
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    if str(dest_dir).strip() == "" or (dest_dir.exists() and not dest_dir.is_dir()):
+        raise ValueError(f"dest_dir: expected a folder, got {str(dest_dir)!r}"
+                         f"{' (a file)' if dest_dir.is_file() else ''}")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"dest_dir: cannot create the folder {dest_dir} "
+                         f"({exc.strerror or type(exc).__name__})") from None
     paths = []
     for name, md5 in files.items():
         path = dest_dir / name
@@ -85,6 +97,24 @@ def download_mnist(dest_dir, base_url=MNIST_URL, files=MNIST_MD5, timeout=30.0, 
             _fetch_verified(url, path, md5, timeout, progress)
         paths.append(path)
     return paths
+
+
+def url_problem(url):
+    """Why ``url`` cannot be the folder URL to download from (a few words), or None."""
+    if not isinstance(url, str):
+        return "expected a URL string"
+    if any(c.isspace() for c in url):
+        return "expected a URL without spaces"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port                                  # raises ValueError for a bad port
+    except ValueError as exc:
+        return f"expected a well-formed URL ({exc})"
+    if parts.scheme not in ("http", "https", "file"):
+        return f"expected an http://, https:// or file:// URL, found scheme {parts.scheme!r}"
+    if parts.scheme != "file" and not parts.hostname:
+        return "expected a host name after the scheme"
+    return None
 
 
 def file_md5(path):

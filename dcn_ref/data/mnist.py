@@ -51,7 +51,8 @@ def load_mnist(data_dir=None):
     Raises
     ------
     DataError
-        If a file is missing, unreadable or corrupt, images are not (N, 28, 28) uint8, labels
+        If a file is missing, unreadable or corrupt, holds no images, images are not
+        (N, 28, 28) uint8, labels
         are not (N,) uint8 in 0..9, or the image and label counts differ; the message names
         the file and the problem.
 
@@ -88,6 +89,8 @@ def _images_and_labels(images_path, labels_path):
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{images_path}: expected images of shape (N, 28, 28) and dtype uint8, "
                         f"found shape {images.shape} and dtype {images.dtype}")
+    if len(images) == 0:
+        raise DataError(f"{images_path}: expected at least one image, found 0")
     labels = read_idx(labels_path)
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DataError(f"{labels_path}: expected labels of shape (N,) and dtype uint8, "

@@ -1,25 +1,53 @@
 """The scaled-MNIST experiment: ``dcn-ref experiment scaled-mnist`` (see ``run``).
 
     config.py      the settings of a default and a --quick run
-    stages.py      the four training stages, resumable epoch by epoch
-    checkpoint.py  atomic per-epoch checkpoints
-    report.py      the table, results.json and results.md
-    figures.py     training curves and the sampling locations of the deformable models
+    stages.py      the arms (models and what trains), each a stage resumable epoch by epoch
+    checkpoint.py  atomic per-epoch checkpoints, and reading them back
+    report.py      the table (mean and spread over seeds), results.json and results.md
+    figures.py     training and test curves, and where a deformable model samples
+
+A run writes into its ``out`` folder:
+
+    results.md, results.json       the table and every number, per arm and seed
+    models/<arm>-seed<k>.npz       each stage's final model, read by ``Sequential.load``
+    checkpoints/<arm>-seed<k>-epoch<NNN>.npz
+                                   the model and optimiser state after an epoch (the last
+                                   epoch of each stage only, unless keep_checkpoints="all")
+    training_curves.png, sampling_<arm>.png
+
+Loading a trained model (the architecture comes from ``dcn_ref.models``; a "dcn" arm uses
+``Config().dcn_offset_groups`` offset groups)::
+
+    from dcn_ref import models
+    model = models.deform_cnn("dcn", offset_groups=4)
+    model.load("results/scaled-mnist/models/deform_dcn_all-seed0.npz")
+
+Loading a checkpoint (model and optimiser state, and a "meta" record with the
+configuration and the history): ``checkpoint.load(path)`` returns
+``(model_state, optimizer_state, meta)``; ``model.load_state_dict(model_state)`` and
+``Adam(model).load_state_dict(optimizer_state)`` put them back. ``Sequential.load`` cannot
+read a checkpoint directly: its keys carry the "model/" and "optim/" prefixes.
 """
+import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..data import DataError, load_mnist, scaled_test_set
 from ..train import evaluate
 from . import checkpoint, figures, report
 from .config import Config
-from .stages import ExperimentError, as_batch, forward_ms, run_stage, stages
+from .stages import (ARMS, DEFAULT_ARMS, Arm, ExperimentError, as_batch, forward_ms, run_stage,
+                     select)
 
-__all__ = ["Config", "ExperimentError", "run"]
+__all__ = ["ARMS", "Arm", "Config", "DEFAULT_ARMS", "ExperimentError", "run"]
+
+KEEP = ("last", "all")
 
 
 def _subset(images, labels, limit, seed=1234):
@@ -30,60 +58,161 @@ def _subset(images, labels, limit, seed=1234):
     return images[keep], labels[keep]
 
 
-def run(config, out, data_dir=None, resume=False, log=print, progress=True, command=None):
-    """Train, evaluate and report every model; return the list of result records.
+def _prepare_out(out):
+    """``out`` as a Path of a writable folder (created if missing), or ExperimentError."""
+    if str(out).strip() == "":
+        raise ExperimentError("--out: expected a folder, got an empty path")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out: {out} is a file, expected a folder (new or of a run)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExperimentError(f"--out: cannot create the folder {out} "
+                              f"({exc.strerror or type(exc).__name__})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ExperimentError(f"--out: cannot write into the folder {out} (permission denied)")
+    return out
 
-    Raises ExperimentError (with the exit status to use) when the data is unusable, ``out``
-    holds another run's checkpoints without ``resume``, or a loss turns non-finite.
+
+def _load_data(data_dir):
+    try:
+        mnist = load_mnist(data_dir)
+    except DataError as exc:
+        raise ExperimentError(f"--data: {exc}") from None
+    return mnist
+
+
+def _warm_up(arms, config, log, wait=3.0):
+    """Run each kind of model once on two blank digits, so that kernels compile here and not
+    inside the first timed epoch; say so when that takes longer than ``wait`` seconds (the
+    first run on a machine compiles for a minute or two; later runs read the cache)."""
+    fired = []
+
+    def say():
+        fired.append(True)
+        log("preparing the kernels: a first run on this machine compiles them (a minute or "
+            "two on 2 cores; cached for later runs) ...")
+
+    note = threading.Timer(wait, say)
+    note.daemon = True
+    started = time.perf_counter()
+    note.start()
+    seen = set()
+    for arm in arms:
+        if arm.build in seen:
+            continue
+        seen.add(arm.build)
+        model = arm.build(config)
+        x = np.zeros((2, 1, 28, 28), model.dtype)
+        model.train()
+        model.backward(np.ones_like(model.forward(x)))
+        model.eval()
+        model.forward(x)
+    note.cancel()
+    if fired:
+        log(f"kernels ready after {time.perf_counter() - started:.0f} s")
+
+
+def _export(path, model):
+    """Write ``model.state_dict()`` as a plain .npz (what ``Sequential.load`` reads), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as f:
+        np.savez(f, **model.state_dict())
+
+
+def run(config, out, data_dir=None, resume=False, log=print, progress=True, command=None,
+        models=DEFAULT_ARMS, seeds=1, keep_checkpoints="last"):
+    """Train, evaluate and report the arms ``models`` with ``seeds`` seeds; return the list
+    of result records (one per arm and seed).
+
+    Parameters
+    ----------
+    config : Config; ``config.seed`` is the first seed, the others follow it.
+    out : folder for results, models, checkpoints and figures.
+    data_dir : None (the digits shipped with dcn_ref) or a folder of MNIST IDX files.
+    resume : continue the run in ``out`` from its newest usable checkpoints.
+    models : arm names (see ``ARMS``) or ["all"]; "cnn" always trains (the others start
+        from it).
+    seeds : int >= 1, the number of seeds.
+    keep_checkpoints : "last" (each stage's last epoch) or "all".
+
+    Raises ExperimentError (with the exit status to use) when an argument or the data is
+    unusable, ``out`` holds another run's checkpoints without ``resume``, or a loss turns
+    non-finite.
     """
     started = time.perf_counter()
-    out = Path(out)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ExperimentError(f"--seeds: expected a positive int, got {seeds!r}")
+    if keep_checkpoints not in KEEP:
+        raise ExperimentError(f"--keep-checkpoints: expected one of {', '.join(KEEP)}, "
+                              f"got {keep_checkpoints!r}")
+    arms = select(models)
+    out = _prepare_out(out)
     folder = out / "checkpoints"
     resumed = checkpoint.any_in(folder)
     if resumed and not resume:
         raise ExperimentError(f"--out: {out} already holds checkpoints of a run; pass --resume "
                               f"to continue it, or choose another --out")
-    try:
-        mnist = load_mnist(data_dir)
-    except DataError as exc:
-        raise ExperimentError(f"--data: {exc}") from None
-    out.mkdir(parents=True, exist_ok=True)
+    for name in checkpoint.remove_partial(folder):
+        log(f"removed {name}, a checkpoint left half-written by an interrupted run")
+    mnist = _load_data(data_dir)
     train = _subset(mnist.train_images, mnist.train_labels, config.train_limit)
     test_images, test_labels = _subset(mnist.test_images, mnist.test_labels, config.test_limit)
     scaled_test, _ = scaled_test_set(test_images)
-    source = f"the MNIST files in {data_dir}" if data_dir else "the 5,000 MNIST training digits shipped with dcn_ref"
+    source = (f"the MNIST files in {data_dir}" if data_dir
+              else "the 5,000 MNIST training digits shipped with dcn_ref")
     description = (f"{len(train[0]):,} training digits ({source}), {len(test_images):,} test "
                    f"digits of the official MNIST test set, normal and scaled")
-    log(f"scaled MNIST: {description}; output in {out}")
+    seed_list = [config.seed + k for k in range(seeds)]
+    log(f"scaled MNIST: {description}; arms {', '.join(a.name for a in arms)}; "
+        f"seed{'s' if seeds > 1 else ''} {', '.join(map(str, seed_list))}; output in {out}")
+    _warm_up(arms, config, log)
 
-    trained, histories = {}, {}
-    for stage in stages(config):
-        start = trained["cnn"].state_dict() if stage.finetune else None
-        trained[stage.name], histories[stage.name] = run_stage(
-            stage, config, train, folder, start, log=log, progress=progress)
-
-    log("evaluating on normal and scaled test digits")
     normal, scaled = as_batch(test_images), as_batch(scaled_test)
-    results = []
-    for name in report.MODEL_ORDER:
-        model = trained[name]
-        results.append({
-            "name": name,
-            "test_accuracy_normal": evaluate(model, normal, test_labels),
-            "test_accuracy_scaled": evaluate(model, scaled, test_labels),
-            "params": int(model.num_params()),
-            "train_seconds": float(sum(h["seconds"] for h in histories[name])),
-            "forward_ms_batch32": forward_ms(model, normal[:32]),
-        })
-    figures.training_curves(out / "training_curves.png", histories)
-    for name in ("deform_offset", "deform_dcn"):
-        figures.sampling_figure(out / f"sampling_{name}.png", trained[name], scaled_test[:4],
-                                f"{name}: where one conv22 unit samples (729 points) on scaled "
-                                f"test digits")
+    n_curve = config.curve_test_limit or len(test_labels)
+    curve = (normal[:n_curve], scaled[:n_curve], test_labels[:n_curve])
+    results, histories, first_models = [], {}, {}
+    total = len(arms) * len(seed_list)
+    for s, seed in enumerate(seed_list):
+        seeded = config.__class__(**{**config.as_dict(), "seed": seed})
+        cnn_state = None
+        for a, arm in enumerate(arms):
+            label = f"stage {s * len(arms) + a + 1}/{total}"
+            model, history = run_stage(arm, seeded, train, folder, cnn_state, log=log,
+                                       progress=progress, label=label, curve=curve,
+                                       keep=keep_checkpoints)
+            if arm.name == "cnn":
+                cnn_state = model.state_dict()
+            stage = checkpoint.stage_name(arm.name, seed)
+            _export(out / "models" / f"{stage}.npz", model)
+            results.append({
+                "name": arm.name, "seed": seed,
+                "test_accuracy_normal": evaluate(model, normal, test_labels),
+                "test_accuracy_scaled": evaluate(model, scaled, test_labels),
+                "params": int(model.num_params()),
+                "train_seconds": float(sum(h["seconds"] for h in history)),
+                "forward_ms_batch32": forward_ms(model, normal[:32]),
+                "model_file": f"models/{stage}.npz",
+            })
+            histories[stage] = history
+            if seed == seed_list[0]:
+                first_models[arm.name] = model
+
+    log("evaluated on normal and scaled test digits; drawing the figures")
+    figures.training_curves(out / "training_curves.png",
+                            {a.name: histories[checkpoint.stage_name(a.name, seed_list[0])]
+                             for a in arms})
+    for name, model in first_models.items():
+        if name.startswith("deform_"):
+            figures.sampling_figure(out / f"sampling_{name}.png", model, scaled_test[:4],
+                                    f"{name}: where conv22 units sample on scaled test digits "
+                                    f"(729 points a unit)")
     seconds = time.perf_counter() - started
     command = command or "dcn-ref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report.write(out, config, results, histories, description, command, seconds, resumed)
     log("")
     log(report.table(results))
-    log(f"\n{report.duration(seconds, resumed)}; results.md, results.json and figures in {out}")
+    log(f"\n{report.duration(seconds, resumed)}; results.md, results.json, models/ and figures "
+        f"in {out}")
     return results

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 class Config:
     """Every number that decides the results (a resumed run must use the same ones).
 
-    Stages: "cnn" trains the plain CNN on normal digits for ``cnn_epochs``; then
-    "deform_offset", "deform_dcn" and "cnn_scaled" each start from it and train for
-    ``finetune_epochs`` on the fine-tuning data: every training digit scaled afresh each
-    epoch, plus a random ``normal_fraction`` of them unscaled.
+    Arms (``stages.ARMS``): "cnn" trains the plain CNN on normal digits for ``cnn_epochs``;
+    every other arm starts from it and trains for ``finetune_epochs`` on the fine-tuning
+    data: every training digit scaled afresh each epoch, plus a random ``normal_fraction``
+    of them unscaled. Which arms run, and how many seeds, does not change any arm's numbers,
+    so it is not part of the configuration.
     """
     seed: int = 0
     train_limit: int = 0            # train on a fixed random n of the training digits; 0: all
@@ -27,11 +28,13 @@ class Config:
     dcn_offset_groups: int = 4      # offset groups of the dcn model's DeformConv2D layers
     normal_fraction: float = 0.5    # unscaled digits mixed into fine-tuning, share of the set
     weight_decay: float = 0.0
+    curve_test_limit: int = 500     # test digits (normal and scaled) evaluated after each epoch
 
     @classmethod
     def quick(cls, seed=0):
-        """A small run of the whole pipeline, for a look and for tests (about a minute)."""
-        return cls(seed=seed, train_limit=1000, test_limit=1000, cnn_epochs=2, finetune_epochs=1)
+        """A small run of the whole pipeline, for a look and for tests (a few minutes)."""
+        return cls(seed=seed, train_limit=1000, test_limit=1000, cnn_epochs=2, finetune_epochs=1,
+                   curve_test_limit=200)
 
     def as_dict(self):
         return dataclasses.asdict(self)

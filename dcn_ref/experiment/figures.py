@@ -8,12 +8,14 @@ the level above they are read by bilinear interpolation (``dcn_ref.ops.bilinear_
 For the "offset" model, whose ConvOffset2D layers move every channel separately, the
 points move by the offset averaged over channels; likewise, a DeformConv2D with several
 offset groups moves them by the offset averaged over its groups.
+
+The figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` and its
+``savefig``), so that nothing here touches pyplot's state or the backend: the functions
+return the Figure, which a notebook shows when it is the cell's value.
 """
-import numpy as np
-# Figure objects made directly, not through pyplot: they draw with Agg whatever backend the
-# caller's process uses, and the library never switches that backend.
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+import numpy as np
 
 from ..nn import ConvOffset2D, DeformConv2D
 from ..ops import bilinear_sample
@@ -80,44 +82,94 @@ def digit_unit(image):
     return tuple(int(v) for v in np.clip(np.round(centre / 4), 0, 6))
 
 
-def sampling_figure(path, model, images, title):
-    """Draw, over each of ``images`` (n, 28, 28) uint8, the points that the conv22 unit over
-    the digit's centre samples."""
-    fig = Figure(figsize=(3.2 * len(images), 3.4))
-    axes = fig.subplots(1, len(images))
-    for ax, image in zip(np.atleast_1d(axes), images):
-        unit = digit_unit(image)
-        points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
-        ax.imshow(image, cmap="gray_r")
-        ax.scatter(regular[:, 1], regular[:, 0], s=3, c="tab:blue", alpha=0.35)
-        ax.scatter(points[:, 1], points[:, 0], s=3, c="tab:red", alpha=0.6)
-        centre = np.array(unit) * 4
-        ax.plot(centre[1], centre[0], "g+", ms=12, mew=2)
+#: colours of the units drawn on each digit: (sampled points, regular grid)
+UNIT_COLOURS = (("tab:red", "tab:blue"), ("tab:orange", "tab:cyan"), ("tab:purple", "tab:green"))
+
+
+def figure_units(image, count=3):
+    """Up to ``count`` distinct conv22 units over the digit: the one over its centre of mass
+    (``digit_unit``), then those over the quarter points of its ink's bounding box (top left,
+    bottom right); a small digit gets fewer. Unit u is centred on input pixel 4u."""
+    units = [digit_unit(image)]
+    rows, cols = np.nonzero(image >= 128)              # the ink, not the faint edge pixels
+    if len(rows):
+        for q in (0.25, 0.75):
+            centre = np.array([rows.min() + q * (rows.max() - rows.min()),
+                               cols.min() + q * (cols.max() - cols.min())])
+            unit = tuple(int(v) for v in np.clip(np.round(centre / 4), 0, 6))
+            if unit not in units:
+                units.append(unit)
+    return units[:count]
+
+
+def sampling_figure(path, model, images, title, units=1):
+    """Draw over each of ``images`` (n, 28, 28) uint8 where ``units`` (1 to 3) conv22 units
+    over the digit sample (``figure_units``): for each unit its 729 points with the learned
+    offsets (small, semi-transparent) and, on top, its regular receptive field with all
+    offsets zero (the 11 x 11 grid of distinct points its 729 taps cover). Saves a PNG at
+    ``path`` (unless None); returns the Figure."""
+    fig = Figure(figsize=(3.2 * len(images), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(images)))
+    for ax, image in zip(axes, images):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        for unit, (colour, grid_colour) in zip(figure_units(image, units), UNIT_COLOURS):
+            points, regular = sampling_points(model, image.astype(np.float32) / 255.0, unit)
+            ax.scatter(points[:, 1], points[:, 0], s=6, color=colour, alpha=0.35,
+                       linewidths=0, zorder=2)
+            grid = np.unique(regular, axis=0)
+            ax.scatter(grid[:, 1], grid[:, 0], s=6, marker="s", facecolors="none",
+                       edgecolors=grid_colour, linewidths=0.5, alpha=0.8, zorder=3)
+            ax.plot(unit[1] * 4, unit[0] * 4, "+", color="black", ms=9, mew=1.5, zorder=4)
         ax.set_xlim(-0.5, 27.5)
         ax.set_ylim(27.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-    legend = [Line2D([], [], ls="", marker="o", ms=4, color="tab:blue", alpha=0.5, label="regular grid"),
-              Line2D([], [], ls="", marker="o", ms=4, color="tab:red", label="with offsets"),
-              Line2D([], [], ls="", marker="+", ms=8, mew=2, color="g", label="the unit")]
-    np.atleast_1d(axes)[0].legend(handles=legend, loc="lower left", fontsize=7)
+    legend = [Line2D([], [], ls="", marker="o", ms=3, color="tab:red", alpha=0.5,
+                     label="sampled, with the learned offsets"),
+              Line2D([], [], ls="", marker="s", ms=4, mfc="none", color="tab:blue",
+                     label="regular grid (offsets zero)"),
+              Line2D([], [], ls="", marker="+", ms=8, mew=1.5, color="black",
+                     label="the unit's centre")]
+    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def training_curves(path, histories):
-    """Loss and accuracy per epoch of every stage."""
-    fig = Figure(figsize=(10, 3.6))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for name, history in histories.items():
+    """Per epoch of every stage: training loss, training accuracy and, when the history has
+    them, the test accuracies on normal (solid) and scaled (dashed) digits. Saves a PNG at
+    ``path`` (unless None); returns the Figure."""
+    with_test = any("test_accuracy_normal" in h for history in histories.values() for h in history)
+    fig = Figure(figsize=(15 if with_test else 10, 3.8))
+    axes = fig.subplots(1, 3 if with_test else 2)
+    ax_loss, ax_acc = axes[0], axes[1]
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i}"
         epochs = [h["epoch"] for h in history]
-        ax_loss.plot(epochs, [h["loss"] for h in history], "o-", label=name)
-        ax_acc.plot(epochs, [h["accuracy"] for h in history], "o-", label=name)
-    ax_loss.set(xlabel="epoch of the stage", ylabel="training loss", yscale="log")
+        ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color=colour, label=name)
+        ax_acc.plot(epochs, [h["accuracy"] for h in history], "o-", color=colour, label=name)
+        if with_test and history and "test_accuracy_normal" in history[0]:
+            ax_test = axes[2]
+            ax_test.plot(epochs, [h["test_accuracy_normal"] for h in history], "o-",
+                         color=colour)
+            ax_test.plot(epochs, [h["test_accuracy_scaled"] for h in history], "s--",
+                         color=colour)
+    ax_loss.set(xlabel="epoch of the stage", ylabel="training loss")
     ax_acc.set(xlabel="epoch of the stage", ylabel="training accuracy")
     ax_acc.legend(fontsize=8)
-    fig.suptitle("Training (cnn on normal digits; the others fine-tuned on scaled + normal)",
-                 fontsize=10)
+    if with_test:
+        axes[2].set(xlabel="epoch of the stage", ylabel="test accuracy")
+        axes[2].legend(handles=[Line2D([], [], ls="-", marker="o", color="gray", label="normal digits"),
+                                Line2D([], [], ls="--", marker="s", color="gray", label="scaled digits")],
+                       fontsize=8)
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("Training (cnn on normal digits; the others fine-tuned on scaled + normal), "
+                 "and accuracy on a fixed set of test digits after each epoch", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -1,34 +1,59 @@
-"""The experiment's results: a printed table, ``results.json`` and ``results.md``."""
+"""The experiment's results: a printed table, ``results.json`` and ``results.md``.
+
+With several seeds an arm's accuracy is shown as mean ± standard deviation over the seeds
+(the sample standard deviation, n - 1 in the denominator); every seed's numbers are in
+``results.json``.
+"""
 import json
+import math
 from pathlib import Path
 
 from ..atomic import atomic_file
+from .stages import ARMS
 
-MODEL_ORDER = ("cnn", "cnn_scaled", "deform_offset", "deform_dcn")
 KERAS = {  # the Keras experiment's numbers (60,000 training digits), for comparison
     "cnn": (0.9884, 0.577), "deform_offset": (0.9016, 0.9323),
 }
-DESCRIPTIONS = {
-    "cnn": "plain CNN trained on normal digits",
-    "cnn_scaled": "the CNN fine-tuned on the fine-tuning data, every layer trainable (control)",
-    "deform_offset": "Keras-style ConvOffset2D layers before conv12/21/22, fine-tuned (offsets and batch norms only)",
-    "deform_dcn": "conv12/21/22 as DeformConv2D with {groups} offset group(s){masks}, fine-tuned (offset convolutions and batch norms only)",
-}
+METRICS = ("test_accuracy_normal", "test_accuracy_scaled", "train_seconds", "forward_ms_batch32")
 
 
-def _describe(name, config):
-    masks = " and DCNv2 masks" if config.dcn_modulated else ""
-    return DESCRIPTIONS[name].format(groups=config.dcn_offset_groups, masks=masks)
+def _mean_std(values):
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summary(results):
+    """One record per arm (in the order of ``ARMS``): its seeds, and the mean and standard
+    deviation (None for one seed) of every metric over them."""
+    rows = []
+    for name in ARMS:
+        runs = [r for r in results if r["name"] == name]
+        if not runs:
+            continue
+        row = {"name": name, "seeds": [r["seed"] for r in runs], "params": runs[0]["params"]}
+        for metric in METRICS:
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r[metric] for r in runs])
+        rows.append(row)
+    return rows
+
+
+def _accuracy(row, metric):
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def table(results):
-    """The results as a Markdown table."""
-    lines = ["| model | params | train s | forward ms (batch 32) | accuracy normal | accuracy scaled |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in results:
-        lines.append(f"| {r['name']} | {r['params']:,} | {r['train_seconds']:.0f} | "
-                     f"{r['forward_ms_batch32']:.1f} | {r['test_accuracy_normal']:.4f} | "
-                     f"{r['test_accuracy_scaled']:.4f} |")
+    """The results as a Markdown table: one row per arm, accuracies as mean ± std over seeds."""
+    lines = ["| model | params | seeds | train s | forward ms (batch 32) | accuracy normal | "
+             "accuracy scaled |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in summary(results):
+        lines.append(f"| {row['name']} | {row['params']:,} | {len(row['seeds'])} | "
+                     f"{row['train_seconds_mean']:.0f} | {row['forward_ms_batch32_mean']:.1f} | "
+                     f"{_accuracy(row, 'test_accuracy_normal')} | "
+                     f"{_accuracy(row, 'test_accuracy_scaled')} |")
     return "\n".join(lines)
 
 
@@ -48,9 +73,13 @@ def write(out, config, results, histories, data_description, command, seconds, r
     """Write results.json and results.md into ``out``."""
     out = Path(out)
     payload = {"config": config.as_dict(), "data": data_description, "command": command,
-               "seconds": seconds, "resumed": resumed, "models": results, "history": histories}
+               "seconds": seconds, "resumed": resumed, "models": results,
+               "summary": summary(results), "history": histories}
     _write_atomically(out / "results.json", json.dumps(payload, indent=2) + "\n")
     keras = "\n".join(f"- {name}: normal {n:.4f}, scaled {s:.4f}" for name, (n, s) in KERAS.items())
+    names = [row["name"] for row in summary(results)]
+    arms = "\n".join(f"- {name}: {ARMS[name].description}" for name in names)
+    deform = [n for n in names if n.startswith("deform_")]
     md = f"""# Scaled MNIST: deformable convolution against a plain CNN
 
 Command: `{command}`  ({duration(seconds, resumed)})
@@ -62,24 +91,27 @@ axis (nearest neighbour, edge replicated); the scaled test set is drawn once fro
 Training: the CNN for {config.cnn_epochs} epochs on normal digits, each moved by a random
 whole-pixel shift of up to {config.cnn_shift} px per axis (Adam, learning rate
 {config.cnn_lr:g} decaying along a cosine to 1/20 of it, batch {config.batch_size}); then
-each other model starts from it and trains for {config.finetune_epochs} epochs (learning
-rates: deform_offset {config.offset_lr:g}, deform_dcn {config.dcn_lr:g}, cnn_scaled
-{config.scaled_lr:g}, same schedule) on the
+each other arm starts from it and trains for {config.finetune_epochs} epochs (learning
+rates: weights shared with the cnn {config.scaled_lr:g}, the offsets of the "offset" models
+{config.offset_lr:g}, those of the "dcn" models {config.dcn_lr:g}; same schedule) on the
 fine-tuning data: every training digit scaled afresh each epoch plus a random
 {config.normal_fraction:.0%} of them unscaled (a {1 / (1 + config.normal_fraction):.0%} :
 {config.normal_fraction / (1 + config.normal_fraction):.0%} mix of scaled and normal digits).
-The deformable models train only their offset layers and batch norms, with the convolution
-and dense weights frozen, as in the Keras experiment; cnn_scaled trains every layer.
+The "dcn" models have {config.dcn_offset_groups} offset group(s)
+{"and DCNv2 masks" if config.dcn_modulated else "and no masks"}.
 
 {table(results)}
 
-{chr(10).join(f"- {name}: {_describe(name, config)}" for name in MODEL_ORDER)}
+{arms}
 
-"train s" is the time of the model's own training stage (the fine-tuned models start from
-the trained cnn, whose time is not included). For comparison, the Keras experiment (trained
-on 60,000 digits, fine-tuned on scaled digits only):
+Accuracies are on the whole test set; with several seeds, mean ± standard deviation over
+the seeds (each seed's numbers are in results.json). "train s" is the time of the arm's own
+training stage (the fine-tuned arms start from the trained cnn, whose time is not included).
+For comparison, the Keras experiment (trained on 60,000 digits, fine-tuned on scaled digits
+only):
 {keras}
 
-Figures: `training_curves.png`, `sampling_deform_offset.png`, `sampling_deform_dcn.png`.
+Models: `models/<arm>-seed<k>.npz` (`Sequential.load`). Figures: `training_curves.png`
+{"".join(f", `sampling_{n}.png`" for n in deform)}.
 """
     _write_atomically(out / "results.md", md)

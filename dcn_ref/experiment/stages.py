@@ -1,16 +1,23 @@
-"""The four training stages of the scaled-MNIST experiment, each resumable epoch by epoch.
+"""The arms of the scaled-MNIST experiment, each trained as a stage resumable epoch by epoch.
 
-    cnn            the plain CNN, from scratch, on normal digits
-    deform_offset  deform_cnn("offset") from the trained cnn; only the ConvOffset2D layers
-                   and the batch norms train (convolution and dense weights frozen, as in
-                   the Keras experiment)
-    deform_dcn     deform_cnn("dcn") from the trained cnn; only the offset convolutions of
-                   the DeformConv2D layers and the batch norms train
-    cnn_scaled     the control the Keras experiment lacks: the trained cnn fine-tuned on the
-                   same data with the same budget, every layer trainable
+    cnn                the plain CNN, from scratch, on normal digits (every other arm starts
+                       from it)
+    cnn_scaled         the control: the trained cnn fine-tuned, every layer trainable
+    deform_offset      deform_cnn("offset"): only the ConvOffset2D layers and the batch norms
+                       train (convolution and dense weights frozen, as in the Keras experiment)
+    deform_dcn         deform_cnn("dcn"): only the offset convolutions of the DeformConv2D
+                       layers and the batch norms train
+    deform_offset_all  deform_cnn("offset") with every layer trainable: the same freedom as
+                       the control
+    deform_dcn_all     deform_cnn("dcn") with every layer trainable
 
-The three fine-tuning stages see the same images in the same order: every training digit
-scaled and shifted afresh each epoch, plus a random share of them unscaled.
+Every fine-tuned arm sees the same images in the same order for the same number of epochs:
+every training digit scaled and shifted afresh each epoch, plus a random share of them
+unscaled. In the "_all" arms the weights shared with the cnn train at the control's
+learning rate and the offset parameters at the rate of their offsets-only arm.
+
+An arm is a row of ``ARMS``; a new one (e.g. another deformable block in place of conv21
+and conv22) is a build function, a choice of trainable parameters and learning rates.
 """
 import math
 import time
@@ -22,7 +29,7 @@ from .. import models
 from ..data import scaled_epoch
 from ..nn import BatchNorm2D, ConvOffset2D, SoftmaxCrossEntropy
 from ..optim import Adam
-from ..train import NonFiniteLoss, train_epoch
+from ..train import NonFiniteLoss, evaluate, train_epoch
 from . import checkpoint
 
 
@@ -34,42 +41,86 @@ class ExperimentError(Exception):
         self.status = status
 
 
-class Stage(NamedTuple):
+class Arm(NamedTuple):
+    """One model of the experiment and how it trains."""
     name: str
-    build: object          # () -> Sequential
+    description: str
+    build: object          # (config) -> Sequential, initialised from config.seed
     trains: object         # (model) -> list of "layer" / "layer.param" names that train
-    epochs: int
-    lr: float
+    lr: object             # (config) -> the stage's learning rate (Adam, cosine decay)
+    offset_lr: object      # None, or (config) -> the learning rate of the offset parameters
     finetune: bool         # start from the trained cnn, train on the fine-tuning data
 
 
-def _deform_offsets_only(model):
-    """The offset layers and batch norms of a deformable model: what the Keras run trained."""
-    names = [l.name for l in model if isinstance(l, (ConvOffset2D, BatchNorm2D))]
+def offset_params(model):
+    """The "layer.param" names of a model's offset parameters: every parameter of its
+    ConvOffset2D layers, the offset (and mask) convolution of its DeformConv2D layers."""
+    names = []
     for layer in model:
-        if "offset_weight" in layer.params:     # DeformConv2D: its offset (and mask) convolution
-            names += [f"{layer.name}.{k}" for k in layer.params if k.startswith(("offset_", "mask_"))]
+        for key in layer.params:
+            if isinstance(layer, ConvOffset2D) or key.startswith(("offset_", "mask_")):
+                names.append(f"{layer.name}.{key}")
     return names
+
+
+def _offsets_only(model):
+    """The offset parameters and batch norms of a deformable model: what the Keras run trained."""
+    return offset_params(model) + [l.name for l in model if isinstance(l, BatchNorm2D)]
 
 
 def _everything(model):
     return [l.name for l in model]
 
 
-def stages(config):
-    seed = config.seed
-    return [
-        Stage("cnn", lambda: models.cnn(seed=seed), _everything, config.cnn_epochs, config.cnn_lr,
-              False),
-        Stage("deform_offset", lambda: models.deform_cnn("offset", seed=seed), _deform_offsets_only,
-              config.finetune_epochs, config.offset_lr, True),
-        Stage("deform_dcn", lambda: models.deform_cnn("dcn", modulated=config.dcn_modulated,
-                                                      offset_groups=config.dcn_offset_groups,
-                                                      seed=seed),
-              _deform_offsets_only, config.finetune_epochs, config.dcn_lr, True),
-        Stage("cnn_scaled", lambda: models.cnn(seed=seed), _everything, config.finetune_epochs,
-              config.scaled_lr, True),
-    ]
+def _cnn(config):
+    return models.cnn(seed=config.seed)
+
+
+def _offset(config):
+    return models.deform_cnn("offset", seed=config.seed)
+
+
+def _dcn(config):
+    return models.deform_cnn("dcn", modulated=config.dcn_modulated,
+                             offset_groups=config.dcn_offset_groups, seed=config.seed)
+
+
+ARMS = {arm.name: arm for arm in [
+    Arm("cnn", "plain CNN trained on normal digits", _cnn, _everything,
+        lambda c: c.cnn_lr, None, False),
+    Arm("cnn_scaled", "the cnn fine-tuned, every layer trainable (the control)", _cnn,
+        _everything, lambda c: c.scaled_lr, None, True),
+    Arm("deform_offset", "Keras-style ConvOffset2D layers before conv12/21/22; only the "
+        "offsets and batch norms fine-tuned", _offset, _offsets_only, lambda c: c.offset_lr,
+        None, True),
+    Arm("deform_dcn", "conv12/21/22 as DeformConv2D; only the offset convolutions and batch "
+        "norms fine-tuned", _dcn, _offsets_only, lambda c: c.dcn_lr, None, True),
+    Arm("deform_offset_all", "deform_offset with every layer fine-tuned (offsets at "
+        "deform_offset's rate, the rest at the control's)", _offset, _everything,
+        lambda c: c.scaled_lr, lambda c: c.offset_lr, True),
+    Arm("deform_dcn_all", "deform_dcn with every layer fine-tuned (offsets at deform_dcn's "
+        "rate, the rest at the control's)", _dcn, _everything, lambda c: c.scaled_lr,
+        lambda c: c.dcn_lr, True),
+]}
+
+#: The arms of a run without --models: one seed of these takes about 13 minutes on 2 cores.
+DEFAULT_ARMS = ("cnn", "cnn_scaled", "deform_offset", "deform_dcn_all")
+
+
+def select(names):
+    """The arms ``names`` (a list of arm names, or ["all"]) in table order; "cnn" is always
+    included, since every other arm starts from it."""
+    names = [n.strip() for n in names if n.strip()]
+    names = list(ARMS) if names == ["all"] else names
+    unknown = [n for n in names if n not in ARMS]
+    if unknown or not names:
+        raise ExperimentError(f"--models: expected names from {', '.join(ARMS)} (or 'all'), "
+                              f"got {', '.join(unknown) or 'nothing'}")
+    return [ARMS[n] for n in ARMS if n in names or n == "cnn"]
+
+
+def epochs_of(arm, config):
+    return config.finetune_epochs if arm.finetune else config.cnn_epochs
 
 
 def as_batch(images):
@@ -77,9 +128,9 @@ def as_batch(images):
     return (images.astype(np.float32) / 255.0)[:, None]
 
 
-def epoch_data(stage, config, train_images, train_labels, epoch):
-    """The (images (n, 1, 28, 28) float32, labels) of one epoch of ``stage``."""
-    if not stage.finetune:
+def epoch_data(arm, config, train_images, train_labels, epoch):
+    """The (images (n, 1, 28, 28) float32, labels) of one epoch of ``arm``."""
+    if not arm.finetune:
         return as_batch(train_images), train_labels
     scaled, _ = scaled_epoch(train_images, config.seed, epoch)
     rng = np.random.default_rng([config.seed, epoch, 1])
@@ -107,53 +158,107 @@ def cosine_lr(lr, epoch, epochs):
     return lr / 20 + (lr - lr / 20) * 0.5 * (1 + math.cos(math.pi * epoch / (epochs - 1)))
 
 
-def run_stage(stage, config, data, folder, start_state=None, log=print, progress=True):
-    """Train ``stage`` from its last checkpoint in ``folder`` (or from the start).
+def _build(arm, config, start_state):
+    """(model, optimiser) of ``arm`` before its first epoch."""
+    model = arm.build(config)
+    if arm.finetune:
+        model.load_state_dict(start_state, strict=False)
+    model.train_only(arm.trains(model))
+    scale = {}
+    if arm.offset_lr is not None:
+        scale = {name: arm.offset_lr(config) / arm.lr(config) for name in offset_params(model)}
+    optimizer = Adam(model, lr=arm.lr(config), weight_decay=config.weight_decay, lr_scale=scale)
+    return model, optimizer
+
+
+def _restore(arm, config, start_state, folder, stage, log):
+    """(model, optimiser, history, path) from the newest usable checkpoint of ``stage`` in
+    ``folder``, or from the start; a checkpoint that cannot be used is named, renamed to
+    "<name>.unusable" (kept for a look, out of the way of the epoch's new checkpoint) and
+    skipped."""
+    def skip(path, reason):
+        aside = path.with_name(path.name + ".unusable")
+        path.replace(aside)
+        log(f"{stage}: skipping checkpoint {reason}; renamed it {aside.name}")
+
+    for path in checkpoint.candidates(folder, stage):
+        try:
+            state, optim_state, meta = checkpoint.load(path, stage)
+        except checkpoint.CheckpointError as exc:
+            skip(path, exc)
+            continue
+        if meta["config"] != config.as_dict():
+            raise ExperimentError(f"--resume: {path} was written with other settings "
+                                  f"({meta['config']}); use the same options or another --out")
+        model, optimizer = _build(arm, config, start_state)
+        try:
+            model.load_state_dict(state)
+            optimizer.load_state_dict(optim_state)
+        except ValueError as exc:
+            skip(path, f"{path.name}: it does not fit the model ({exc})")
+            continue
+        return model, optimizer, meta["history"], path
+    model, optimizer = _build(arm, config, start_state)
+    return model, optimizer, [], None
+
+
+def run_stage(arm, config, data, folder, start_state=None, log=print, progress=True,
+              label="", curve=None, keep="last"):
+    """Train ``arm`` (with ``config.seed``) from its last usable checkpoint in ``folder``.
+
+    Parameters
+    ----------
+    arm : Arm
+    config : Config
+    data : (images (N, 28, 28) uint8, labels (N,)) the training digits.
+    folder : Path of the checkpoints.
+    start_state : the trained cnn's state_dict, for a fine-tuning arm.
+    label : str, shown before the progress bar (e.g. "stage 2/4").
+    curve : None or ((normal (n, 1, 28, 28), scaled, labels)): test digits evaluated after
+        every epoch, for the test-accuracy curve.
+    keep : "last" (delete a stage's older checkpoints once its next is written) or "all".
 
     Returns (model, history): history is one record per epoch (loss, accuracy, images/s,
-    seconds, lr). Raises ExperimentError for a non-finite loss; the checkpoints of the
-    finished epochs stay.
+    seconds, lr, and the curve's test accuracies). Raises ExperimentError for a non-finite
+    loss; the checkpoints of the finished epochs stay.
     """
-    model = stage.build()
-    if stage.finetune:
-        model.load_state_dict(start_state, strict=False)
-    model.train_only(stage.trains(model))
-    optimizer = Adam(model, lr=stage.lr, weight_decay=config.weight_decay)
-    history, first = [], 0
-    last = checkpoint.latest(folder, stage.name)
-    if last is not None:
-        state, optim_state, meta = checkpoint.load(last)
-        if meta["config"] != config.as_dict():
-            raise ExperimentError(f"--resume: {last} was written with other settings "
-                                  f"({meta['config']}); use the same options or another --out")
-        model.load_state_dict(state)
-        optimizer.load_state_dict(optim_state)
-        history, first = meta["history"], meta["epoch"]
-        if first < stage.epochs:
-            log(f"{stage.name}: resuming after epoch {first} ({last.name})")
+    stage = checkpoint.stage_name(arm.name, config.seed)
+    epochs = epochs_of(arm, config)
+    model, optimizer, history, last = _restore(arm, config, start_state, folder, stage, log)
+    first = len(history)
+    if last is not None and first < epochs:
+        log(f"{stage}: resuming after epoch {first} ({last.name})")
     loss = SoftmaxCrossEntropy()
-    for epoch in range(first, stage.epochs):
-        images, labels = epoch_data(stage, config, *data, epoch)
-        optimizer.lr = cosine_lr(stage.lr, epoch, stage.epochs)
+    for epoch in range(first, epochs):
+        images, labels = epoch_data(arm, config, *data, epoch)
+        optimizer.lr = cosine_lr(arm.lr(config), epoch, epochs)
         rng = np.random.default_rng([config.seed, epoch, 2])
-        label = f"{stage.name} {epoch + 1}/{stage.epochs}"
-        shift = config.cnn_shift if not stage.finetune else 0
+        text = f"{label} {arm.name} seed {config.seed} epoch {epoch + 1}/{epochs}".strip()
+        shift = config.cnn_shift if not arm.finetune else 0
         try:
             stats = train_epoch(model, loss, optimizer, images, labels, config.batch_size, rng,
                                 transform=lambda x, r: random_shifts(x, r, shift),
-                                progress=progress, label=label)
+                                progress=progress, label=text)
         except NonFiniteLoss as exc:
             kept = checkpoint.newest(folder)
             raise ExperimentError(
-                f"stage {stage.name}, epoch {epoch + 1}, step {exc.step}: the loss is {exc.loss}; "
-                f"stopped (last good checkpoint: {kept if kept else 'none yet'})", status=1) from None
-        history.append({"epoch": epoch + 1, "loss": stats.loss, "accuracy": stats.accuracy,
-                        "images_per_second": stats.images_per_second, "seconds": stats.seconds,
-                        "lr": optimizer.lr})
-        checkpoint.save(folder, stage.name, epoch + 1, model, optimizer,
+                f"stage {arm.name}, seed {config.seed}, epoch {epoch + 1}, step {exc.step}: the "
+                f"loss is {exc.loss}; stopped (last good checkpoint: "
+                f"{kept if kept else 'none yet'})", status=1) from None
+        record = {"epoch": epoch + 1, "loss": stats.loss, "accuracy": stats.accuracy,
+                  "images_per_second": stats.images_per_second, "seconds": stats.seconds,
+                  "lr": optimizer.lr}
+        if curve is not None:
+            normal, scaled, curve_labels = curve
+            record["test_accuracy_normal"] = evaluate(model, normal, curve_labels)
+            record["test_accuracy_scaled"] = evaluate(model, scaled, curve_labels)
+        history.append(record)
+        checkpoint.save(folder, stage, epoch + 1, model, optimizer,
                         {"config": config.as_dict(), "history": history})
+        if keep == "last":
+            checkpoint.remove_older(folder, stage, epoch + 1)
         if not progress:
-            log(f"{label}: loss {stats.loss:.4f}, accuracy {stats.accuracy:.4f}, "
+            log(f"{text}: loss {stats.loss:.4f}, accuracy {stats.accuracy:.4f}, "
                 f"{stats.images_per_second:.0f} img/s")
     return model, history
 
