@@ -4,6 +4,7 @@ Exit status: 0 on success, 1 when a check fails, 2 on bad arguments or unusable 
 (with a one-line reason on stderr).
 """
 import argparse
+import math
 import sys
 
 
@@ -15,6 +16,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _gradcheck(args):
+    if not (math.isfinite(args.tol) and args.tol > 0):
+        print(f"dcn-ref gradcheck: --tol: expected a positive finite number, got {args.tol!r}",
+              file=sys.stderr)
+        return 2
     if args.target == "cuda":
         from .targets import backend
         try:
@@ -22,11 +27,15 @@ def _gradcheck(args):
         except ValueError as exc:
             print(f"dcn-ref gradcheck: {exc}", file=sys.stderr)
             return 2
-    from .gradcheck import check_all, format_table
-    rows = check_all(target=args.target, tol=args.tol)
+    from .gradcheck import format_row, table_header
+    from .gradcheck_cases import iter_checks
     print(f"Gradient check, target {args.target}, float64, centred differences "
           f"(pass: max rel. error <= {args.tol:g})")
-    print(format_table(rows))
+    print(table_header(), flush=True)
+    rows = []
+    for row in iter_checks(target=args.target, tol=args.tol):   # each row as soon as it is done
+        print(format_row(row), flush=True)
+        rows.append(row)
     failed = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(failed)} of {len(rows)} gradients pass")
     return 1 if failed else 0

@@ -16,6 +16,28 @@ from typing import NamedTuple
 import numpy as np
 
 
+def numerical_entries(f, array, index, eps=1e-6):
+    """Centred differences of the scalar ``f()`` with respect to ``array.flat[index]``:
+    the one finite-difference loop, under ``numerical_vjp`` and ``check_layer_gradients``.
+
+    ``array`` (C-contiguous) is nudged in place, one entry at a time, and restored; ``f``
+    reads it (a layer's parameter, or the input it is called with). Returns float64 (len(index),).
+    """
+    if not array.flags.c_contiguous:
+        raise ValueError("array: expected a C-contiguous array (it is perturbed in place)")
+    flat = array.reshape(-1)
+    grad = np.zeros(len(index), np.float64)
+    for n, i in enumerate(index):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = f()
+        flat[i] = saved - eps
+        minus = f()
+        flat[i] = saved
+        grad[n] = (plus - minus) / (2 * eps)
+    return grad
+
+
 def numerical_vjp(f, x, grad_output, eps=1e-6):
     """Centred-difference gradient of ``sum(grad_output * f(x))`` with respect to ``x``.
 
@@ -31,18 +53,12 @@ def numerical_vjp(f, x, grad_output, eps=1e-6):
     -------
     ndarray shaped like ``x``, float64.
     """
-    x = np.array(x, copy=True)
-    flat = x.reshape(-1)
-    grad = np.zeros(x.shape, np.float64)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        plus = np.sum(grad_output * f(x), dtype=np.float64)
-        flat[i] = saved - eps
-        minus = np.sum(grad_output * f(x), dtype=np.float64)
-        flat[i] = saved
-        grad.flat[i] = (plus - minus) / (2 * eps)
-    return grad
+    x = np.array(x, copy=True)      # C-contiguous, nudged in place by numerical_entries
+
+    def scalar():
+        return np.sum(grad_output * f(x), dtype=np.float64)
+
+    return numerical_entries(scalar, x, np.arange(x.size), eps).reshape(x.shape)
 
 
 def rel_error(a, b):
@@ -86,6 +102,13 @@ def check_gradients(forward, backward, inputs, params=None, wrt=None, *, op=None
     -------
     list of GradCheckRow(op, input, max_rel_error, passed), one per checked input.
     """
+    return list(iter_gradient_checks(forward, backward, inputs, params, wrt, op=op,
+                                     target=target, eps=eps, tol=tol, seed=seed))
+
+
+def iter_gradient_checks(forward, backward, inputs, params=None, wrt=None, *, op=None,
+                         target=None, eps=1e-6, tol=1e-6, seed=0):
+    """``check_gradients`` as a generator: each row is yielded as soon as it is computed."""
     params = dict(params or {})
     params["target"] = target
     out = forward(**inputs, **params)
@@ -94,18 +117,14 @@ def check_gradients(forward, backward, inputs, params=None, wrt=None, *, op=None
     analytic = backward(grad_output, **inputs, **params)
     if wrt is None:
         wrt = [name for name in analytic._fields if getattr(analytic, name) is not None]
-    rows = []
     for name in wrt:
         def f(value, name=name):
             return forward(**{**inputs, name: value}, **params)
 
         numeric = numerical_vjp(f, inputs[name], grad_output, eps)
         err = rel_error(getattr(analytic, name), numeric)
-        rows.append(GradCheckRow(op or forward.__name__, name, err, bool(err <= tol)))
-    return rows
+        yield GradCheckRow(op or forward.__name__, name, err, bool(err <= tol))
 
-
-# -- the standard cases of `dcn-ref gradcheck` ------------------------------------------
 
 def off_kink(rng, shape, low, high, margin=0.1):
     """Random values in [low, high) whose fractional part stays ``margin`` from integers."""
@@ -113,103 +132,23 @@ def off_kink(rng, shape, low, high, margin=0.1):
     return whole + rng.uniform(margin, 1 - margin, size=shape)
 
 
-def standard_cases(seed=0):
-    """[(op name, forward, backward, inputs, params)]: one small float64 case per op and
-    mode, with groups, offset groups, masks, strides and samples outside the image."""
-    from . import ops
-
-    rng = np.random.default_rng(seed)
-    cases = []
-    image = rng.standard_normal((2, 5, 6))
-    coords = off_kink(rng, (2, 24, 2), -2.5, 7.5)
-    for mode in ("zeros", "border"):
-        cases.append((f"bilinear_sample[{mode}]", ops.bilinear_sample, ops.bilinear_sample_backward,
-                      {"image": image, "coords": coords}, {"padding_mode": mode}))
-    x = rng.standard_normal((2, 3, 5, 4))
-    offset = off_kink(rng, (2, 6, 5, 4), -3, 3)
-    for mode in ("border", "zeros"):
-        cases.append((f"offset_sample[{mode}]", ops.offset_sample, ops.offset_sample_backward,
-                      {"input": x, "offset": offset}, {"padding_mode": mode}))
-    x = rng.standard_normal((2, 4, 6, 5))
-    weight = rng.standard_normal((6, 2, 3, 2))
-    bias = rng.standard_normal(6)
-    conv = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}
-    cases.append(("conv2d", ops.conv2d, ops.conv2d_backward,
-                  {"input": x, "weight": weight, "bias": bias}, {**conv, "groups": 2}))
-    out_h, out_w = ops.conv2d(x, weight, None, groups=2, **conv).shape[2:]
-    G, K = 2, 6
-    offset = off_kink(rng, (2, 2 * G * K, out_h, out_w), -2.5, 2.5)
-    mask = rng.uniform(0.2, 1.0, (2, G * K, out_h, out_w))
-    cases.append(("deform_conv2d[v1]", ops.deform_conv2d, ops.deform_conv2d_backward,
-                  {"input": x, "offset": offset, "weight": weight, "bias": bias}, conv))
-    cases.append(("deform_conv2d[v2]", ops.deform_conv2d, ops.deform_conv2d_backward,
-                  {"input": x, "offset": offset, "weight": weight, "bias": bias, "mask": mask},
-                  conv))
-    cases += _roi_cases(rng)
-    return cases
+def table_header():
+    """The header line of a table of GradCheckRow."""
+    return f"{'op':<24} {'input':<12} {'max rel. error':>15}  result"
 
 
-def _roi_cases(rng):
-    """The RoI pooling ops, with sample points kept off the kinks by construction."""
-    from . import ops
-
-    # 2x2 RoIs in 2x2 bins: bins 1 px wide, samples at x1 + j -/+ 0.25 + dx with x1 = k + 0.5
-    # and |dx| = gamma * 2 * |offset| < 0.2. The last two RoIs stick out of the 5x6 image.
-    rois = np.array([[0, 1.5, 0.5, 3.5, 2.5], [1, -1.5, 2.5, 0.5, 4.5], [1, 4.5, 3.5, 6.5, 5.5]])
-    inputs = {"input": rng.standard_normal((2, 3, 5, 6)), "rois": rois,
-              "offset": rng.uniform(-1, 1, (3, 2, 2, 2)), "mask": rng.uniform(0.2, 1, (3, 1, 2, 2))}
-    cases = [("deform_roi_pool", ops.deform_roi_pool, ops.deform_roi_pool_backward, inputs,
-              {"output_size": 2, "sampling_ratio": 2, "gamma": 0.1})]
-    # whole-pixel RoIs 4 px wide: samples on half-integers (where samples start being
-    # skipped) moved by trans_std * 4 * |trans|, between 0.04 and 0.2 px
-    rois = np.array([[0, 1, 0, 4, 3], [1, -2, 1, 1, 4]], np.float64)
-    trans = rng.uniform(0.1, 0.5, (2, 4, 2, 2)) * rng.choice([-1, 1], (2, 4, 2, 2))
-    inputs = {"input": rng.standard_normal((2, 8, 5, 6)), "rois": rois, "trans": trans}
-    cases.append(("deform_psroi_pool", ops.deform_psroi_pool, ops.deform_psroi_pool_backward,
-                  inputs, {"output_dim": 2, "group_size": 2, "pooled_size": 2,
-                           "sample_per_part": 2, "trans_std": 0.1}))
-    return cases
-
-
-def check_all(target="cpu", tol=1e-6, seed=0):
-    """Run ``check_gradients`` on every standard case; a list of GradCheckRow."""
-    rows = []
-    for name, forward, backward, inputs, params in standard_cases(seed):
-        rows += check_gradients(forward, backward, inputs, params, op=name, target=target, tol=tol)
-    return rows
+def format_row(row):
+    """One GradCheckRow as a line of the table."""
+    return (f"{row.op:<24} {row.input:<12} {row.max_rel_error:>15.2e}  "
+            f"{'pass' if row.passed else 'FAIL'}")
 
 
 def format_table(rows):
     """The rows as a plain-text table."""
-    lines = [f"{'op':<24} {'input':<8} {'max rel. error':>15}  result"]
-    for r in rows:
-        lines.append(f"{r.op:<24} {r.input:<8} {r.max_rel_error:>15.2e}  "
-                     f"{'pass' if r.passed else 'FAIL'}")
-    return "\n".join(lines)
+    return "\n".join([table_header()] + [format_row(r) for r in rows])
 
 
 # -- layers and models (dcn_ref.nn) ------------------------------------------------------
-
-def numerical_entries(f, array, index, eps=1e-6):
-    """Centred differences of the scalar ``f()`` with respect to ``array.flat[index]``.
-
-    ``array`` (C-contiguous) is nudged in place, one entry at a time, and restored; ``f``
-    reads it (a layer's parameter, or the input it is called with). Returns float64 (len(index),).
-    """
-    flat = array.reshape(-1)
-    if not np.shares_memory(flat, array):
-        raise ValueError("array: expected a C-contiguous array (it is perturbed in place)")
-    grad = np.zeros(len(index), np.float64)
-    for n, i in enumerate(index):
-        saved = flat[i]
-        flat[i] = saved + eps
-        plus = f()
-        flat[i] = saved - eps
-        minus = f()
-        flat[i] = saved
-        grad[n] = (plus - minus) / (2 * eps)
-    return grad
-
 
 def check_layer_gradients(layer, x, loss=None, labels=None, *, entries=None, eps=1e-6,
                           tol=1e-6, seed=0):

@@ -202,3 +202,72 @@ def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k
             sum_v += g * v
     m = mask[q, k, l] if use_mask else 1.0
     return m * jy * sum_y, m * jx * sum_x, sum_v
+
+
+# -- DCNv3 / DCNv4: a sampling point of its own grid --------------------------------------
+# The layouts are in dcn_ref/geometry.py (PointGeometry); the ops in dcn_ref/ops/dcnv3.py.
+
+@register_jitable
+def point_entries(g, p, geometry):
+    """Where point p of group g keeps its data: (index of its x offset, index of its weight)
+    in the last dimension of the offset and mask arrays (the y offset follows the x)."""
+    return (g * geometry.offset_stride + 2 * p,
+            geometry.mask_start + g * geometry.mask_stride + p)
+
+
+@register_jitable
+def point_location(dx, dy, ho, wo, p, geometry):
+    """(y, x) where point p of output pixel (ho, wo) samples, given its offset (dx, dy).
+
+    Point p is the kernel position (i, j) (column i, row j) counted column-major; with
+    half = dilation*(k - 1)//2 the grid is centred on the output pixel's kernel centre,
+    and ``offset_scale`` scales the grid around that centre as well as the offset:
+
+        y = ho*stride_h - pad_h + half_h + (j*dilation_h - half_h + dy) * offset_scale
+        x = wo*stride_w - pad_w + half_w + (i*dilation_w - half_w + dx) * offset_scale
+    """
+    kh = geometry.kernel_h
+    full = p                                   # index among all kh*kw positions
+    if geometry.remove_center and p >= (geometry.kernel_w // 2) * kh + kh // 2:
+        full = p + 1
+    i = full // kh                             # kernel column
+    j = full - i * kh                          # kernel row
+    half_h = (geometry.dilation_h * (kh - 1)) // 2
+    half_w = (geometry.dilation_w * (geometry.kernel_w - 1)) // 2
+    scale = geometry.offset_scale
+    y = ho * geometry.stride_h - geometry.pad_h + half_h + (j * geometry.dilation_h - half_h + dy) * scale
+    x = wo * geometry.stride_w - geometry.pad_w + half_w + (i * geometry.dilation_w - half_w + dx) * scale
+    return y, x
+
+
+@register_jitable
+def point_cell(offset, mask, n, ho, wo, g, p, height, width, geometry):
+    """Locate point p of group g of output pixel (ho, wo) in an image of height x width.
+
+    Returns ``(inside, y0, x0, ly, lx, m)`` as ``locate`` (zero padding) plus the point's
+    weight m. A NaN weight counts as outside: the point contributes 0 and gets zero gradient.
+    """
+    o, w = point_entries(g, p, geometry)
+    m = mask[n, ho, wo, w]
+    y, x = point_location(offset[n, ho, wo, o], offset[n, ho, wo, o + 1], ho, wo, p, geometry)
+    inside, y0, x0, ly, lx, _, _ = locate(y, x, height, width, ZEROS)
+    return inside and m == m, y0, x0, ly, lx, m
+
+
+@register_jitable
+def point_value_and_grad(input, n, c, y0, x0, ly, lx):
+    """Channel c of image n of a channels-last input (N, H, W, C) in a located cell:
+    (v, dv/dly, dv/dlx), corners outside the image counting as 0."""
+    height = input.shape[1]
+    width = input.shape[2]
+    v = 0.0
+    v_ly = 0.0
+    v_lx = 0.0
+    for t in range(4):
+        r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+        if 0 <= r < height and 0 <= s < width:
+            pixel = input[n, r, s, c]
+            v += w * pixel
+            v_ly += w_ly * pixel
+            v_lx += w_lx * pixel
+    return v, v_ly, v_lx

@@ -16,16 +16,41 @@ def test_gradcheck_prints_an_all_pass_table():
             and not line.endswith("gradients pass")]
     ops_seen = {line.split()[0].split("[")[0] for line in rows}
     assert ops_seen == {"bilinear_sample", "offset_sample", "conv2d", "deform_conv2d",
-                        "deform_roi_pool", "deform_psroi_pool"}
+                        "deform_roi_pool", "deform_psroi_pool", "dcnv3", "dcnv4"}
     assert all(line.rstrip().endswith("pass") for line in rows)
-    assert len(rows) == 25
-    assert "25 of 25 gradients pass" in result.stdout
+    inputs = {tuple(line.split()[:2]) for line in rows}
+    assert {("dcnv3", "input"), ("dcnv3", "offset"), ("dcnv3", "mask"), ("dcnv4", "input"),
+            ("dcnv4", "offset_mask")} <= inputs
+    assert len(rows) == 33
+    assert "33 of 33 gradients pass" in result.stdout
+
+
+def test_gradcheck_prints_the_header_and_each_row_while_it_runs():
+    proc = subprocess.Popen([sys.executable, "-m", "dcn_ref", "gradcheck"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]   # title, header, first row
+        assert proc.poll() is None, "the table came out only at the end"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lines[1].split()[:2] == ["op", "input"]
+    assert lines[2].split()[:2] == ["bilinear_sample[zeros]", "image"]
 
 
 def test_gradcheck_fails_with_status_1_when_the_tolerance_cannot_be_met():
-    result = run("gradcheck", "--tol", "0")
+    result = run("gradcheck", "--tol", "1e-300")
     assert result.returncode == 1
     assert "FAIL" in result.stdout
+
+
+def test_gradcheck_refuses_a_tolerance_that_is_not_a_positive_number():
+    for tol in ["nan", "inf", "-1e-6", "0"]:
+        result = run("gradcheck", "--tol", tol)
+        assert result.returncode == 2, tol
+        assert result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"dcn-ref gradcheck: --tol: expected a positive finite number, got {float(tol)!r}"]
 
 
 def test_bad_arguments_exit_2_with_one_line():

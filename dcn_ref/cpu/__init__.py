@@ -11,6 +11,7 @@ in ``dcn_ref.ops`` are written once:
                     col2im in the textbook layout for dcn_ref.ops.im2col
     RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
                     deform_psroi_pool_backward (roi.py)
+    DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3.py: channels last, PointGeometry)
 
 Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, so
 ``deterministic`` is accepted and ignored.
@@ -18,6 +19,7 @@ Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, 
 import numpy as np
 
 from . import columns as _columns
+from . import dcnv3 as _dcnv3
 from . import planar as _planar
 from .conv import _channels_last
 from .conv import conv2d, deform_conv2d  # noqa: F401  (part of the target's interface)
@@ -101,3 +103,24 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, 
     """(grad_input, grad_offset, grad_weight, grad_bias or None, grad_mask or None)."""
     return _deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, G, grid,
                                    out_hw)
+
+
+# -- DCNv3 / DCNv4 (layouts in dcn_ref/cpu/dcnv3.py and dcn_ref/geometry.py) ----------------
+
+def _point_work(input, geometry):
+    return input.shape[0] * geometry.out_h * geometry.out_w * geometry.points * input.shape[3]
+
+
+def dcnv3(input, offset, mask, geometry):
+    """out (N, H_out, W_out, C): the weighted samples of input (N, H, W, C)."""
+    out = np.empty((input.shape[0], geometry.out_h, geometry.out_w, input.shape[3]), input.dtype)
+    _dcnv3.dcnv3_forward(_point_work(input, geometry), input, offset, mask, geometry, out)
+    return out
+
+
+def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_offset, grad_mask,
+                   deterministic=False):
+    """grad_input += the input gradient; every point's entries of grad_offset and grad_mask
+    (shaped like offset and mask, possibly the same array) written."""
+    _dcnv3.dcnv3_backward(_point_work(input, geometry), grad_out, input, offset, mask, geometry,
+                          grad_input, grad_offset, grad_mask)

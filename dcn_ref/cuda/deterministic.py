@@ -22,39 +22,51 @@ from ..sampling import corner, tap_cell
 from .launch import unravel
 
 
+@cuda.jit(device=True)
+def counting_sort(q, cell_of, cell_start, cell_count, order):
+    """Sort the samples of plane q by cell, stably, given each one's cell in ``cell_of[q]``
+    (-1 for a sample that touches no pixel): the shared second half of every op's bucket
+    step (this engine's, and DCNv3's in dcnv3.py).
+
+    cell_start, cell_count (Q, n_cells) int32   where each cell's samples start in
+                                                ``order`` and how many there are
+    order (Q, n_samples) int32                  sample indices, grouped by cell
+    """
+    n_cells = cell_count.shape[1]
+    for cell in range(n_cells):
+        cell_count[q, cell] = 0
+    for s in range(cell_of.shape[1]):            # count the samples in each cell
+        cell = cell_of[q, s]
+        if cell >= 0:
+            cell_count[q, cell] += 1
+    total = 0                                    # exclusive prefix sum: where cells start
+    for cell in range(n_cells):
+        cell_start[q, cell] = total
+        total += cell_count[q, cell]
+        cell_count[q, cell] = 0                  # reused as a fill cursor below
+    for s in range(cell_of.shape[1]):            # place samples in index order
+        cell = cell_of[q, s]
+        if cell >= 0:
+            order[q, cell_start[q, cell] + cell_count[q, cell]] = s
+            cell_count[q, cell] += 1
+
+
 @cuda.jit
 def bucket_samples(offset, mode, grid, height, width, cell_of, cell_start, cell_count, order):
-    """Thread q: counting sort of plane q's samples by cell.
+    """Thread q: counting sort of plane q's samples s = k*L + l by cell.
 
-    cell_of (Q, K*L) int32       the cell of each sample, -1 when it touches no pixel
-    cell_start, cell_count (Q, (H+1)*(W+1)) int32   where each cell's samples start in
-                                  ``order`` and how many there are
-    order (Q, K*L) int32          sample indices s = k*L + l, grouped by cell
+    cell_of (Q, K*L) int32        the cell of each sample, -1 when it touches no pixel;
+    cell_start, cell_count, order as in ``counting_sort``.
     """
     Q, K = offset.shape[0], offset.shape[1]
     L = offset.shape[3]
     q = cuda.grid(1)
     if q >= Q:
         return
-    n_cells = cell_count.shape[1]
-    for cell in range(n_cells):
-        cell_count[q, cell] = 0
-    for s in range(K * L):                       # 1. count the samples in each cell
+    for s in range(K * L):
         inside, y0, x0, _, _, _, _ = tap_cell(offset, q, s // L, s % L, height, width, mode, grid)
-        cell = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
-        cell_of[q, s] = cell
-        if inside:
-            cell_count[q, cell] += 1
-    total = 0                                    # 2. exclusive prefix sum: where cells start
-    for cell in range(n_cells):
-        cell_start[q, cell] = total
-        total += cell_count[q, cell]
-        cell_count[q, cell] = 0                  #    reused as a fill cursor below
-    for s in range(K * L):                       # 3. place samples in index order
-        cell = cell_of[q, s]
-        if cell >= 0:
-            order[q, cell_start[q, cell] + cell_count[q, cell]] = s
-            cell_count[q, cell] += 1
+        cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
+    counting_sort(q, cell_of, cell_start, cell_count, order)
 
 
 @cuda.jit

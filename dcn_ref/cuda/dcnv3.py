@@ -1,0 +1,183 @@
+"""DCNv3 and DCNv4 on the GPU: one thread per output element, the maths of sampling.py.
+
+Layouts as on the CPU (dcn_ref/cpu/dcnv3.py): input and out (N, H, W, C) channels last,
+offsets and weights read through a ``PointGeometry``. Threads are numbered in the order
+of the array they write (channels fastest), so neighbouring threads touch neighbouring
+addresses. The input gradient is a scatter: with atomics by default, or, with
+``deterministic``, a gather in a fixed order (the counting sort of deterministic.py,
+one plane per image and group, sample s = (ho*W_out + wo)*P + p).
+"""
+import numpy as np
+from numba import cuda
+
+from ..sampling import corner, point_cell, point_entries, point_value_and_grad
+from .deterministic import counting_sort
+from .launch import launch, unravel
+
+
+@cuda.jit
+def dcnv3_forward(input, offset, mask, geometry, out):
+    """Thread (n, ho, wo, c) writes out[n, ho, wo, c], summing over the P points of its group."""
+    H, W, C = input.shape[1], input.shape[2], input.shape[3]
+    idx = cuda.grid(1)
+    if idx >= out.size:
+        return
+    n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
+    g = c // geometry.group_channels
+    total = 0.0
+    for p in range(geometry.points):
+        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+        if inside:
+            v, _, _ = point_value_and_grad(input, n, c, y0, x0, ly, lx)
+            total += m * v
+    out[n, ho, wo, c] = total
+
+
+@cuda.jit
+def dcnv3_point_grads(grad_out, input, offset, mask, geometry, grad_offset, grad_mask):
+    """Thread (n, ho, wo, g*P + p) writes the offset and weight gradients of point p of
+    group g, summing over the group's channels. No two threads write the same entry."""
+    H, W = input.shape[1], input.shape[2]
+    G, P, Cg = geometry.group, geometry.points, geometry.group_channels
+    idx = cuda.grid(1)
+    if idx >= grad_out.shape[0] * geometry.out_h * geometry.out_w * G * P:
+        return
+    n, ho, wo, gp = unravel(idx, geometry.out_h, geometry.out_w, G * P)
+    g = gp // P
+    p = gp - g * P
+    o, k = point_entries(g, p, geometry)
+    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+    d_v = 0.0
+    d_ly = 0.0
+    d_lx = 0.0
+    if inside:
+        for c in range(g * Cg, (g + 1) * Cg):
+            go = grad_out[n, ho, wo, c]
+            v, v_ly, v_lx = point_value_and_grad(input, n, c, y0, x0, ly, lx)
+            d_v += go * v
+            d_ly += go * v_ly
+            d_lx += go * v_lx
+    else:
+        m = 0.0
+    grad_offset[n, ho, wo, o] = m * geometry.offset_scale * d_lx
+    grad_offset[n, ho, wo, o + 1] = m * geometry.offset_scale * d_ly
+    grad_mask[n, ho, wo, k] = d_v
+
+
+@cuda.jit
+def dcnv3_input_grad_atomic(grad_out, offset, mask, geometry, grad_input):
+    """Thread (n, ho, wo, c) adds m * grad_out * w to the four corners of each of its points.
+
+    Several threads add to one pixel; atomics make that safe but leave the order of the
+    additions, and so the last bits of the sums, to the scheduler.
+    """
+    H, W, C = grad_input.shape[1], grad_input.shape[2], grad_input.shape[3]
+    idx = cuda.grid(1)
+    if idx >= grad_out.size:
+        return
+    n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
+    g = c // geometry.group_channels
+    go = grad_out[n, ho, wo, c]
+    for p in range(geometry.points):
+        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+        if not inside:
+            continue
+        for t in range(4):
+            r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+            if 0 <= r < H and 0 <= s < W:
+                cuda.atomic.add(grad_input, (n, r, s, c), m * w * go)
+
+
+@cuda.jit
+def dcnv3_point_cells(offset, mask, geometry, height, width, cell_of):
+    """Thread (q, s): cell_of[q, s] = the cell of sample s = (ho*W_out + wo)*P + p of plane
+    q = n*G + g (top-left corner (y0, x0) as (y0 + 1)*(W + 1) + x0 + 1), -1 when it adds 0."""
+    G, P = geometry.group, geometry.points
+    n_samples = cell_of.shape[1]
+    idx = cuda.grid(1)
+    if idx >= cell_of.shape[0] * n_samples:
+        return
+    q = idx // n_samples
+    s = idx - q * n_samples
+    pixel = s // P
+    inside, y0, x0, _, _, _ = point_cell(offset, mask, q // G, pixel // geometry.out_w,
+                                         pixel % geometry.out_w, q % G, s % P, height, width,
+                                         geometry)
+    cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
+
+
+@cuda.jit
+def sort_planes(cell_of, cell_start, cell_count, order):
+    """Thread q sorts plane q's samples by cell (``counting_sort``)."""
+    q = cuda.grid(1)
+    if q < cell_of.shape[0]:
+        counting_sort(q, cell_of, cell_start, cell_count, order)
+
+
+@cuda.jit
+def dcnv3_input_grad_gather(grad_out, offset, mask, geometry, cell_start, cell_count, order,
+                            grad_input):
+    """Thread (n, r, s, c) adds up, in a fixed order, every sample that read pixel (r, s)."""
+    N, H, W, C = grad_input.shape
+    G, P = geometry.group, geometry.points
+    idx = cuda.grid(1)
+    if idx >= grad_input.size:
+        return
+    n, r, s, c = unravel(idx, H, W, C)
+    g = c // geometry.group_channels
+    q = n * G + g
+    total = 0.0
+    for t in range(4):
+        # the cells that have (r, s) as their corner t have their top-left corner at
+        # (r - down, s - right); rows and columns of cells start at -1
+        cell_y = r - t // 2
+        cell_x = s - t % 2
+        if cell_y < -1 or cell_x < -1:
+            continue
+        cell = (cell_y + 1) * (W + 1) + (cell_x + 1)
+        start = cell_start[q, cell]
+        for e in range(start, start + cell_count[q, cell]):
+            sample = order[q, e]
+            pixel = sample // P
+            ho = pixel // geometry.out_w
+            wo = pixel - ho * geometry.out_w
+            _, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, sample % P, H, W,
+                                              geometry)
+            _, _, w, _, _ = corner(t, y0, x0, ly, lx)
+            total += m * w * grad_out[n, ho, wo, c]
+    grad_input[n, r, s, c] += total
+
+
+# -- launching ------------------------------------------------------------------------------
+
+def dcnv3(input, offset, mask, geometry):
+    """out (N, H_out, W_out, C) on the device."""
+    out = cuda.device_array((input.shape[0], geometry.out_h, geometry.out_w, input.shape[3]),
+                            input.dtype)
+    launch(dcnv3_forward, out.size, input, offset, mask, geometry, out)
+    return out
+
+
+def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_offset, grad_mask,
+                   deterministic=False):
+    """grad_input += the input gradient; every point's entries of grad_offset and grad_mask
+    (shaped like offset and mask, possibly the same array) written."""
+    N, H, W, C = input.shape
+    n_points = N * geometry.out_h * geometry.out_w * geometry.group * geometry.points
+    launch(dcnv3_point_grads, n_points, grad_out, input, offset, mask, geometry, grad_offset,
+           grad_mask)
+    if not deterministic:
+        launch(dcnv3_input_grad_atomic, grad_out.size, grad_out, offset, mask, geometry,
+               grad_input)
+        return
+    Q = N * geometry.group
+    n_samples = geometry.out_h * geometry.out_w * geometry.points
+    n_cells = (H + 1) * (W + 1)
+    cell_of = cuda.device_array((Q, n_samples), np.int32)
+    order = cuda.device_array((Q, n_samples), np.int32)
+    cell_start = cuda.device_array((Q, n_cells), np.int32)
+    cell_count = cuda.device_array((Q, n_cells), np.int32)
+    launch(dcnv3_point_cells, Q * n_samples, offset, mask, geometry, H, W, cell_of)
+    launch(sort_planes, Q, cell_of, cell_start, cell_count, order)
+    launch(dcnv3_input_grad_gather, grad_input.size, grad_out, offset, mask, geometry,
+           cell_start, cell_count, order, grad_input)

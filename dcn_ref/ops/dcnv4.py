@@ -1,0 +1,101 @@
+"""dcnv4: DCNv4's operator, DCNv3's aggregation reading one packed offset-and-weight array.
+
+The kernels are DCNv3's: a ``PointGeometry`` whose strides address the packed array
+(dcn_ref/geometry.py) makes its offsets and weights two strided views of it.
+"""
+from typing import NamedTuple
+
+from ..targets import Call
+from . import _args
+from .dcnv3 import check_grad_output, check_grid
+
+
+class DCNv4Grads(NamedTuple):
+    input: object
+    offset_mask: object
+
+
+def _check(input, offset_mask, kernel_size, stride, padding, dilation, group, offset_scale,
+           remove_center, grad_output=None):
+    input, geometry = check_grid(input, kernel_size, stride, padding, dilation, group,
+                                 offset_scale, remove_center)
+    G, P = geometry.group, geometry.points
+    offset_mask = _args.float_array(offset_mask, "offset_mask", 4, "(N, H_out, W_out, D)")
+    rows = (input.shape[0], geometry.out_h, geometry.out_w)
+    if tuple(offset_mask.shape[:3]) != rows or offset_mask.shape[3] < G * P * 3:
+        raise ValueError(
+            f"offset_mask: expected shape {rows + ('D',)} (N, H_out, W_out, D) with "
+            f"D >= group*P*3 = {G * P * 3} (group = {G}, P = {P}), got {tuple(offset_mask.shape)}")
+    if grad_output is not None:
+        grad_output = check_grad_output(grad_output, input, geometry)
+    _args.same_dtype(input=input, offset_mask=offset_mask, grad_output=grad_output)
+    geometry = geometry._replace(offset_stride=3 * P, mask_start=2 * P, mask_stride=3 * P)
+    return input, offset_mask, geometry, grad_output
+
+
+def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
+          offset_scale=1.0, remove_center=False, *, target=None):
+    """DCNv4's operator: ``dcnv3`` with offsets and weights packed into one array.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, H, W, C)
+        C = group * group_channels, channels last.
+    offset_mask : ndarray of shape (N, H_out, W_out, D), D >= group*P*3
+        Group g's block starts at entry g*P*3: its 2P offsets as (x, y) pairs (point p's x
+        at g*P*3 + 2p, its y at g*P*3 + 2p + 1), then its P weights (point p's at
+        g*P*3 + 2P + p). Entries from group*P*3 on are padding (the DCNv4 module rounds D
+        up to a multiple of 8): ignored, and their gradient is 0.
+    kernel_size, stride, padding, dilation, group, offset_scale, remove_center, target :
+        as in ``dcnv3``.
+
+    Returns
+    -------
+    out : ndarray of shape (N, H_out, W_out, C)
+
+    Notes
+    -----
+    The sampling points, the formula and the hostile-value rules are those of ``dcnv3``
+    (no softmax anywhere). OpenGVLab's kernels accept only some kernel sizes and group
+    widths; here any kernel size, P and group_channels work.
+    """
+    call = Call(target, (input, offset_mask))
+    input, offset_mask, geometry, _ = _check(input, offset_mask, kernel_size, stride, padding,
+                                             dilation, group, offset_scale, remove_center)
+    packed = call.put(offset_mask)
+    return call.get(call.backend.dcnv3(call.put(input), packed, packed, geometry))
+
+
+def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, padding=0,
+                   dilation=1, group=1, offset_scale=1.0, remove_center=False, *, target=None,
+                   deterministic=False):
+    """Gradients of a scalar loss with respect to ``input`` and ``offset_mask``.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (N, H_out, W_out, C)
+    input, offset_mask, ..., target : as in ``dcnv4``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    DCNv4Grads(input (N, H, W, C), offset_mask (N, H_out, W_out, D)); the padding
+    entries of the offset_mask gradient are 0.
+
+    Notes
+    -----
+    The gradients of ``dcnv3_backward``, stored in the packed layout (including its note
+    on points exactly at -1).
+    """
+    call = Call(target, (grad_output, input, offset_mask))
+    input, offset_mask, geometry, grad_output = _check(
+        input, offset_mask, kernel_size, stride, padding, dilation, group, offset_scale,
+        remove_center, grad_output)
+    be, put = call.backend, call.put
+    packed = put(offset_mask)
+    grad_input = be.zeros(input.shape, input.dtype)
+    grad_packed = be.zeros(offset_mask.shape, input.dtype)   # padding entries stay 0
+    be.dcnv3_backward(put(grad_output), put(input), packed, packed, geometry, grad_input,
+                      grad_packed, grad_packed, deterministic)
+    return DCNv4Grads(call.get(grad_input), call.get(grad_packed))
