@@ -28,7 +28,9 @@ def to_array(t):
         t = t.contiguous()
     if t.device.type == "cuda":
         from numba import cuda
-        return cuda.as_cuda_array(t)
+        # No synchronisation on import: the kernels run on the current stream, after
+        # whatever PyTorch queued there to produce t.
+        return cuda.as_cuda_array(t, sync=False)
     if t.device.type != "cpu":
         raise ValueError(f"expected a CPU or CUDA tensor, got one on {t.device}")
     if t.is_conj() or t.is_neg():
