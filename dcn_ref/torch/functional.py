@@ -7,8 +7,9 @@ Every function here takes and returns tensors, has the signature of its op in
 hand-derived ``<name>_backward``. The layouts and numerical conventions are those of the
 op in ``dcn_ref.ops``; see its docstring.
 
-Integer pairs (stride, padding, ...) are checked here, so a wrong value is a ValueError
-naming the argument, as in ``dcn_ref.ops``; every other check is the op's own.
+Tensor arguments and integer pairs (stride, padding, ...) are checked here, so a wrong
+value is a ValueError naming the argument, as in ``dcn_ref.ops``; every other check
+(shapes, dtypes) is the op's own.
 """
 import torch
 
@@ -18,6 +19,16 @@ from ._register import register
 
 def _pair(value, name, minimum):
     return list(_args.pair(value, name, minimum))
+
+
+def _tensors(optional=(), **given):
+    """Check that each argument is a tensor (or None when its name is in ``optional``)."""
+    for name, value in given.items():
+        if value is None and name in optional:
+            continue
+        if not isinstance(value, torch.Tensor):
+            expected = "a torch.Tensor or None" if name in optional else "a torch.Tensor"
+            raise ValueError(f"{name}: expected {expected}, got {type(value).__name__}")
 
 
 # -- shapes of the outputs, for the fake (meta) implementations ------------------------
@@ -112,6 +123,7 @@ def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0
     -------
     Tensor of shape (N, C_out, H_out, W_out), the dtype and device of ``input``.
     """
+    _tensors(("bias", "mask"), input=input, offset=offset, weight=weight, bias=bias, mask=mask)
     return _deform_conv2d(input, offset, weight, bias, _pair(stride, "stride", 1),
                           _pair(padding, "padding", 0), _pair(dilation, "dilation", 1), mask)
 
@@ -134,6 +146,7 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     -------
     Tensor of shape (N, H_out, W_out, C).
     """
+    _tensors(input=input, offset=offset, mask=mask)
     return _dcnv3(input, offset, mask, _pair(kernel_size, "kernel_size", 1),
                   _pair(stride, "stride", 1), _pair(padding, "padding", 0),
                   _pair(dilation, "dilation", 1), int(group), float(offset_scale),
@@ -154,6 +167,7 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     -------
     Tensor of shape (N, H_out, W_out, C).
     """
+    _tensors(input=input, offset_mask=offset_mask)
     return _dcnv4(input, offset_mask, _pair(kernel_size, "kernel_size", 1),
                   _pair(stride, "stride", 1), _pair(padding, "padding", 0),
                   _pair(dilation, "dilation", 1), int(group), float(offset_scale),
@@ -163,12 +177,14 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
 def bilinear_sample(image, coords, padding_mode="zeros"):
     """Bilinear samples (``dcn_ref.ops.bilinear_sample``): image (B, H, W), coords (B, P, 2)
     as (y, x) -> Tensor of shape (B, P)."""
+    _tensors(image=image, coords=coords)
     return _bilinear_sample(image, coords, padding_mode)
 
 
 def offset_sample(input, offset, padding_mode="border"):
     """The Keras ConvOffset2D resampling (``dcn_ref.ops.offset_sample``): input (N, C, H, W),
     offset (N, 2C, H, W) as (dy, dx) per channel -> Tensor of shape (N, C, H, W)."""
+    _tensors(input=input, offset=offset)
     return _offset_sample(input, offset, padding_mode)
 
 
@@ -177,6 +193,7 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0,
     """Deformable RoI pooling (``dcn_ref.ops.deform_roi_pool``): input (N, C, H, W), rois
     (K, 5), offset (K, 2, ph, pw) or None, mask (K, 1, ph, pw) or None -> (K, C, ph, pw).
     ``rois`` gets no gradient."""
+    _tensors(("offset", "mask"), input=input, rois=rois, offset=offset, mask=mask)
     return _deform_roi_pool(input, rois, offset, _pair(output_size, "output_size", 1),
                             float(spatial_scale), int(sampling_ratio), float(gamma), mask)
 
@@ -187,6 +204,7 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
     """Deformable position-sensitive RoI pooling (``dcn_ref.ops.deform_psroi_pool``): input
     (N, C, H, W), rois (K, 5), trans (K, 2*num_classes, part_size, part_size) or None ->
     (K, output_dim, pooled_size, pooled_size). ``rois`` gets no gradient."""
+    _tensors(("trans",), input=input, rois=rois, trans=trans)
     return _deform_psroi_pool(input, rois, trans, float(spatial_scale),
                               None if output_dim is None else int(output_dim), int(group_size),
                               int(pooled_size), int(part_size), int(sample_per_part),

@@ -16,8 +16,8 @@ def to_cuda(args):
             else a for a in args]
 
 
-@pytest.mark.parametrize("name,fn,args", cases(), ids=[c[0] for c in cases()])
-def test_every_op_on_cuda_equals_the_cpu_forward_and_backward(name, fn, args):
+@pytest.mark.parametrize("case_id,name,fn,args", cases(), ids=[c[0] for c in cases()])
+def test_every_op_on_cuda_equals_the_cpu_forward_and_backward(case_id, name, fn, args):
     cuda_args = to_cuda(args)
     out_cpu, out_gpu = fn(*args), fn(*cuda_args)
     assert out_gpu.device.type == "cuda" and out_gpu.dtype == out_cpu.dtype

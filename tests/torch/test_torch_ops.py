@@ -13,7 +13,7 @@ import dcn_ref.torch as dt
 from helpers import deform_case
 from torch_cases import cases, deform_conv2d_args, op_args
 
-CASES = {name: (fn, args) for name, fn, args in cases()}
+CASES = {case_id: (name, fn, args) for case_id, name, fn, args in cases()}
 
 # (kwargs of deform_case): groups, offset groups, mask, stride, dilation, kernel shapes, bias
 PARITY = {
@@ -59,21 +59,21 @@ def test_deform_conv2d_and_its_gradients_equal_torchvision(config):
         assert max_relative_error(g_ours, g_theirs) < 1e-12, name
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_gradcheck(name):
-    fn, args = CASES[name]
+@pytest.mark.parametrize("case_id", CASES)
+def test_gradcheck(case_id):
+    _, fn, args = CASES[case_id]
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_opcheck(name):
-    fn, args = CASES[name]
+@pytest.mark.parametrize("case_id", CASES)
+def test_opcheck(case_id):
+    name, _, args = CASES[case_id]
     torch.library.opcheck(getattr(torch.ops.dcn_ref, name).default, op_args(args))
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_opcheck_of_the_backward_op(name):
-    fn, args = CASES[name]
+@pytest.mark.parametrize("case_id", CASES)
+def test_opcheck_of_the_backward_op(case_id):
+    name, fn, args = CASES[case_id]
     grad = torch.ones_like(fn(*args))
     detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in op_args(args)]
     torch.library.opcheck(getattr(torch.ops.dcn_ref, f"{name}_backward").default,
@@ -137,5 +137,7 @@ def test_wrong_arguments_are_value_errors_that_name_them():
         dt.deform_conv2d(x, offset, torch.ones(3, 2, 3, 3), padding=1)
     with pytest.raises(ValueError, match="stride"):
         dt.deform_conv2d(x, torch.zeros(1, 18, 5, 5), torch.ones(3, 2, 3, 3), stride=0)
+    with pytest.raises(ValueError, match="weight: expected a torch.Tensor"):
+        dt.deform_conv2d(x, offset, np.ones((3, 2, 3, 3)))
     with pytest.raises(ValueError, match="dtype"):
         dt.deform_conv2d(x.half(), torch.zeros(1, 18, 3, 3).half(), torch.ones(3, 2, 3, 3).half())

@@ -56,7 +56,8 @@ def op_args(args):
 
 
 def cases(seed=0):
-    """[(name, function, args)] for every op of the bridge."""
+    """[(case id, op name, function, args)] for every op of the bridge, the optional tensors
+    of the RoI pooling ops also left out."""
     rng = np.random.default_rng(seed)
     image = rng.standard_normal((2, 4, 5))
     coords = np.stack([off_kink(rng, (2, 6), -1.5, 4.5), off_kink(rng, (2, 6), -1.5, 5.5)], -1)
@@ -64,7 +65,9 @@ def cases(seed=0):
     offset = off_kink(rng, (1, 4, 4, 5), -1.5, 1.5)
     roi, roi_params = roi_case(rng, N=2, C=2, H=5, W=6, K=2)
     ps, ps_params = psroi_case(rng, N=1, K=2, H=5, W=6)
-    return [
+    plain, plain_params = roi_case(rng, N=1, C=2, H=5, W=6, K=2, offset=False, mask=False)
+    ps_plain, ps_plain_params = psroi_case(rng, N=1, K=2, H=5, W=6, trans=False, trans_std=0.0)
+    named = [
         ("deform_conv2d", dt.deform_conv2d,
          deform_conv2d_args(rng, N=1, C_in=4, C_out=2, H=4, W=5, G=2, groups=2)),
         ("dcnv3", dt.dcnv3, dcnv3_args(rng)),
@@ -77,4 +80,11 @@ def cases(seed=0):
         ("deform_psroi_pool", dt.deform_psroi_pool,
          (tensor(ps["input"]), tensor(ps["rois"], False), tensor(ps["trans"]),
           *ps_params.values(), None)),
+        ("deform_roi_pool_without_offset_and_mask", dt.deform_roi_pool,
+         (tensor(plain["input"]), tensor(plain["rois"], False), None, *plain_params.values(),
+          None)),
+        ("deform_psroi_pool_without_trans", dt.deform_psroi_pool,
+         (tensor(ps_plain["input"]), tensor(ps_plain["rois"], False), None,
+          *ps_plain_params.values(), None)),
     ]
+    return [(case_id, fn.__name__, fn, args) for case_id, fn, args in named]
