@@ -10,6 +10,7 @@ without a copy.
 """
 import contextlib
 
+import numpy as np
 import torch
 
 
@@ -39,10 +40,11 @@ def to_array(t):
 
 
 def to_tensor(a, device):
-    """A tensor on ``device`` viewing the op's result ``a`` (NumPy or Numba device array)."""
+    """A contiguous tensor on ``device`` viewing the op's result ``a`` (NumPy or Numba device
+    array); the results of the ops are contiguous already, so nothing is copied."""
     if device.type == "cuda":
-        return torch.as_tensor(a, device=device)
-    return torch.from_numpy(a)
+        return torch.as_tensor(a, device=device).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def device_of(tensors):
