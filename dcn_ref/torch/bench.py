@@ -1,8 +1,9 @@
 """The bridge's lines of ``dcn-ref bench``: deform_conv2d through ``dcn_ref.torch`` and
 autograd against ``torchvision.ops.deform_conv2d``, and the bridge's own overhead.
 
-torchvision runs first on every shape, so that our figures are taken in a process where
-torch's kernels (and thread pools) have already run, as in a real PyTorch program.
+torchvision runs first on every shape, and then alternates with the bridge round by round,
+so that our figures are taken in a process where torch's kernels (and thread pools) have
+already run, as in a real PyTorch program, and a busy machine slows both alike.
 """
 import statistics
 import time
@@ -45,9 +46,8 @@ def measure(shapes=("a", "c", "d"), repeat=5):
             out = fn(t["input"], t["offset"], t["weight"], None, mask=t["mask"], **p)
             return torch.autograd.grad(out, wrt, t["grad"].detach())
 
-        torchvision_ms = _interleaved_ms([lambda: step(torchvision.ops.deform_conv2d)], repeat)[0]
-        bridge_ms = _interleaved_ms([lambda: step(deform_conv2d)], repeat)[0]
-        figures["shapes"][name] = (torchvision_ms, bridge_ms)
+        figures["shapes"][name] = tuple(_interleaved_ms(
+            [lambda: step(torchvision.ops.deform_conv2d), lambda: step(deform_conv2d)], repeat))
         if name == shapes[0]:
             def direct(a=a, p=p):
                 ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, mask=a["mask"], **p)
@@ -62,7 +62,7 @@ def measure(shapes=("a", "c", "d"), repeat=5):
 def report(figures, out=print):
     """Print the lines of ``measure``'s figures."""
     out("")
-    out("PyTorch bridge, float32 forward+backward (autograd), torchvision first:")
+    out("PyTorch bridge, float32 forward+backward (autograd), torchvision first, alternating:")
     out(f"{'shape':<8}{'torchvision ms':>16}{'dcn_ref.torch ms':>18}{'speed-up':>10}")
     for name, (theirs, ours) in figures["shapes"].items():
         out(f"{'(' + name + ')':<8}{theirs:>16.1f}{ours:>18.1f}{theirs / ours:>9.2f}x")
