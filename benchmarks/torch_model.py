@@ -90,7 +90,8 @@ def main(argv=None):
               f"(loss {float(losses[name]):.6f})")
     speedup = statistics.median(times["torchvision"]) / statistics.median(times["dcn_ref.torch"])
     difference = float((grads["torchvision"] - grads["dcn_ref.torch"]).abs().max())
-    print(f"  speed-up {speedup:.2f}x; max |difference| of a layer4 weight gradient {difference:.1e}")
+    print(f"  speed-up {speedup:.2f}x; max |difference| of a layer4 weight gradient "
+          f"{difference:.1e}")
 
 
 if __name__ == "__main__":

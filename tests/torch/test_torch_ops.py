@@ -78,7 +78,8 @@ def test_opcheck_of_the_backward_op(case_id):
     detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in op_args(args)]
     torch.library.opcheck(getattr(torch.ops.dcn_ref, f"{name}_backward").default,
                           (grad, *detached),
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_aot_dispatch_dynamic"))
 
 
 def test_contiguous_cpu_tensors_reach_the_kernel_without_a_copy(monkeypatch):
