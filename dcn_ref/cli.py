@@ -113,6 +113,10 @@ def _bench(args):
     if args.repeat < 1:
         print(f"dcn-ref bench: --repeat: expected a positive int, got {args.repeat}", file=sys.stderr)
         return 2
+    if args.realistic:
+        from . import bench_realistic
+        bench_realistic.run(shapes, rounds=args.repeat)
+        return 0
     bench.run(shapes, repeat=args.repeat, models=not args.no_models, memory=not args.no_memory)
     return 0
 
@@ -151,8 +155,11 @@ def build_parser():
     be.add_argument("--repeat", type=int, default=7, help="timed calls a figure (median)")
     be.add_argument("--shapes", default="abcd", help="which of the shapes a, b, c, d")
     be.add_argument("--threads", type=int, default=None,
-                    help="Numba threads (default: NUMBA_NUM_THREADS, all cores); BLAS threads "
-                         "follow OPENBLAS_NUM_THREADS")
+                    help="Numba threads (default: NUMBA_NUM_THREADS, all cores); the GEMMs use "
+                         "as many BLAS threads")
+    be.add_argument("--realistic", action="store_true",
+                    help="as a user's script runs: torch and torchvision imported, their calls "
+                         "and ours interleaved round by round; our figures alone and interleaved")
     be.add_argument("--no-models", action="store_true", help="skip the models")
     be.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     be.set_defaults(run=_bench)

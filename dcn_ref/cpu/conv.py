@@ -15,13 +15,15 @@ and backward, with gout_g = grad_out's group g, channels last (n*L, C_out_g):
                                                                  and mask gradients
 
 The weight is used as (groups, C_out_g, K, C_g), its taps outermost, to match the columns.
-Every GEMM covers the whole chunk, not one image, so BLAS runs on large matrices.
+Every GEMM covers the whole chunk, not one image, so BLAS runs on large matrices, cut
+into a block of rows a Numba thread (gemm.py): the whole op runs on Numba's threads.
 """
 import numba
 import numpy as np
 
 from ..sampling import ZEROS
 from . import columns as cl
+from . import gemm
 
 # The columns of one batch chunk (the backward frees them before it allocates their
 # gradient, so one such buffer is alive at a time). Below glibc's largest heap block
@@ -91,28 +93,47 @@ class _Conv:
     def work(self, n):
         return n * self.L * self.K * self.C
 
+    def gemm_work(self, n):
+        return self.work(n) * (self.c_out // self.groups)
+
     def forward(self, fill_columns, bias):
         """out (N, C_out, H_out, W_out); fill_columns(n0, n1, x_cl, columns)."""
+        with gemm.single_threaded_blas():
+            out = self._forward(fill_columns)
+        if bias is not None:
+            out += bias[None, :, None]
+        return out.reshape((self.N, self.c_out) + self.out_hw)
+
+    def _forward(self, fill_columns):
         out = np.empty((self.N, self.c_out, self.L), self.x.dtype)
         m = self.c_out // self.groups
+        blocks = gemm.blocks()
         for n0, n1 in self.chunks():
             n = n1 - n0
             columns = self.empty_columns(n)
             fill_columns(n0, n1, _channels_last(self.x[n0:n1]), columns)
+            out_g = np.empty((n * self.L, m), self.x.dtype)
             for g in range(self.groups):
-                out_g = columns[g].reshape(n * self.L, -1) @ self.weight_g[g].T    # (n*L, m)
+                gemm.matmul_nt(self.gemm_work(n), columns[g].reshape(n * self.L, -1),
+                               self.weight_g[g], blocks, out_g)
                 _transpose(out_g.reshape(n, self.L, m), out[n0:n1, g * m:(g + 1) * m])
-        if bias is not None:
-            out += bias[None, :, None]
-        return out.reshape((self.N, self.c_out) + self.out_hw)
+        return out
 
     def backward(self, grad_out, fill_columns, scatter_columns, has_bias):
         """(grad_input, grad_weight, grad_bias); scatter_columns(n0, n1, x_cl, grad_columns,
         grad_x_cl) adds the columns' gradient into the chunk's grad_x_cl."""
         grad_out = grad_out.reshape(self.N, self.c_out, self.L)
+        with gemm.single_threaded_blas():
+            grad_input, grad_w = self._backward(grad_out, fill_columns, scatter_columns)
+        grad_bias = grad_out.sum(axis=(0, 2)) if has_bias else None
+        return grad_input, _weight_back(grad_w, self.weight.shape, self.groups), grad_bias
+
+    def _backward(self, grad_out, fill_columns, scatter_columns):
         grad_input = np.empty(self.x.shape, self.x.dtype)
         grad_w = np.zeros(self.weight_g.shape, self.x.dtype)
+        partial = np.empty((gemm.blocks(),) + self.weight_g.shape[1:], self.x.dtype)
         m = self.c_out // self.groups
+        blocks = gemm.blocks()
         for n0, n1 in self.chunks():
             n = n1 - n0
             x_cl = _channels_last(self.x[n0:n1])
@@ -123,18 +144,18 @@ class _Conv:
             columns = self.empty_columns(n)
             fill_columns(n0, n1, x_cl, columns)
             for g in range(self.groups):
-                grad_w[g] += gout_cl[g].T @ columns[g].reshape(n * self.L, -1)
+                gemm.matmul_tn_add(self.gemm_work(n), gout_cl[g],
+                                   columns[g].reshape(n * self.L, -1), partial, grad_w[g])
             del columns                                     # before its gradient: a smaller peak
             grad_columns = self.empty_columns(n)
             for g in range(self.groups):
-                np.matmul(gout_cl[g], self.weight_g[g],
-                          out=grad_columns[g].reshape(n * self.L, -1))
+                gemm.matmul_nn(self.gemm_work(n), gout_cl[g], self.weight_g[g], blocks,
+                               grad_columns[g].reshape(n * self.L, -1))
             grad_x_cl = np.zeros_like(x_cl)
             scatter_columns(n0, n1, x_cl, grad_columns, grad_x_cl)
             _transpose(grad_x_cl[:, : self.H * self.W],
                        grad_input[n0:n1].reshape(n, self.C, self.H * self.W))
-        grad_bias = grad_out.sum(axis=(0, 2)) if has_bias else None
-        return grad_input, _weight_back(grad_w, self.weight.shape, self.groups), grad_bias
+        return grad_input, grad_w
 
 
 def conv2d(x, weight, bias, groups, grid):
