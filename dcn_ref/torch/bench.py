@@ -8,6 +8,8 @@ already run, as in a real PyTorch program, and a busy machine slows both alike.
 import statistics
 import time
 
+import numpy as np
+
 
 def _interleaved_ms(fns, repeat):
     """Median ms of each of ``fns`` over ``repeat`` rounds, the calls of a round one after
@@ -24,9 +26,9 @@ def _interleaved_ms(fns, repeat):
 
 
 def measure(shapes=("a", "c", "d"), repeat=5):
-    """{"shapes": {name: (torchvision f+b ms, bridge f+b ms)}, "overhead": (direct ms,
-    bridge ms) on the first shape} for float32 forward+backward with input, offset, weight
-    (and mask) gradients."""
+    """{"shapes": {name: (torchvision f+b ms, bridge f+b ms)}, "overhead": (first shape,
+    direct ms, bridge ms), "fixed_cost_ms": ms} for float32 forward+backward with input,
+    offset, weight (and mask) gradients."""
     import torch
     import torchvision
 
@@ -56,7 +58,36 @@ def measure(shapes=("a", "c", "d"), repeat=5):
 
             figures["overhead"] = (name, *_interleaved_ms(
                 [direct, lambda: step(deform_conv2d)], 2 * repeat))
+    figures["fixed_cost_ms"] = _fixed_cost_ms()
     return figures
+
+
+def _fixed_cost_ms(rounds=200):
+    """What the bridge adds to one forward+backward, whatever the size: the difference of
+    medians, through the bridge and directly, on a problem (1x2x4x4 input) so small that
+    the kernels take next to no time."""
+    import torch
+
+    from .. import ops
+    from .functional import deform_conv2d
+
+    rng = np.random.default_rng(0)
+    a = {"input": rng.standard_normal((1, 2, 4, 4)), "offset": rng.standard_normal((1, 18, 4, 4)),
+         "weight": rng.standard_normal((2, 2, 3, 3)), "grad": rng.standard_normal((1, 2, 4, 4))}
+    a = {k: v.astype(np.float32) for k, v in a.items()}
+    t = {k: torch.from_numpy(v).requires_grad_() for k, v in a.items()}
+
+    def direct():
+        ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, padding=1)
+        ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
+                                   padding=1)
+
+    def bridge():
+        out = deform_conv2d(t["input"], t["offset"], t["weight"], None, padding=1)
+        torch.autograd.grad(out, [t["input"], t["offset"], t["weight"]], t["grad"].detach())
+
+    direct_ms, bridge_ms = _interleaved_ms([direct, bridge], rounds)
+    return bridge_ms - direct_ms
 
 
 def report(figures, out=print):
@@ -69,7 +100,10 @@ def report(figures, out=print):
     if "overhead" in figures:
         name, direct, bridge = figures["overhead"]
         out(f"bridge overhead on ({name}): dcn_ref.ops directly {direct:.1f} ms, through "
-            f"dcn_ref.torch {bridge:.1f} ms ({100 * (bridge / direct - 1):+.1f}%)")
+            f"dcn_ref.torch {bridge:.1f} ms ({100 * (bridge / direct - 1):+.1f}%, alternating)")
+        fixed = figures["fixed_cost_ms"]
+        out(f"the bridge's fixed cost per forward+backward (on a 4x4 problem): {fixed:.2f} ms, "
+            f"{100 * fixed / direct:.2f}% of ({name}) directly")
 
 
 def run(shapes=("a", "c", "d"), repeat=5, out=print):
