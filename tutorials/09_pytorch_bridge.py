@@ -18,7 +18,6 @@ Run it as a script (``python tutorials/09_pytorch_bridge.py``; needs ``pip insta
 import os
 import time
 
-import numpy as np
 import torch
 import torchvision
 
