@@ -71,6 +71,8 @@ def cases(seed=0):
         ("deform_conv2d", dt.deform_conv2d,
          deform_conv2d_args(rng, N=1, C_in=4, C_out=2, H=4, W=5, G=2, groups=2)),
         ("dcnv3", dt.dcnv3, dcnv3_args(rng)),
+        ("dcnv3_stride_2_remove_center_scaled", dt.dcnv3,
+         dcnv3_args(rng, H=5, W=5, stride=2, offset_scale=0.5, remove_center=True)),
         ("dcnv4", dt.dcnv4, dcnv4_args(rng)),
         ("bilinear_sample", dt.bilinear_sample, (tensor(image), tensor(coords), "zeros")),
         ("offset_sample", dt.offset_sample, (tensor(x), tensor(offset), "border")),
