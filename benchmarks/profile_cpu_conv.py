@@ -5,9 +5,9 @@
 For each shape of ``dcn-ref bench``, every kernel that ``dcn_ref/cpu/conv.py`` calls
 (im2col, the deformable im2col, col2im, the offset/mask pass, the layout transposes) is
 wrapped with a timer for one forward+backward, and the median over the repeats is
-printed per kernel. What is left of the total is the GEMMs (NumPy's BLAS) and array
-allocation; the last columns time the same three GEMMs alone, on arrays of the shapes
-conv.py multiplies, and give their rate in GFLOP/s. Together they show what bounds each
+printed per kernel. What is left of the total is the GEMMs (``dcn_ref/cpu/gemm.py``) and
+array allocation; the last columns time the same three GEMMs alone, on arrays of the
+shapes conv.py multiplies, and give their rate in GFLOP/s. Together they show what bounds each
 op: the sampling kernels, or the matrix products that a plain convolution also pays.
 
 Then, for the experiment's cnn and deform_cnn("dcn") (batch 32, eval mode), the forward
@@ -19,12 +19,12 @@ import statistics
 import time
 from collections import defaultdict
 
-import dcn_ref  # noqa: F401  first: it sets the thread-pool environment before NumPy loads BLAS
 import numpy as np
 
 from dcn_ref import ops
 from dcn_ref.bench import SHAPES, make_inputs, median_ms, threads_line
 from dcn_ref.cpu import columns as cl
+from dcn_ref.cpu import gemm
 
 KERNELS = ("im2col", "deform_im2col", "col2im", "deform_col2im", "deform_coord_grad",
            "deform_backward", "transpose_last_two")
@@ -88,10 +88,17 @@ def gemms_alone(shape, repeat):
     weight = rng.standard_normal((shape.C_out, inner), dtype=np.float32)
     gout = rng.standard_normal((rows, shape.C_out), dtype=np.float32)
 
-    def three():
-        columns @ weight.T                                   # forward
-        gout.T @ columns                                     # the weight's gradient
-        gout @ weight                                        # the columns' gradient
+    out = np.empty((rows, shape.C_out), np.float32)
+    grad_columns = np.empty_like(columns)
+    grad_w = np.zeros_like(weight)
+    partial = np.empty((gemm.blocks(),) + weight.shape, np.float32)
+    work = rows * inner * shape.C_out
+
+    def three():                                             # as conv.py runs them
+        with gemm.single_threaded_blas():
+            gemm.matmul_nt(work, columns, weight, gemm.blocks(), out)             # forward
+            gemm.matmul_tn_add(work, gout, columns, partial, grad_w)    # the weight's gradient
+            gemm.matmul_nn(work, gout, weight, gemm.blocks(), grad_columns)  # the columns'
 
     ms = median_ms(three, repeat)
     return ms, 3 * 2 * rows * inner * shape.C_out / (ms * 1e-3) / 1e9

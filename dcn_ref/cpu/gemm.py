@@ -18,6 +18,7 @@ fixed order, so the result depends on the number of threads (in its last bits) b
 on timing.
 """
 import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -25,19 +26,29 @@ from numba import prange
 
 from .compile import kernel
 
-_controller = None
+_lock = threading.Lock()
+_blas = {"controller": None, "limiter": None, "depth": 0}
 
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """Within the block, every BLAS library loaded in the process runs on one thread."""
-    global _controller
-    if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  the BLAS that np.dot in Numba calls
-        import threadpoolctl
-        _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    with _controller.limit(limits=1):
+    """Within the block, every BLAS library loaded in the process runs on one thread; the
+    caller's thread counts come back when the last of the ops running at once is done."""
+    with _lock:
+        if _blas["controller"] is None:
+            import scipy.linalg.cython_blas  # noqa: F401  the BLAS np.dot calls in Numba
+            import threadpoolctl
+            _blas["controller"] = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        if _blas["depth"] == 0:
+            _blas["limiter"] = _blas["controller"].limit(limits=1)
+        _blas["depth"] += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _blas["depth"] -= 1
+            if _blas["depth"] == 0:
+                _blas["limiter"].restore_original_limits()
 
 
 def blocks():
