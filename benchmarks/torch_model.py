@@ -9,12 +9,13 @@ step is forward, cross-entropy on random labels and backward, for a batch of 8 i
 224x224 in float32. The two models alternate round by round in one process (so a busy
 machine slows both alike) and the medians are printed with their ratio.
 
-    python benchmarks/torch_model.py [--rounds 3] [--batch 8] [--size 224]
+    python benchmarks/torch_model.py [--rounds 3] [--batch 8] [--size 224] [--threads N]
 """
 import argparse
 import statistics
 import time
 
+import numba
 import torch
 import torchvision
 from torch import nn
@@ -58,7 +59,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and Numba threads each (default: their own defaults)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
 
     models = {"torchvision": deformable_resnet18(torchvision.ops.DeformConv2d),
               "dcn_ref.torch": deformable_resnet18(dcn_ref.torch.DeformConv2d)}
@@ -83,7 +89,8 @@ def main(argv=None):
             times[name].append(time.perf_counter() - start)
     grads = {name: model.layer4[1].conv2.deform.weight.grad for name, model in models.items()}
     print(f"deformable ResNet-18 (layer3, layer4), batch {args.batch} at {args.size}x{args.size}, "
-          f"float32, CPU threads: torch {torch.get_num_threads()}; median of {args.rounds} "
+          f"float32, threads: torch {torch.get_num_threads()}, Numba {numba.get_num_threads()}; "
+          f"median of {args.rounds} "
           f"training steps (forward + backward), alternating")
     for name in models:
         print(f"  {name:<14} {statistics.median(times[name]) * 1e3:9.0f} ms   "

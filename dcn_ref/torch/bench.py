@@ -92,8 +92,11 @@ def _fixed_cost_ms(rounds=200):
 
 def report(figures, out=print):
     """Print the lines of ``measure``'s figures."""
+    import numba
+    import torch
     out("")
-    out("PyTorch bridge, float32 forward+backward (autograd), torchvision first, alternating:")
+    out(f"PyTorch bridge, float32 forward+backward (autograd), torchvision first, alternating; "
+        f"threads: torch {torch.get_num_threads()}, Numba {numba.get_num_threads()}")
     out(f"{'shape':<8}{'torchvision ms':>16}{'dcn_ref.torch ms':>18}{'speed-up':>10}")
     for name, (theirs, ours) in figures["shapes"].items():
         out(f"{'(' + name + ')':<8}{theirs:>16.1f}{ours:>18.1f}{theirs / ours:>9.2f}x")
