@@ -107,7 +107,9 @@ def main():
     # 1. the pools, by the step that started them
     groups = {"main": {str(os.getpid())},
               "started by import numpy": _THREADS_AFTER_NUMPY - _THREADS_AT_START,
-              "started by import torch": _THREADS_AFTER_TORCH - _THREADS_AFTER_NUMPY}
+              "started by import torch": _THREADS_AFTER_TORCH - _THREADS_AFTER_NUMPY,
+              "started by other imports": (set(os.listdir("/proc/self/task"))
+                                           - _THREADS_AFTER_TORCH)}
     groups["started by our first op"] = new_threads(mine["deform_conv2d", "f+b"])
     if theirs:
         groups["started by torch's ops"] = new_threads(

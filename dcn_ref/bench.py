@@ -191,9 +191,8 @@ def threads_line():
 def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
     """Print the benchmark tables; return the figures as a dict.
 
-    All of our timings (ops, then models) come before any of torch's: once torch has run,
-    its thread pools linger beside Numba's and BLAS's and would slow our kernels on a
-    machine with few cores, which would compare torch with a handicapped dcn_ref."""
+    All of our timings (ops, then models) come before any of torch's; ``bench_realistic``
+    interleaves them, as a script that uses both libraries does."""
     inputs = {name: make_inputs(SHAPES[name]) for name in shapes}
     mine = {name: ours(SHAPES[name], inputs[name], repeat) for name in shapes}
     model_figures = measure_models(repeat) if models else None
