@@ -155,8 +155,8 @@ def build_parser():
     be.add_argument("--repeat", type=int, default=7, help="timed calls a figure (median)")
     be.add_argument("--shapes", default="abcd", help="which of the shapes a, b, c, d")
     be.add_argument("--threads", type=int, default=None,
-                    help="Numba threads (default: NUMBA_NUM_THREADS, all cores); the GEMMs use "
-                         "as many BLAS threads")
+                    help="Numba threads (default: NUMBA_NUM_THREADS, all cores), which run the "
+                         "sampling kernels and the GEMMs alike")
     be.add_argument("--realistic", action="store_true",
                     help="as a user's script runs: torch and torchvision imported, their calls "
                          "and ours interleaved round by round; our figures alone and interleaved")
