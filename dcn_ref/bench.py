@@ -195,6 +195,8 @@ def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
     interleaves them, as a script that uses both libraries does."""
     inputs = {name: make_inputs(SHAPES[name]) for name in shapes}
     mine = {name: ours(SHAPES[name], inputs[name], repeat) for name in shapes}
+    from . import bench_dcnv3                   # DCNv3 beside grid_sample (bench_dcnv3.py)
+    dcnv3_mine = bench_dcnv3.measure_ours(repeat)
     model_figures = measure_models(repeat) if models else None
     other = {name: theirs(SHAPES[name], inputs[name], repeat) for name in shapes}
     figures = {"shapes": {name: {"ours": mine[name], "torch": other[name]} for name in shapes}}
@@ -217,6 +219,7 @@ def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
                 f"{other[name]['max_abs_diff']:.1e})")
     out("")
     out("shapes: " + "; ".join(f"({k}) {SHAPES[k].describe()}" for k in shapes))
+    figures["dcnv3"] = bench_dcnv3.report(dcnv3_mine, repeat, out)     # then grid_sample's
     if memory:
         ours_mib = peak_memory_mib("ours")
         theirs_mib = peak_memory_mib("torchvision")

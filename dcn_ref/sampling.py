@@ -33,6 +33,11 @@ How the ops map onto it (``dcn_ref.ops`` does the reshapes, all of them views):
                      collapsed onto the origin (stride = dilation = 0), so its offset is
                      the coordinate itself.
 
+DCNv3 and DCNv4 do not go through the engine: their points follow a grid of their own
+(column-major, scaled by ``offset_scale``, channels last; see ``dcn_ref.ops.dcnv3``).
+``point_location`` and ``point_cell`` place such a point, using the same ``locate`` and
+``corner`` as every other op; ``dcn_ref/geometry.py`` (PointGeometry) holds its layout.
+
 Bilinear interpolation
 ----------------------
 A point (y, x) lies in the cell with top-left corner ``(y0, x0) = (floor(y), floor(x))``
@@ -216,23 +221,35 @@ def point_entries(g, p, geometry):
 
 
 @register_jitable
-def point_location(dx, dy, ho, wo, p, geometry):
-    """(y, x) where point p of output pixel (ho, wo) samples, given its offset (dx, dy).
-
-    Point p is the kernel position (i, j) (column i, row j) counted column-major; with
-    half = dilation*(k - 1)//2 the grid is centred on the output pixel's kernel centre,
-    and ``offset_scale`` scales the grid around that centre as well as the offset:
-
-        y = ho*stride_h - pad_h + half_h + (j*dilation_h - half_h + dy) * offset_scale
-        x = wo*stride_w - pad_w + half_w + (i*dilation_w - half_w + dx) * offset_scale
-    """
+def point_position(p, geometry):
+    """The kernel position (i, j) = (column, row) of point p: column-major, the centre
+    skipped when ``remove_center`` (kernels that visit every point walk i and j instead)."""
     kh = geometry.kernel_h
     full = p                                   # index among all kh*kw positions
     if geometry.remove_center and p >= (geometry.kernel_w // 2) * kh + kh // 2:
         full = p + 1
-    i = full // kh                             # kernel column
-    j = full - i * kh                          # kernel row
-    half_h = (geometry.dilation_h * (kh - 1)) // 2
+    i = full // kh
+    return i, full - i * kh
+
+
+@register_jitable
+def is_removed(i, j, geometry):
+    """True for the kernel centre (i, j) = (kw//2, kh//2) when ``remove_center``."""
+    return geometry.remove_center and i == geometry.kernel_w // 2 and j == geometry.kernel_h // 2
+
+
+@register_jitable
+def point_location(dx, dy, ho, wo, i, j, geometry):
+    """(y, x) where kernel position (i, j) (column i, row j) of output pixel (ho, wo)
+    samples, given its offset (dx, dy).
+
+    With half = dilation*(k - 1)//2 the grid is centred on the output pixel's kernel
+    centre, and ``offset_scale`` scales the grid around that centre as well as the offset:
+
+        y = ho*stride_h - pad_h + half_h + (j*dilation_h - half_h + dy) * offset_scale
+        x = wo*stride_w - pad_w + half_w + (i*dilation_w - half_w + dx) * offset_scale
+    """
+    half_h = (geometry.dilation_h * (geometry.kernel_h - 1)) // 2
     half_w = (geometry.dilation_w * (geometry.kernel_w - 1)) // 2
     scale = geometry.offset_scale
     y = ho * geometry.stride_h - geometry.pad_h + half_h + (j * geometry.dilation_h - half_h + dy) * scale
@@ -241,15 +258,16 @@ def point_location(dx, dy, ho, wo, p, geometry):
 
 
 @register_jitable
-def point_cell(offset, mask, n, ho, wo, g, p, height, width, geometry):
-    """Locate point p of group g of output pixel (ho, wo) in an image of height x width.
+def point_cell(offset, mask, n, ho, wo, g, p, i, j, height, width, geometry):
+    """Locate point p (kernel position (i, j)) of group g of output pixel (ho, wo) in an
+    image of height x width.
 
     Returns ``(inside, y0, x0, ly, lx, m)`` as ``locate`` (zero padding) plus the point's
     weight m. A NaN weight counts as outside: the point contributes 0 and gets zero gradient.
     """
     o, w = point_entries(g, p, geometry)
     m = mask[n, ho, wo, w]
-    y, x = point_location(offset[n, ho, wo, o], offset[n, ho, wo, o + 1], ho, wo, p, geometry)
+    y, x = point_location(offset[n, ho, wo, o], offset[n, ho, wo, o + 1], ho, wo, i, j, geometry)
     inside, y0, x0, ly, lx, _, _ = locate(y, x, height, width, ZEROS)
     return inside and m == m, y0, x0, ly, lx, m
 

@@ -46,7 +46,7 @@ def test_gradcheck_fails_with_status_1_when_the_tolerance_cannot_be_met():
 
 def test_gradcheck_refuses_a_tolerance_that_is_not_a_positive_number():
     for tol in ["nan", "inf", "-1e-6", "0"]:
-        result = run("gradcheck", "--tol", tol)
+        result = run("gradcheck", f"--tol={tol}")
         assert result.returncode == 2, tol
         assert result.stdout == ""
         assert result.stderr.strip().splitlines() == [

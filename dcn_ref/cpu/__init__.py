@@ -11,7 +11,7 @@ in ``dcn_ref.ops`` are written once:
                     col2im in the textbook layout for dcn_ref.ops.im2col
     RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
                     deform_psroi_pool_backward (roi.py)
-    DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3.py: channels last, PointGeometry)
+    DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3_kernels.py: channels last, PointGeometry)
 
 Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, so
 ``deterministic`` is accepted and ignored.
@@ -19,7 +19,7 @@ Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, 
 import numpy as np
 
 from . import columns as _columns
-from . import dcnv3 as _dcnv3
+from . import dcnv3_kernels as _dcnv3
 from . import planar as _planar
 from .conv import _channels_last
 from .conv import conv2d, deform_conv2d  # noqa: F401  (part of the target's interface)
@@ -105,7 +105,7 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, 
                                    out_hw)
 
 
-# -- DCNv3 / DCNv4 (layouts in dcn_ref/cpu/dcnv3.py and dcn_ref/geometry.py) ----------------
+# -- DCNv3 / DCNv4 (layouts in cpu/dcnv3_kernels.py and geometry.py) ---------------------
 
 def _point_work(input, geometry):
     return input.shape[0] * geometry.out_h * geometry.out_w * geometry.points * input.shape[3]

@@ -8,7 +8,7 @@
                     (conv.py: planar columns, im2col.py, and the tiled GEMM of gemm.py)
     RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
                     deform_psroi_pool_backward (roi.py)
-    DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3.py: channels last, PointGeometry)
+    DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3_kernels.py: channels last, PointGeometry)
 
 Arrays are C-contiguous Numba device arrays. The *col2im steps take ``deterministic``:
 False scatters with atomics (fast, last bits vary from run to run), True gathers (bitwise
@@ -16,7 +16,7 @@ reproducible). Everything else is written by one thread per element in a fixed o
 """
 from .conv import (col2im, conv2d, conv2d_backward, deform_conv2d,  # noqa: F401
                    deform_conv2d_backward, im2col)
-from .dcnv3 import dcnv3, dcnv3_backward  # noqa: F401
+from .dcnv3_kernels import dcnv3, dcnv3_backward  # noqa: F401
 from .engine import deform_col2im, deform_coord_grad, deform_im2col, sample_backward  # noqa: F401
 from .memory import check_available, empty, to_host, to_target, zeros  # noqa: F401
 from .roi import (deform_psroi_pool, deform_psroi_pool_backward, deform_roi_pool,  # noqa: F401

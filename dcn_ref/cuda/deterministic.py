@@ -26,7 +26,7 @@ from .launch import unravel
 def counting_sort(q, cell_of, cell_start, cell_count, order):
     """Sort the samples of plane q by cell, stably, given each one's cell in ``cell_of[q]``
     (-1 for a sample that touches no pixel): the shared second half of every op's bucket
-    step (this engine's, and DCNv3's in dcnv3.py).
+    step (this engine's, and DCNv3's in dcnv3_kernels.py).
 
     cell_start, cell_count (Q, n_cells) int32   where each cell's samples start in
                                                 ``order`` and how many there are

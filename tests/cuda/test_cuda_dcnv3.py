@@ -1,8 +1,10 @@
 """dcnv3 and dcnv4 on the CUDA target against the CPU target (float64, 1e-10), both
 input-gradient modes (atomic scatter, deterministic gather), NaN and huge offsets and NaN
 weights (the simulator raises on any out-of-bounds index), empty batches and device
-arrays. Tiny shapes: the simulator runs each thread in Python."""
+arrays. Tiny shapes: the simulator runs each thread in Python; the last two tests need a
+real GPU."""
 import numpy as np
+import pytest
 from numba import cuda
 
 from dcn_ref import ops
@@ -89,3 +91,28 @@ def test_device_arrays_and_an_empty_batch():
     assert out.shape == (0, 4, 4, 2)
     grads = ops.dcnv3_backward(out, **empty, **params, target="cuda", deterministic=True)
     assert grads.offset.shape == empty["offset"].shape
+
+
+@pytest.mark.gpu
+def test_realistic_dcnv3_and_dcnv4_equal_cpu_on_hardware():
+    # an InternImage-like stage, too large for the simulator: 16 channels a group, 3x3
+    rng = np.random.default_rng(6)
+    inputs, params = dcnv3_case(rng, N=2, H=21, W=19, group=4, group_channels=16, kernel=(3, 3),
+                                offset_scale=1.0)
+    assert_cuda_equals_cpu(ops.dcnv3, ops.dcnv3_backward, rng, **inputs, **params)
+    offset_mask = pack(inputs["offset"], inputs["mask"], 4, extra=4)
+    assert_cuda_equals_cpu(ops.dcnv4, ops.dcnv4_backward, rng, input=inputs["input"],
+                           offset_mask=offset_mask, **params)
+
+
+@pytest.mark.gpu
+def test_deterministic_float32_is_bitwise_reproducible_on_hardware():
+    rng = np.random.default_rng(7)
+    inputs, params = dcnv3_case(rng, N=4, H=14, W=14, group=4, group_channels=16, kernel=(3, 3),
+                                dtype=np.float32)
+    g = rng.standard_normal((4, 14, 14, 64)).astype(np.float32)
+    runs = [ops.dcnv3_backward(g, **inputs, **params, target="cuda", deterministic=True)
+            for _ in range(3)]
+    for name in runs[0]._fields:
+        for other in runs[1:]:
+            np.testing.assert_array_equal(getattr(runs[0], name), getattr(other, name))

@@ -1,7 +1,7 @@
 """DCNv3 and DCNv4 on the GPU: one thread per output element, the maths of sampling.py.
 
-Layouts as on the CPU (dcn_ref/cpu/dcnv3.py): input and out (N, H, W, C) channels last,
-offsets and weights read through a ``PointGeometry``. Threads are numbered in the order
+Layouts as on the CPU (dcn_ref/cpu/dcnv3_kernels.py): input and out (N, H, W, C)
+channels last, offsets and weights read through a ``PointGeometry``. Threads are numbered in the order
 of the array they write (channels fastest), so neighbouring threads touch neighbouring
 addresses. The input gradient is a scatter: with atomics by default, or, with
 ``deterministic``, a gather in a fixed order (the counting sort of deterministic.py,
@@ -10,7 +10,7 @@ one plane per image and group, sample s = (ho*W_out + wo)*P + p).
 import numpy as np
 from numba import cuda
 
-from ..sampling import corner, point_cell, point_entries, point_value_and_grad
+from ..sampling import corner, point_cell, point_entries, point_position, point_value_and_grad
 from .deterministic import counting_sort
 from .launch import launch, unravel
 
@@ -26,7 +26,8 @@ def dcnv3_forward(input, offset, mask, geometry, out):
     g = c // geometry.group_channels
     total = 0.0
     for p in range(geometry.points):
-        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+        i, j = point_position(p, geometry)
+        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
         if inside:
             v, _, _ = point_value_and_grad(input, n, c, y0, x0, ly, lx)
             total += m * v
@@ -46,7 +47,8 @@ def dcnv3_point_grads(grad_out, input, offset, mask, geometry, grad_offset, grad
     g = gp // P
     p = gp - g * P
     o, k = point_entries(g, p, geometry)
-    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+    i, j = point_position(p, geometry)
+    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
     d_v = 0.0
     d_ly = 0.0
     d_lx = 0.0
@@ -79,7 +81,8 @@ def dcnv3_input_grad_atomic(grad_out, offset, mask, geometry, grad_input):
     g = c // geometry.group_channels
     go = grad_out[n, ho, wo, c]
     for p in range(geometry.points):
-        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, H, W, geometry)
+        i, j = point_position(p, geometry)
+        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
         if not inside:
             continue
         for t in range(4):
@@ -100,9 +103,10 @@ def dcnv3_point_cells(offset, mask, geometry, height, width, cell_of):
     q = idx // n_samples
     s = idx - q * n_samples
     pixel = s // P
+    i, j = point_position(s % P, geometry)
     inside, y0, x0, _, _, _ = point_cell(offset, mask, q // G, pixel // geometry.out_w,
-                                         pixel % geometry.out_w, q % G, s % P, height, width,
-                                         geometry)
+                                         pixel % geometry.out_w, q % G, s % P, i, j, height,
+                                         width, geometry)
     cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
 
 
@@ -141,8 +145,9 @@ def dcnv3_input_grad_gather(grad_out, offset, mask, geometry, cell_start, cell_c
             pixel = sample // P
             ho = pixel // geometry.out_w
             wo = pixel - ho * geometry.out_w
-            _, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, sample % P, H, W,
-                                              geometry)
+            i, j = point_position(sample % P, geometry)
+            _, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, sample % P, i, j, H,
+                                              W, geometry)
             _, _, w, _, _ = corner(t, y0, x0, ly, lx)
             total += m * w * grad_out[n, ho, wo, c]
     grad_input[n, r, s, c] += total
