@@ -228,6 +228,10 @@ def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
         if theirs_mib is not None:
             text += f", torchvision {theirs_mib:.0f} MiB"
         out(text)
+    bridge_shapes = tuple(name for name in shapes if name in ("a", "c", "d"))
+    if bridge_shapes and other[shapes[0]] is not None:   # torch and torchvision importable
+        from .torch.bench import run as run_bridge     # after torch's kernels have run
+        figures["torch_bridge"] = run_bridge(bridge_shapes, repeat, out)
     if models:
         figures["models"] = model_figures
         print_models(model_figures, out)

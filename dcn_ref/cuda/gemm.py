@@ -19,7 +19,7 @@ a tile that slower threads are still reading. Elements past the edge of a or b l
 import numba
 from numba import cuda
 
-from .launch import SIMULATED
+from .launch import SIMULATED, current_stream
 
 TILE = 4 if SIMULATED else 16   # the simulator runs each of the TILE*TILE threads in Python
 
@@ -72,7 +72,7 @@ def gemm(a, b, c, trans_a=False, trans_b=False, accumulate=False):
     if Z == 0 or M == 0 or N == 0:
         return
     blocks = ((N + TILE - 1) // TILE, (M + TILE - 1) // TILE, Z)
-    _GEMM[str(c.dtype)][blocks, (TILE, TILE)](a, b, c, trans_a, trans_b, accumulate)
+    _GEMM[str(c.dtype)][blocks, (TILE, TILE), current_stream()](a, b, c, trans_a, trans_b, accumulate)
 
 
 @cuda.jit

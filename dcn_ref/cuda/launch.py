@@ -2,12 +2,36 @@
 
 Numba's simulator (NUMBA_ENABLE_CUDASIM=1) runs every thread of a block as a Python
 thread, so it gets small blocks; real GPUs get 256 threads a block.
+
+Kernels go to the stream set by ``on_stream`` (the default stream otherwise), so that a
+caller with its own stream (PyTorch's current stream, say) keeps its ordering.
 """
+import contextlib
+import contextvars
+
 import numba
 from numba.extending import register_jitable
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 THREADS_PER_BLOCK = 32 if SIMULATED else 256
+
+_STREAM = contextvars.ContextVar("dcn_ref_cuda_stream", default=0)
+
+
+@contextlib.contextmanager
+def on_stream(stream):
+    """Launch every kernel of the ops called inside the ``with`` block on ``stream`` (a Numba
+    stream, e.g. ``numba.cuda.external_stream(pointer)``) instead of the default stream."""
+    token = _STREAM.set(stream)
+    try:
+        yield stream
+    finally:
+        _STREAM.reset(token)
+
+
+def current_stream():
+    """The stream kernels are launched on now: the one set by ``on_stream``, else 0 (default)."""
+    return _STREAM.get()
 
 
 def launch(kernel, n_threads, *args):
@@ -15,7 +39,7 @@ def launch(kernel, n_threads, *args):
     if n_threads <= 0:
         return
     blocks = (n_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    kernel[blocks, THREADS_PER_BLOCK](*args)
+    kernel[blocks, THREADS_PER_BLOCK, current_stream()](*args)
 
 
 @register_jitable

@@ -1,0 +1,23 @@
+"""dcn_ref from PyTorch: every op as a differentiable ``torch.library`` custom op, and
+drop-in modules.
+
+    from dcn_ref.torch import deform_conv2d, DeformConv2d     # torchvision's names
+
+Importing this package imports torch (``pip install 'dcn-ref[torch]'``); importing
+``dcn_ref`` alone never does. The ops are registered as ``torch.ops.dcn_ref.<name>``
+(and ``<name>_backward``) with fake implementations and autograd formulas, so they work
+under ``torch.autograd``, ``torch.compile``, ``torch.library.opcheck`` and
+``DistributedDataParallel``. CPU tensors run the CPU kernels (no copies for contiguous
+tensors), CUDA tensors the CUDA kernels on PyTorch's current stream.
+"""
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("dcn_ref.torch needs PyTorch: pip install 'dcn-ref[torch]'") from exc
+
+from .functional import (bilinear_sample, dcnv3, dcnv4, deform_conv2d, deform_psroi_pool,
+                         deform_roi_pool, offset_sample)
+from .modules import DCNv3, DCNv4, DeformConv2d
+
+__all__ = ["deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",
+           "deform_roi_pool", "deform_psroi_pool", "DeformConv2d", "DCNv3", "DCNv4"]

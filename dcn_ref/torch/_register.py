@@ -1,0 +1,110 @@
+"""One op of ``dcn_ref.ops`` as a differentiable PyTorch custom op.
+
+For an op ``f`` of ``dcn_ref.ops`` and the argument list of its schema, ``register`` defines
+two custom ops in the namespace ``dcn_ref``:
+
+    dcn_ref::f           (<arguments>) -> Tensor
+    dcn_ref::f_backward  (Tensor grad_output, <arguments>) -> Tensor[]
+
+The first converts its tensors (``_convert``), calls ``dcn_ref.ops.f`` and converts the
+result back; the second does the same with ``dcn_ref.ops.f_backward`` and returns one
+gradient per differentiable input (an empty tensor stands for an input that was None).
+The autograd formula of ``f`` calls ``f_backward``, so the hand-derived backward passes
+are what PyTorch differentiates with, in eager mode and in graphs traced by
+``torch.compile`` alike. Each op also gets a fake implementation (shapes only), which
+``torch.compile`` and ``torch.library.opcheck`` need. Nothing here computes anything:
+the maths lives in ``dcn_ref.ops``.
+
+The backward op has no autograd formula itself: gradients of gradients are not offered.
+"""
+import re
+
+import torch
+
+from .. import ops
+from ._convert import device_of, kernels_on, to_array, to_tensor
+
+NAMESPACE = "dcn_ref"
+_ARGUMENT = re.compile(r"^(?P<type>[\w\[\]?]+) (?P<name>\w+)$")
+
+
+def _parse(arguments):
+    """[(name, is_tensor)] of a schema's argument list "Tensor input, int[] stride, ..."."""
+    parsed = []
+    for item in arguments.split(","):
+        match = _ARGUMENT.match(item.strip())
+        parsed.append((match["name"], match["type"] in ("Tensor", "Tensor?")))
+    return parsed
+
+
+def _run(fn, args, is_tensor):
+    """``fn`` on the arrays viewing the tensor arguments, on their device (and stream)."""
+    device = device_of([a for a, t in zip(args, is_tensor) if t])
+    arrays = [to_array(a) if t else a for a, t in zip(args, is_tensor)]
+    with kernels_on(device):
+        return fn(*arrays), device
+
+
+def register(name, arguments, fake, grads):
+    """Define ``dcn_ref::<name>`` and ``dcn_ref::<name>_backward`` (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The op's name in ``dcn_ref.ops``; ``<name>_backward`` must exist there too.
+    arguments : str
+        The schema's argument list, in the order of ``dcn_ref.ops.<name>``'s positional
+        arguments, e.g. "Tensor image, Tensor coords, str padding_mode".
+    fake : callable
+        ``fake(*args)``: an empty tensor of the output's shape, dtype and device.
+    grads : tuple of str
+        The fields of the op's gradient NamedTuple (the differentiable inputs, in order).
+
+    Returns
+    -------
+    The forward op (``torch.ops.dcn_ref.<name>``).
+    """
+    parsed = _parse(arguments)
+    names = [n for n, _ in parsed]
+    is_tensor = [t for _, t in parsed]
+
+    def forward(*args):
+        out, device = _run(getattr(ops, name), args, is_tensor)
+        return to_tensor(out, device)
+
+    def backward(grad_output, *args):
+        result, device = _run(getattr(ops, f"{name}_backward"), (grad_output,) + args,
+                              [True] + is_tensor)
+        given = dict(zip(names, args))
+        return [args[0].new_empty(0) if given[g] is None else to_tensor(getattr(result, g), device)
+                for g in grads]
+
+    def fake_backward(grad_output, *args):
+        given = dict(zip(names, args))
+        return [args[0].new_empty(0) if given[g] is None else given[g].new_empty(given[g].shape)
+                for g in grads]
+
+    qualified = f"{NAMESPACE}::{name}"
+    forward_op = torch.library.custom_op(qualified, forward, mutates_args=(),
+                                         schema=f"({arguments}) -> Tensor")
+    backward_op = torch.library.custom_op(f"{qualified}_backward", backward, mutates_args=(),
+                                          schema=f"(Tensor grad_output, {arguments}) -> Tensor[]")
+    forward_op.register_fake(fake)
+    backward_op.register_fake(fake_backward)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*(a for a, t in zip(inputs, is_tensor) if t))
+        ctx.others = [None if t else a for a, t in zip(inputs, is_tensor)]
+
+    def autograd_backward(ctx, grad_output):
+        saved = iter(ctx.saved_tensors)
+        args = [next(saved) if t else a for a, t in zip(ctx.others, is_tensor)]
+        wanted = [n in grads and a is not None and ctx.needs_input_grad[i]
+                  for i, (n, a) in enumerate(zip(names, args))]
+        if not any(wanted):
+            return (None,) * len(args)
+        result = dict(zip(grads, backward_op(grad_output, *args)))
+        return tuple(result[n] if w else None for n, w in zip(names, wanted))
+
+    forward_op.register_autograd(autograd_backward, setup_context=setup_context)
+    return forward_op
