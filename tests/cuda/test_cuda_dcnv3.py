@@ -1,8 +1,8 @@
 """dcnv3 and dcnv4 on the CUDA target against the CPU target (float64, 1e-10), both
 input-gradient modes (atomic scatter, deterministic gather), NaN and huge offsets and NaN
 weights (the simulator raises on any out-of-bounds index), empty batches, images with
-no pixel and device arrays. Tiny shapes: the simulator runs each thread in Python; the last two tests need a
-real GPU."""
+no pixel and device arrays. Tiny shapes: the simulator runs each thread in Python; the
+last two tests need a real GPU."""
 import numpy as np
 import pytest
 from numba import cuda
@@ -97,10 +97,10 @@ def test_an_image_with_no_pixel_reads_zero_with_zero_gradient():
     rng = np.random.default_rng(6)
     for H, W in [(0, 2), (2, 0)]:
         inputs, params = dcnv3_case(rng, N=1, H=H, W=W, group=1, group_channels=2, kernel=(3, 3),
-                                    padding=(1, 1), reach=1.0)
+                                    padding=(2, 2), reach=1.0)
         inputs["mask"][0, 0, 0, :2] = [np.inf, np.nan]
         out = ops.dcnv3(**inputs, **params, target="cuda")
-        assert out.shape == (1, H, W, 2) and not out.any()
+        assert out.shape == (1, H + 2, W + 2, 2) and not out.any()
         g = rng.standard_normal(out.shape)
         for deterministic in (False, True):
             grads = ops.dcnv3_backward(g, **inputs, **params, target="cuda",
