@@ -55,8 +55,8 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
                         dx = float(offset[n, ho, wo, (g * P + p) * 2])
                         dy = float(offset[n, ho, wo, (g * P + p) * 2 + 1])
                         m = float(mask[n, ho, wo, g * P + p])
-                        if math.isnan(m):           # a NaN weight: the point adds nothing
-                            continue
+                        if math.isnan(m) or H == 0 or W == 0:   # a NaN weight, or no pixel:
+                            continue                            # the point adds nothing
                         y, x = _location(ho, wo, i, j, dx, dy, grid, offset_scale)
                         for c in range(g * Cg, (g + 1) * Cg):
                             out[n, ho, wo, c] += m * bilinear(input[n, :, :, c], y, x)
@@ -80,7 +80,7 @@ def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, pa
                         k = g * P + p
                         dx, dy = float(offset[n, ho, wo, 2 * k]), float(offset[n, ho, wo, 2 * k + 1])
                         m = float(mask[n, ho, wo, k])
-                        if math.isnan(m):
+                        if math.isnan(m) or H == 0 or W == 0:   # as in dcnv3: adds nothing
                             continue
                         y, x = _location(ho, wo, i, j, dx, dy, grid, offset_scale)
                         for c in range(g * Cg, (g + 1) * Cg):

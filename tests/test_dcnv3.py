@@ -1,6 +1,6 @@
 """dcnv3 and dcnv4 against the loop reference (float64 1e-10, float32 1e-4), every gradient
 against centred finite differences, and hostile inputs (NaN, inf, huge offsets, NaN
-weights, empty batches, non-contiguous arrays, inputs left untouched)."""
+weights, empty batches, images with no pixel, non-contiguous arrays, inputs left untouched)."""
 import numpy as np
 import pytest
 
@@ -139,6 +139,30 @@ def test_empty_batch():
     packed = pack(inputs["offset"], inputs["mask"], 2, extra=2)
     assert ops.dcnv4(inputs["input"], packed, **params).shape == out.shape
     assert ops.dcnv4_backward(out, inputs["input"], packed, **params).offset_mask.shape == packed.shape
+
+
+@pytest.mark.parametrize("H, W", [(0, 4), (3, 0), (0, 0)])
+def test_an_image_with_no_pixel_reads_zero_with_zero_gradient(H, W):
+    # padding 2 keeps the output non-empty; every point of it (even one within a pixel of
+    # the empty image, even with an infinite weight) reads 0 and gets zero gradient
+    rng = np.random.default_rng(H + 2 * W)
+    inputs, params = dcnv3_case(rng, N=2, H=H, W=W, kernel=(3, 3), padding=(2, 2), reach=1.0)
+    inputs["mask"][0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+    out = ops.dcnv3(**inputs, **params)
+    assert out.shape == (2, H + 2, W + 2, 6)
+    assert_close(out, ref.dcnv3(**inputs, **params), 0.0, "forward")
+    assert not out.any()
+    g = rng.standard_normal(out.shape)
+    grads = ops.dcnv3_backward(g, **inputs, **params)
+    compare_grads(grads, ref.dcnv3_backward(g, **inputs, **params), 0.0, "backward")
+    assert [getattr(grads, n).shape for n in grads._fields] == [v.shape for v in inputs.values()]
+    assert not any(getattr(grads, n).any() for n in grads._fields)
+    packed = pack(inputs["offset"], inputs["mask"], 2, extra=2, fill=np.inf)
+    assert_close(ops.dcnv4(inputs["input"], packed, **params),
+                 ref.dcnv4(inputs["input"], packed, **params), 0.0, "dcnv4")
+    grads4 = ops.dcnv4_backward(g, inputs["input"], packed, **params)
+    compare_grads(grads4, ref.dcnv4_backward(g, inputs["input"], packed, **params), 0.0, "dcnv4")
+    assert grads4.offset_mask.shape == packed.shape and not grads4.offset_mask.any()
 
 
 def test_non_contiguous_inputs_are_accepted_and_no_input_is_modified():

@@ -25,8 +25,6 @@ def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scal
     strides still 0 (each op fills in its own layout)."""
     input = _args.float_array(input, "input", 4, "(N, H, W, C)")
     N, H, W, C = input.shape
-    if H < 1 or W < 1:
-        raise ValueError(f"input: expected a positive height and width, got shape {tuple(input.shape)}")
     kh, kw = _args.pair(kernel_size, "kernel_size", 1)
     stride = _args.pair(stride, "stride", 1)
     padding = _args.pair(padding, "padding", 0)
@@ -56,6 +54,12 @@ def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scal
         points=kh * kw - int(bool(remove_center)), offset_scale=float(offset_scale),
         remove_center=bool(remove_center), offset_stride=0, mask_start=0, mask_stride=0)
     return input, geometry
+
+
+def has_pixels(input):
+    """False for an image of zero height or width: it has no pixel, so every point reads 0
+    with zero gradient and the ops skip the kernels."""
+    return input.shape[1] > 0 and input.shape[2] > 0
 
 
 def check_grad_output(grad_output, input, geometry):
@@ -127,7 +131,8 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
 
     and ``out[n, ho, wo, g*Cg + c] = sum_p mask[.., g*P + p] * bilinear(input[n, :, :, g*Cg + c], y, x)``
     over the zero-extended image (pixel centres at integers): a point with y <= -1,
-    y >= H, x <= -1 or x >= W adds 0. No weight, no bias.
+    y >= H, x <= -1 or x >= W adds 0. No weight, no bias. An image of zero height or
+    width has no pixel: the output is 0 (its padded size), and every gradient 0.
 
     Hostile values: a NaN offset or weight makes its point add 0 (and get zero gradient);
     infinite and huge offsets act as far outside the image.
@@ -135,8 +140,11 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     call = Call(target, (input, offset, mask))
     input, offset, mask, geometry, _ = _check(input, offset, mask, kernel_size, stride, padding,
                                               dilation, group, offset_scale, remove_center)
-    put = call.put
-    return call.get(call.backend.dcnv3(put(input), put(offset), put(mask), geometry))
+    be, put = call.backend, call.put
+    if not has_pixels(input):
+        return call.get(be.zeros((input.shape[0], geometry.out_h, geometry.out_w,
+                                  input.shape[3]), input.dtype))
+    return call.get(be.dcnv3(put(input), put(offset), put(mask), geometry))
 
 
 def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, padding=0,
@@ -181,6 +189,7 @@ def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, pa
     grad_input = be.zeros(input.shape, input.dtype)
     grad_offset = be.zeros(offset.shape, input.dtype)
     grad_mask = be.zeros(mask.shape, input.dtype)
-    be.dcnv3_backward(put(grad_output), put(input), put(offset), put(mask), geometry, grad_input,
-                      grad_offset, grad_mask, deterministic)
+    if has_pixels(input):
+        be.dcnv3_backward(put(grad_output), put(input), put(offset), put(mask), geometry,
+                          grad_input, grad_offset, grad_mask, deterministic)
     return DCNv3Grads(call.get(grad_input), call.get(grad_offset), call.get(grad_mask))

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from ..targets import Call
 from . import _args
-from .dcnv3 import check_grad_output, check_grid
+from .dcnv3 import check_grad_output, check_grid, has_pixels
 
 
 class DCNv4Grads(NamedTuple):
@@ -62,8 +62,12 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     call = Call(target, (input, offset_mask))
     input, offset_mask, geometry, _ = _check(input, offset_mask, kernel_size, stride, padding,
                                              dilation, group, offset_scale, remove_center)
+    be = call.backend
+    if not has_pixels(input):
+        return call.get(be.zeros((input.shape[0], geometry.out_h, geometry.out_w,
+                                  input.shape[3]), input.dtype))
     packed = call.put(offset_mask)
-    return call.get(call.backend.dcnv3(call.put(input), packed, packed, geometry))
+    return call.get(be.dcnv3(call.put(input), packed, packed, geometry))
 
 
 def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, padding=0,
@@ -96,6 +100,7 @@ def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, pad
     packed = put(offset_mask)
     grad_input = be.zeros(input.shape, input.dtype)
     grad_packed = be.zeros(offset_mask.shape, input.dtype)   # padding entries stay 0
-    be.dcnv3_backward(put(grad_output), put(input), packed, packed, geometry, grad_input,
-                      grad_packed, grad_packed, deterministic)
+    if has_pixels(input):
+        be.dcnv3_backward(put(grad_output), put(input), packed, packed, geometry, grad_input,
+                          grad_packed, grad_packed, deterministic)
     return DCNv4Grads(call.get(grad_input), call.get(grad_packed))

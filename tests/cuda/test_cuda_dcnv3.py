@@ -1,8 +1,8 @@
 """dcnv3 and dcnv4 on the CUDA target against the CPU target (float64, 1e-10), both
 input-gradient modes (atomic scatter, deterministic gather), NaN and huge offsets and NaN
-weights (the simulator raises on any out-of-bounds index), empty batches and device
-arrays. Tiny shapes: the simulator runs each thread in Python; the last two tests need a
-real GPU."""
+weights (the simulator raises on any out-of-bounds index), empty batches, images with
+no pixel and device arrays. Tiny shapes: the simulator runs each thread in Python; the
+last two tests need a real GPU."""
 import numpy as np
 import pytest
 from numba import cuda
@@ -91,6 +91,26 @@ def test_device_arrays_and_an_empty_batch():
     assert out.shape == (0, 4, 4, 2)
     grads = ops.dcnv3_backward(out, **empty, **params, target="cuda", deterministic=True)
     assert grads.offset.shape == empty["offset"].shape
+
+
+def test_an_image_with_no_pixel_reads_zero_with_zero_gradient():
+    rng = np.random.default_rng(6)
+    for H, W in [(0, 2), (2, 0)]:
+        inputs, params = dcnv3_case(rng, N=1, H=H, W=W, group=1, group_channels=2, kernel=(3, 3),
+                                    padding=(2, 2), reach=1.0)
+        inputs["mask"][0, 0, 0, :2] = [np.inf, np.nan]
+        out = ops.dcnv3(**inputs, **params, target="cuda")
+        assert out.shape == (1, H + 2, W + 2, 2) and not out.any()
+        g = rng.standard_normal(out.shape)
+        for deterministic in (False, True):
+            grads = ops.dcnv3_backward(g, **inputs, **params, target="cuda",
+                                       deterministic=deterministic)
+            assert [a.shape for a in grads] == [v.shape for v in inputs.values()]
+            assert not any(a.any() for a in grads)
+        packed = pack(inputs["offset"], inputs["mask"], 1, extra=1)
+        assert not ops.dcnv4(inputs["input"], packed, **params, target="cuda").any()
+        grads = ops.dcnv4_backward(g, inputs["input"], packed, **params, target="cuda")
+        assert grads.offset_mask.shape == packed.shape and not grads.offset_mask.any()
 
 
 @pytest.mark.gpu

@@ -310,8 +310,8 @@ def _dcnv3_geometry(draw):
     stride = (_small(draw, 1, 2), _small(draw, 1, 2))
     padding = (_small(draw, 0, 2), _small(draw, 0, 2))
     dilation = (_small(draw, 1, 2), _small(draw, 1, 2))
-    H = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + _small(draw, 0, 2)
-    W = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + _small(draw, 0, 2)
+    H = max(0, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + _small(draw, 0, 2)
+    W = max(0, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + _small(draw, 0, 2)
     group, Cg = _small(draw, 1, 2), _small(draw, 0, 2)
     out_h, out_w = _out(H, kh, stride[0], padding[0], dilation[0]), _out(W, kw, stride[1], padding[1], dilation[1])
     return ((kh, kw), stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w,
