@@ -188,7 +188,7 @@ def _deform_taps(input, offset, weight, stride, padding, dilation, mask):
     """Yield (n, oy, ox, g, G, i, j, tap, y, x, m): every tap of every output pixel, in
     offset group g of G, sampling at (y, x) with modulation m."""
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    N, C_in = input.shape[:2]
+    N, C_in, H, W = input.shape
     kh, kw = weight.shape[2:]
     G = offset.shape[1] // (2 * kh * kw)
     out_h, out_w = offset.shape[2:]
@@ -202,6 +202,10 @@ def _deform_taps(input, offset, weight, stride, padding, dilation, mask):
                             y = oy * sh - ph + i * dh + offset[n, 2 * tap, oy, ox]
                             x = ox * sw - pw + j * dw + offset[n, 2 * tap + 1, oy, ox]
                             m = 1.0 if mask is None else float(mask[n, tap, oy, ox])
+                            # a NaN mask, or a sample that touches no pixel, leaves the tap
+                            # out: it adds 0, whatever its mask, and gets no gradient
+                            if math.isnan(m) or _cell(H, W, float(y), float(x), "zeros") is None:
+                                continue
                             yield n, oy, ox, g, G, i, j, tap, float(y), float(x), m
 
 

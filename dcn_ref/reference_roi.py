@@ -30,6 +30,8 @@ def roi_align_point(plane, y, x):
     H, W = plane.shape
     if not (-1.0 <= y <= H and -1.0 <= x <= W):       # outside (NaN too): nothing
         return 0.0, 0.0, 0.0, []
+    if H == 0 or W == 0:                               # an image with no pixel reads 0
+        return 0.0, 0.0, 0.0, []
     yc, xc = max(y, 0.0), max(x, 0.0)
     y_low, x_low = int(yc), int(xc)
     if y_low >= H - 1:
@@ -74,9 +76,13 @@ def _roi_align_samples(rois, offset, mask, output_size, spatial_scale, sampling_
             for j in range(pw):
                 start_w, start_h = roi_start_w, roi_start_h
                 if offset is not None:                    # channel 0 moves x, channel 1 y
-                    start_w += gamma * roi_w * float(offset[k, 0, i, j])
-                    start_h += gamma * roi_h * float(offset[k, 1, i, j])
+                    # a zero offset does not move the bin, even where gamma * roi_w is inf
+                    dx, dy = float(offset[k, 0, i, j]), float(offset[k, 1, i, j])
+                    start_w += gamma * roi_w * dx if dx != 0 else 0.0
+                    start_h += gamma * roi_h * dy if dy != 0 else 0.0
                 m = 1.0 if mask is None else float(mask[k, 0, i, j])
+                if math.isnan(m):                         # a NaN mask leaves the bin out: 0
+                    continue
                 for iy in range(grid_h):
                     y = start_h + i * bin_h + (iy + 0.5) * bin_h / grid_h
                     for ix in range(grid_w):
@@ -106,6 +112,8 @@ def deform_roi_pool_backward(grad_output, input, rois, offset=None, output_size=
         for c in range(input.shape[1]):
             g = float(grad_output[k, c, i, j])
             value, dv_dy, dv_dx, weights = roi_align_point(input[n, c], y, x)
+            if not weights:                 # read nothing: no gradient (however huge the scale)
+                continue
             for (r, s), w in weights:
                 grad_input[n, c, r, s] += g * m * w / count
             if offset is not None:          # x = ... + gamma * roi_w * offset[k, 0, i, j]
@@ -133,6 +141,8 @@ def psroi_point(plane, h, w):
     H, W = plane.shape
     if not (-0.5 <= w <= W - 0.5 and -0.5 <= h <= H - 0.5):
         return None
+    if H == 0 or W == 0:                               # counted, but no pixel to read
+        return 0.0, 0.0, 0.0, []
     wc, hc = min(max(w, 0.0), W - 1.0), min(max(h, 0.0), H - 1.0)
     x1, x2, y1, y2 = math.floor(wc), math.ceil(wc), math.floor(hc), math.ceil(hc)
     dist_x, dist_y = wc - x1, hc - y1

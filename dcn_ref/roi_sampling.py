@@ -33,6 +33,12 @@ v is roi_align's bilinear rule: a sample with y < -1, y > H, x < -1 or x > W rea
 otherwise the point is clamped into [0, H-1] x [0, W-1] and interpolated. That is
 ``locate(..., BORDER)`` after a range test, so its derivative is 0 where it clamped.
 
+Non-finite and huge values: a zero offset never moves a bin (not even by ``inf * 0``); a
+shift that overflows to +-inf, or a NaN offset, puts the bin far outside (its samples read
+0); a sample's gradient is taken as 0 when it read nothing, so an infinite scale (a huge
+RoI or gamma) never meets a zero sum. A NaN mask value makes its bin 0, with zero
+gradients for its offset, its mask and the input, as a bin far outside.
+
 deform_psroi_pool (MXNet's DeformablePSROIPooling, R-FCN)
 ---------------------------------------------------------
 The corners are rounded to whole pixels (C's round(), halves away from zero) and the box
@@ -67,6 +73,31 @@ def roi_align_cell(y, x, height, width):
 
 
 @register_jitable
+def roi_shift(gamma, size, offset):
+    """``gamma * size * offset``, the shift of a bin; exactly 0 for a zero offset even
+    where ``gamma * size`` overflows to inf."""
+    return gamma * size * offset if offset != 0.0 else 0.0
+
+
+@register_jitable
+def scaled_grad(scale, total):
+    """``scale * total`` for a chain-rule factor ``scale`` that may have overflowed to inf:
+    0 where nothing was read or the bin's weight is 0 (``total == 0``), rather than
+    ``inf * 0 = NaN``."""
+    return scale * total if total != 0.0 else 0.0
+
+
+@register_jitable
+def roi_mask(mask, use_mask, k, i, j):
+    """(live, m): bin (i, j) of RoI k's mask value (1.0 without a mask); live is False
+    when the value is NaN, and m is 0.0 then."""
+    m = mask[k, 0, i, j] if use_mask else 1.0
+    if not (m == m):
+        return False, 0.0
+    return True, m
+
+
+@register_jitable
 def roi_align_bin(rois, offset, use_offset, spatial_scale, sampling_ratio, gamma,
                   pooled_h, pooled_w, k, i, j):
     """Where bin (i, j) of RoI k lies and how it is sampled.
@@ -86,8 +117,8 @@ def roi_align_bin(rois, offset, use_offset, spatial_scale, sampling_ratio, gamma
     grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / pooled_h))
     grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / pooled_w))
     if use_offset:
-        x_start += gamma * roi_w * offset[k, 0, i, j]   # channel 0: x
-        y_start += gamma * roi_h * offset[k, 1, i, j]   # channel 1: y
+        x_start += roi_shift(gamma, roi_w, offset[k, 0, i, j])   # channel 0: x
+        y_start += roi_shift(gamma, roi_h, offset[k, 1, i, j])   # channel 1: y
     return n, y_start + i * bin_h, x_start + j * bin_w, bin_h, bin_w, grid_h, grid_w, roi_h, roi_w
 
 
@@ -101,8 +132,9 @@ def roi_align_sample(y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, iy, ix, height,
 
 @register_jitable
 def roi_align_weight(mask, use_mask, grid_h, grid_w, k, i, j):
-    """What each sample of bin (i, j) of RoI k counts in the output: mask / count."""
-    m = mask[k, 0, i, j] if use_mask else 1.0
+    """What each sample of bin (i, j) of RoI k counts in the output: mask / count (0 for a
+    NaN mask)."""
+    _, m = roi_mask(mask, use_mask, k, i, j)
     return m / max(grid_h * grid_w, 1)
 
 
@@ -111,6 +143,8 @@ def roi_align_value(input, rois, offset, mask, use_offset, use_mask, spatial_sca
                     sampling_ratio, gamma, pooled_h, pooled_w, k, c, i, j):
     """out[k, c, i, j]: the (masked) mean of the bin's samples of channel c."""
     H, W = input.shape[2], input.shape[3]
+    if not roi_mask(mask, use_mask, k, i, j)[0]:
+        return 0.0
     n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, _, _ = roi_align_bin(
         rois, offset, use_offset, spatial_scale, sampling_ratio, gamma, pooled_h, pooled_w, k, i, j)
     total = 0.0
@@ -134,6 +168,8 @@ def roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, use
     """
     C, H, W = input.shape[1], input.shape[2], input.shape[3]
     pooled_h, pooled_w = grad_output.shape[2], grad_output.shape[3]
+    if not roi_mask(mask, use_mask, k, i, j)[0]:
+        return 0.0, 0.0, 0.0
     n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, roi_h, roi_w = roi_align_bin(
         rois, offset, use_offset, spatial_scale, sampling_ratio, gamma, pooled_h, pooled_w, k, i, j)
     sum_y = 0.0
@@ -153,7 +189,8 @@ def roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, use
                 sum_v += g * v
     count = max(grid_h * grid_w, 1)
     weight = roi_align_weight(mask, use_mask, grid_h, grid_w, k, i, j)
-    return gamma * roi_w * weight * sum_x, gamma * roi_h * weight * sum_y, sum_v / count
+    return (scaled_grad(gamma * roi_w, weight * sum_x), scaled_grad(gamma * roi_h, weight * sum_y),
+            sum_v / count)
 
 
 @register_jitable
@@ -314,7 +351,7 @@ def psroi_trans_grad(grad_output, input, rois, trans, spatial_scale, trans_std, 
                                                                     ly, lx)
                             sum_y += g * jy * v_ly
                             sum_x += g * jx * v_lx
-    return trans_std * roi_w * sum_x, trans_std * roi_h * sum_y
+    return scaled_grad(trans_std * roi_w, sum_x), scaled_grad(trans_std * roi_h, sum_y)
 
 
 @register_jitable

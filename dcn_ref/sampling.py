@@ -65,7 +65,14 @@ BORDER: the point is first clamped into [0, H-1] x [0, W-1]; the derivative of t
         1 at y = 0, 0 at y = H-1).
 NaN coordinates touch no pixel in either mode; +-inf lands far outside (ZEROS) or on
 the edge (BORDER). The range test comes before ``floor``, so no huge number is ever
-turned into an index.
+turned into an index. An image of zero height or width has no pixel: every sample of it
+is 0 with zero gradient.
+
+Masks
+-----
+A tap whose mask value is NaN counts as touching no pixel: it contributes 0 and its
+offset and mask get zero gradient, exactly as a NaN offset. A tap that touches no pixel
+contributes 0 whatever its mask (no ``0 * inf``).
 """
 import math
 
@@ -176,14 +183,29 @@ def tap_cell(offset, q, k, l, height, width, mode, grid):
 
 
 @register_jitable
+def masked_tap_cell(offset, mask, use_mask, q, k, l, height, width, mode, grid):
+    """``tap_cell`` with the tap's mask value: ``(inside, y0, x0, ly, lx, jy, jx, m)``.
+
+    ``inside`` is also False when the mask value is NaN; ``m`` is the mask value (1.0
+    without a mask) where ``inside``, else 0.0, so that nothing is ever ``0 * inf``.
+    """
+    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, grid)
+    m = mask[q, k, l] if use_mask else 1.0
+    if not (m == m):  # NaN
+        inside = False
+    if not inside:
+        m = 0.0
+    return inside, y0, x0, ly, lx, jy, jx, m
+
+
+@register_jitable
 def column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l):
     """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
-    inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, image.shape[2], image.shape[3],
-                                            mode, grid)
-    v = bilinear_value(image, q, c, y0, x0, ly, lx) if inside else 0.0
-    if use_mask:
-        v *= mask[q, k, l]
-    return v
+    inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
+                                                      image.shape[2], image.shape[3], mode, grid)
+    if not inside:
+        return 0.0
+    return m * bilinear_value(image, q, c, y0, x0, ly, lx)
 
 
 @register_jitable
@@ -191,21 +213,22 @@ def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k
     """Gradients of tap k of pixel l in plane q: (d/d dy, d/d dx, d/d mask).
 
     d columns[q, c, k, l] / d dy = mask * jy * dv/dly, summed over the Cq channels that
-    share the sample point; d columns / d mask = the unmasked sample.
+    share the sample point; d columns / d mask = the unmasked sample. All three are 0 for
+    a tap that touches no pixel or has a NaN mask.
     """
-    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, image.shape[2], image.shape[3],
-                                              mode, grid)
+    inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
+                                                        image.shape[2], image.shape[3], mode, grid)
+    if not inside:
+        return 0.0, 0.0, 0.0
     sum_y = 0.0
     sum_x = 0.0
     sum_v = 0.0
-    if inside:
-        for c in range(image.shape[1]):
-            g = grad_columns[q, c, k, l]
-            v, v_y, v_x = bilinear_value_and_grad(image, q, c, y0, x0, ly, lx)
-            sum_y += g * v_y
-            sum_x += g * v_x
-            sum_v += g * v
-    m = mask[q, k, l] if use_mask else 1.0
+    for c in range(image.shape[1]):
+        g = grad_columns[q, c, k, l]
+        v, v_y, v_x = bilinear_value_and_grad(image, q, c, y0, x0, ly, lx)
+        sum_y += g * v_y
+        sum_x += g * v_x
+        sum_v += g * v
     return m * jy * sum_y, m * jx * sum_x, sum_v
 
 

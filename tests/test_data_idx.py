@@ -105,3 +105,28 @@ def test_a_missing_file_raises_data_error_naming_it(tmp_path):
 
 def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
+
+
+def test_a_gzip_bomb_is_refused_after_one_byte_past_the_declared_size(tmp_path):
+    # a valid header declaring 6 bytes, followed by 50 MB of zeros: about 50 KB compressed
+    import tracemalloc
+    bomb = gzip.compress(idx_bytes(0x08, (2, 3), bytes(50 * 2 ** 20)), compresslevel=9)
+    assert len(bomb) < 2 ** 20
+    path = write(tmp_path / "bomb.gz", bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"oversized: dims \(2, 3\) of uint8 need 6 data bytes .* found 7 or more"):
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2 ** 20, f"peak {peak / 2 ** 20:.1f} MiB: the stream was decompressed past its size"
+
+
+def test_a_header_with_255_dimensions_gives_a_short_message(tmp_path):
+    path = write(tmp_path / "f", idx_bytes(0x08, (2 ** 32 - 1,) * 255, bytes(10)))
+    with pytest.raises(DataError, match=r"truncated: dims \(4294967295, 4294967295, 4294967295, "
+                                        r"4294967295, \.\.\. 255 dims\) of uint8 need more than "
+                                        r"1e308 data bytes .* found 10$") as info:
+        read_idx(path)
+    assert len(str(info.value)) < 300, str(info.value)

@@ -21,7 +21,6 @@ CASES = {
     "image rank": (lambda: ops.bilinear_sample(z(5, 6), CO), r"image: expected 3 dimensions \(B, H, W\), got shape \(5, 6\)"),
     "image dtype": (lambda: ops.bilinear_sample(IMG.astype(int), CO), r"image: expected dtype float32 or float64, got int64"),
     "image None": (lambda: ops.bilinear_sample(None, CO), r"image: expected an array of shape \(B, H, W\), got None"),
-    "image empty plane": (lambda: ops.bilinear_sample(z(2, 0, 6), CO), r"image: expected a positive height and width, got shape \(2, 0, 6\)"),
     "coords shape": (lambda: ops.bilinear_sample(IMG, z(2, 7, 3)), r"coords: expected shape \(2, P, 2\) \(B, P, \(y, x\)\), got \(2, 7, 3\)"),
     "coords batch": (lambda: ops.bilinear_sample(IMG, z(3, 7, 2)), r"coords: expected shape \(2, P, 2\)"),
     "coords dtype": (lambda: ops.bilinear_sample(IMG, z(2, 7, 2, dtype=f32)), r"coords: expected dtype float64 \(the dtype of image\), got float32"),

@@ -63,7 +63,7 @@ def test_col2im_of_ones_counts_the_windows_of_each_pixel():
     (lambda: ops.col2im(np.ones((1, 4, 5)), (1, 1, 3, 4), 2),
      r"columns: expected shape \(1, 4, 6\) \(N, C\*kh\*kw, L\), got \(1, 4, 5\)"),
     (lambda: ops.col2im(np.ones((1, 4, 6)), (1, 3, 4), 2),
-     r"input_shape: expected \(N, C, H, W\) with positive C, H, W, got \(1, 3, 4\)"),
+     r"input_shape: expected \(N, C, H, W\) of non-negative ints, got \(1, 3, 4\)"),
     (lambda: ops.im2col(np.ones((1, 1, 3, 4)), 0),
      r"kernel_size: expected values >= 1, got \(0, 0\)"),
     (lambda: ops.im2col(np.ones((1, 3, 4)), 2),

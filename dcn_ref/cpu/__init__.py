@@ -34,8 +34,15 @@ name = "cpu"
 # -- memory ---------------------------------------------------------------------------
 
 def to_target(x):
-    """A C-contiguous array of the target (the same array when it already is one)."""
-    return np.ascontiguousarray(x)
+    """A C-contiguous, writable array of the target (the same array when it already is one).
+
+    Read-only inputs (memory maps, ``np.broadcast_to`` views, arrays flagged read-only) are
+    copied: Numba types a read-only array apart from a writable one, so passing one as is
+    would compile every kernel again for each mix of read-only arguments. The kernels never
+    write their inputs either way.
+    """
+    x = np.ascontiguousarray(x)
+    return x if x.flags.writeable else x.copy()
 
 
 def to_host(x):

@@ -15,12 +15,12 @@ and written as contiguous vectors: a sample costs four vector loads (its four co
 and one vector store, whatever the number of channels. A corner outside the image points
 at the zero row, so it adds exactly nothing and needs no branch.
 
-The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``).
+The per-sample maths is ``dcn_ref.sampling`` (``masked_tap_cell``, ``corner``).
 """
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import corner, grid_point, tap_cell
+from ..sampling import corner, grid_point, masked_tap_cell
 from .compile import kernel
 
 
@@ -37,16 +37,18 @@ def corner_row(t, inside, y0, x0, ly, lx, height, width):
 
 
 @register_jitable
-def tap_corner_rows(offset, q, k, l, height, width, mode, grid):
+def tap_corner_rows(offset, mask, use_mask, q, k, l, height, width, mode, grid):
     """Locate tap k of output pixel l in plane q and return its four corners as rows of x_cl:
-    (inside, jy, jx, rows, weights, d weights/d ly, d weights/d lx), the last four tuples of
-    four, corner by corner (see ``corner_row``)."""
-    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, grid)
+    (inside, m, jy, jx, rows, weights, d weights/d ly, d weights/d lx), the last four tuples
+    of four, corner by corner (see ``corner_row``); m is the tap's mask value
+    (``masked_tap_cell``: a NaN mask makes the tap touch no pixel, and m is 0 then)."""
+    inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l, height,
+                                                        width, mode, grid)
     r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
     r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
     r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
     r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
-    return (inside, jy, jx, (r0, r1, r2, r3), (w0, w1, w2, w3), (wy0, wy1, wy2, wy3),
+    return (inside, m, jy, jx, (r0, r1, r2, r3), (w0, w1, w2, w3), (wy0, wy1, wy2, wy3),
             (wx0, wx1, wx2, wx3))
 
 
@@ -84,8 +86,8 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                _, _, _, r, w, _, _ = tap_corner_rows(offset, q, k, l, height, width, mode, grid)
-                m = mask[q, k, l] if use_mask else 1.0
+                _, m, _, _, r, w, _, _ = tap_corner_rows(offset, mask, use_mask, q, k, l, height,
+                                                         width, mode, grid)
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
                 a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 c = g * Cq
@@ -120,11 +122,10 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
         cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
-                inside, _, _, r, w, _, _ = tap_corner_rows(offset, q, k, l, height, width, mode,
-                                                           grid)
+                inside, m, _, _, r, w, _, _ = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                              height, width, mode, grid)
                 if not inside:
                     continue
-                m = mask[q, k, l] if use_mask else 1.0
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
                 a, b, c_, d = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
                 c = c_start
@@ -161,8 +162,8 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                inside, jy, jx, r, w, wy, wx = tap_corner_rows(offset, q, k, l, height, width,
-                                                               mode, grid)
+                inside, m, jy, jx, r, w, wy, wx = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                                  height, width, mode, grid)
                 if not inside:
                     write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
                                     wx, 0.0, 0.0, 0.0, 0.0)
@@ -181,7 +182,6 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
                         d2 += v * c_[i]
                         d3 += v * d[i]
                     c = stop
-                m = mask[q, k, l] if use_mask else 1.0
                 write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
                                 d0, d1, d2, d3)
 
@@ -203,13 +203,12 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
         g = q % G
         for k in range(K):
             for l in range(L):
-                inside, jy, jx, r, w, wy, wx = tap_corner_rows(offset, q, k, l, height, width,
-                                                               mode, grid)
+                inside, m, jy, jx, r, w, wy, wx = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                                  height, width, mode, grid)
                 if not inside:
                     write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
                                     wx, 0.0, 0.0, 0.0, 0.0)
                     continue
-                m = mask[q, k, l] if use_mask else 1.0
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
                 a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 ga, gb, gc, gd = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]

@@ -9,7 +9,7 @@ functions the CUDA kernels call.
 """
 from numba import prange
 
-from ..sampling import bilinear_value, corner, tap_cell
+from ..sampling import bilinear_value, corner, masked_tap_cell
 from .compile import kernel
 
 
@@ -22,8 +22,8 @@ def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
         q = qk // K
         k = qk % K
         for l in range(L):
-            inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
-            m = mask[q, k, l] if use_mask else 1.0
+            inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
+                                                              H, W, mode, grid)
             for c in range(Cq):
                 v = bilinear_value(image, q, c, y0, x0, ly, lx) if inside else 0.0
                 columns[q, c, k, l] = m * v
@@ -41,8 +41,8 @@ def deform_backward(grad_columns, image, offset, mask, use_mask, mode, grid, gra
     for q in prange(Q):  # each iteration writes only grad_image[q], grad_offset[q], grad_mask[q]
         for k in range(K):
             for l in range(L):
-                inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, H, W, mode, grid)
-                m = mask[q, k, l] if use_mask else 1.0
+                inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k,
+                                                                    l, H, W, mode, grid)
                 sum_y = 0.0
                 sum_x = 0.0
                 sum_v = 0.0

@@ -7,11 +7,10 @@ addresses. The input gradient is a scatter: with atomics by default, or, with
 ``deterministic``, a gather in a fixed order (the counting sort of deterministic.py,
 one plane per image and group, sample s = (ho*W_out + wo)*P + p).
 """
-import numpy as np
 from numba import cuda
 
 from ..sampling import corner, point_cell, point_entries, point_position, point_value_and_grad
-from .deterministic import counting_sort
+from .deterministic import counting_sort, index_dtype
 from .launch import launch, unravel
 
 
@@ -178,10 +177,11 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     Q = N * geometry.group
     n_samples = geometry.out_h * geometry.out_w * geometry.points
     n_cells = (H + 1) * (W + 1)
-    cell_of = cuda.device_array((Q, n_samples), np.int32)
-    order = cuda.device_array((Q, n_samples), np.int32)
-    cell_start = cuda.device_array((Q, n_cells), np.int32)
-    cell_count = cuda.device_array((Q, n_cells), np.int32)
+    index = index_dtype(n_samples, n_cells)
+    cell_of = cuda.device_array((Q, n_samples), index)
+    order = cuda.device_array((Q, n_samples), index)
+    cell_start = cuda.device_array((Q, n_cells), index)
+    cell_count = cuda.device_array((Q, n_cells), index)
     launch(dcnv3_point_cells, Q * n_samples, offset, mask, geometry, H, W, cell_of)
     launch(sort_planes, Q, cell_of, cell_start, cell_count, order)
     launch(dcnv3_input_grad_gather, grad_input.size, grad_out, offset, mask, geometry,

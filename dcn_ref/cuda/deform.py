@@ -6,7 +6,7 @@ memory (l fastest), so neighbouring threads write neighbouring addresses.
 """
 from numba import cuda
 
-from ..sampling import column_value, corner, tap_cell, tap_coord_grad
+from ..sampling import column_value, corner, masked_tap_cell, tap_coord_grad
 from .launch import unravel
 
 
@@ -36,12 +36,11 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, grid, grad_
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    inside, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
+    inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
+                                                      mode, grid)
     if not inside:
         return
-    g = grad_columns[q, c, k, l]
-    if use_mask:
-        g *= mask[q, k, l]
+    g = grad_columns[q, c, k, l] * m
     for corner_k in range(4):
         r, s, w, _, _ = corner(corner_k, y0, x0, ly, lx)
         if 0 <= r < H and 0 <= s < W:

@@ -16,10 +16,17 @@ associative, so the sums differ in their last bits from run to run. Here every p
 The cost: a serial pass over each plane's samples (one thread a plane) and, in the
 gather, a second evaluation of every sample's cell; the README gives measured figures.
 """
+import numpy as np
 from numba import cuda
 
-from ..sampling import corner, tap_cell
+from ..sampling import corner, masked_tap_cell
 from .launch import unravel
+
+
+def index_dtype(n_samples, n_cells):
+    """The integer dtype of the bucket arrays: int32 while every sample index and cell
+    count fits (half the memory), int64 for a plane of 2**31 samples or cells or more."""
+    return np.int32 if max(n_samples, n_cells) < 2 ** 31 else np.int64
 
 
 @cuda.jit(device=True)
@@ -28,9 +35,10 @@ def counting_sort(q, cell_of, cell_start, cell_count, order):
     (-1 for a sample that touches no pixel): the shared second half of every op's bucket
     step (this engine's, and DCNv3's in dcnv3_kernels.py).
 
-    cell_start, cell_count (Q, n_cells) int32   where each cell's samples start in
-                                                ``order`` and how many there are
-    order (Q, n_samples) int32                  sample indices, grouped by cell
+    cell_start, cell_count (Q, n_cells)   where each cell's samples start in ``order`` and
+                                          how many there are
+    order (Q, n_samples)                  sample indices, grouped by cell
+    Integer arrays of ``index_dtype(n_samples, n_cells)``.
     """
     n_cells = cell_count.shape[1]
     for cell in range(n_cells):
@@ -52,11 +60,12 @@ def counting_sort(q, cell_of, cell_start, cell_count, order):
 
 
 @cuda.jit
-def bucket_samples(offset, mode, grid, height, width, cell_of, cell_start, cell_count, order):
+def bucket_samples(offset, mask, use_mask, mode, grid, height, width, cell_of, cell_start,
+                   cell_count, order):
     """Thread q: counting sort of plane q's samples s = k*L + l by cell.
 
-    cell_of (Q, K*L) int32        the cell of each sample, -1 when it touches no pixel;
-    cell_start, cell_count, order as in ``counting_sort``.
+    cell_of (Q, K*L)   the cell of each sample, -1 when it touches no pixel (or its mask is
+                       NaN); cell_start, cell_count, order as in ``counting_sort``.
     """
     Q, K = offset.shape[0], offset.shape[1]
     L = offset.shape[3]
@@ -64,7 +73,8 @@ def bucket_samples(offset, mode, grid, height, width, cell_of, cell_start, cell_
     if q >= Q:
         return
     for s in range(K * L):
-        inside, y0, x0, _, _, _, _ = tap_cell(offset, q, s // L, s % L, height, width, mode, grid)
+        inside, y0, x0, _, _, _, _, _ = masked_tap_cell(offset, mask, use_mask, q, s // L, s % L,
+                                                        height, width, mode, grid)
         cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
     counting_sort(q, cell_of, cell_start, cell_count, order)
 
@@ -93,10 +103,8 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, grid, cell_sta
             sample = order[q, e]
             k = sample // L
             l = sample % L
-            _, y0, x0, ly, lx, _, _ = tap_cell(offset, q, k, l, H, W, mode, grid)
+            _, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
+                                                         mode, grid)
             _, _, w, _, _ = corner(corner_k, y0, x0, ly, lx)
-            g = grad_columns[q, c, k, l]
-            if use_mask:
-                g *= mask[q, k, l]
-            total += w * g
+            total += w * (grad_columns[q, c, k, l] * m)
     grad_image[q, c, r, s] += total

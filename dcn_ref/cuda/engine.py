@@ -3,7 +3,6 @@
 Outputs are allocated by the caller; deform_col2im adds into its output, scattering with
 atomics, or, with ``deterministic``, gathering in a fixed order (deterministic.py).
 """
-import numpy as np
 from numba import cuda
 
 from . import deform as _deform
@@ -29,12 +28,14 @@ def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, determinis
         return
     Q, _, H, W = grad_image.shape
     n_samples = offset.shape[1] * offset.shape[3]
-    cell_of = cuda.device_array((Q, n_samples), np.int32)
-    order = cuda.device_array((Q, n_samples), np.int32)
-    cell_start = cuda.device_array((Q, (H + 1) * (W + 1)), np.int32)
-    cell_count = cuda.device_array((Q, (H + 1) * (W + 1)), np.int32)
-    launch(_deterministic.bucket_samples, Q, offset, mode, grid, H, W, cell_of, cell_start,
-           cell_count, order)
+    n_cells = (H + 1) * (W + 1)
+    index = _deterministic.index_dtype(n_samples, n_cells)
+    cell_of = cuda.device_array((Q, n_samples), index)
+    order = cuda.device_array((Q, n_samples), index)
+    cell_start = cuda.device_array((Q, n_cells), index)
+    cell_count = cuda.device_array((Q, n_cells), index)
+    launch(_deterministic.bucket_samples, Q, offset, mask, use_mask, mode, grid, H, W, cell_of,
+           cell_start, cell_count, order)
     launch(_deterministic.gather_image_grad, grad_image.size, grad_columns, offset, mask,
            use_mask, mode, grid, cell_start, cell_count, order, grad_image)
 

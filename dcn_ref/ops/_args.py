@@ -8,6 +8,15 @@ from ..targets import is_device_array
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The largest stride, padding, dilation or kernel size the ops take: every index the
+#: kernels compute from them (a product of two such numbers plus a few more) then fits in
+#: int64 arithmetic with room to spare.
+MAX_GRID_PARAM = 2 ** 31 - 1
+
+#: The most output pixels times taps one image plane may have: far beyond any memory, yet
+#: small enough that every element index is a safe int64.
+MAX_PLANE_ELEMENTS = 2 ** 48
+
 
 def float_array(x, name, ndim, layout):
     """``x`` as an array (NumPy, or left on the device) of ``ndim`` dims and a float dtype.
@@ -47,8 +56,8 @@ def expect_shape(x, name, expected, layout):
         raise ValueError(f"{name}: expected shape {tuple(expected)} {layout}, got {tuple(x.shape)}")
 
 
-def pair(value, name, minimum):
-    """An int or a pair of ints, each >= ``minimum``, as a (h, w) tuple of Python ints."""
+def pair(value, name, minimum, maximum=MAX_GRID_PARAM):
+    """An int or a pair of ints in [minimum, maximum], as a (h, w) tuple of Python ints."""
     if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     ok = (isinstance(value, (tuple, list)) and len(value) == 2
@@ -58,12 +67,15 @@ def pair(value, name, minimum):
         raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
     if value[0] < minimum or value[1] < minimum:
         raise ValueError(f"{name}: expected values >= {minimum}, got {tuple(int(v) for v in value)}")
+    if value[0] > maximum or value[1] > maximum:
+        raise ValueError(f"{name}: expected values <= {maximum}, got "
+                         f"{tuple(int(v) for v in value)}")
     return int(value[0]), int(value[1])
 
 
 def padding_mode(value, modes):
     """The integer code of a padding mode name from ``modes`` (a dict name -> code)."""
-    if value not in modes:
+    if not isinstance(value, str) or value not in modes:
         raise ValueError(f"padding_mode: expected one of {sorted(modes)}, got {value!r}")
     return modes[value]
 
@@ -77,4 +89,9 @@ def conv_output_size(height, width, kh, kw, stride, padding, dilation):
             f"input: expected an image at least as large as the dilated kernel after padding, got "
             f"{height}x{width} with kernel {kh}x{kw}, padding {padding}, dilation {dilation}, "
             f"stride {stride} (output would be {out_h}x{out_w})")
+    if out_h * out_w * kh * kw > MAX_PLANE_ELEMENTS:
+        raise ValueError(
+            f"padding: expected an output of at most 2**48 pixels times taps a plane, got "
+            f"{out_h}x{out_w} pixels and a {kh}x{kw} kernel from a {height}x{width} image with "
+            f"padding {padding}, stride {stride}")
     return out_h, out_w

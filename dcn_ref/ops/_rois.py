@@ -46,13 +46,6 @@ def check_rois(rois, batch_size, spatial_scale):
     return rois, host
 
 
-def positive_image(input, name="input"):
-    """Check that a (N, C, H, W) input has H, W >= 1."""
-    if input.shape[2] < 1 or input.shape[3] < 1:
-        raise ValueError(f"{name}: expected a positive height and width, got shape "
-                         f"{tuple(input.shape)}")
-
-
 def finite_real(value, name, *, positive=False):
     """A finite float (``positive``: > 0)."""
     ok = (isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, bool)

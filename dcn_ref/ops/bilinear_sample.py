@@ -18,9 +18,7 @@ class BilinearSampleGrads(NamedTuple):
 def _check(image, coords, padding_mode, grad_output=None):
     image = _args.float_array(image, "image", 3, "(B, H, W)")
     coords = _args.float_array(coords, "coords", 3, "(B, P, 2)")
-    B, H, W = image.shape
-    if H < 1 or W < 1:
-        raise ValueError(f"image: expected a positive height and width, got shape {tuple(image.shape)}")
+    B = image.shape[0]
     if coords.shape[0] != B or coords.shape[2] != 2:
         raise ValueError(f"coords: expected shape ({B}, P, 2) (B, P, (y, x)), got {tuple(coords.shape)}")
     mode = _args.padding_mode(padding_mode, sampling.PADDING_MODES)
@@ -57,7 +55,8 @@ def bilinear_sample(image, coords, padding_mode="zeros", *, target=None):
     -----
     With ``(y0, x0) = floor(y, x)`` and ``(ly, lx) = (y - y0, x - x0)``:
     ``out = (1-ly)(1-lx) I[y0, x0] + (1-ly) lx I[y0, x0+1] + ly (1-lx) I[y0+1, x0]
-    + ly lx I[y0+1, x0+1]``. NaN points give 0.
+    + ly lx I[y0+1, x0+1]``. NaN points give 0. An image of zero height or width has no
+    pixel: every point of it gives 0, in either padding mode.
     """
     call = Call(target, (image, coords))
     image, coords, mode, _ = _check(image, coords, padding_mode)

@@ -27,6 +27,9 @@ def check_conv_args(input, weight, bias, stride, padding, dilation, groups=None)
     dilation = _args.pair(dilation, "dilation", 1)
     N, c_in, H, W = input.shape
     c_out, c_per_group, kh, kw = weight.shape
+    if c_in < 1:
+        raise ValueError(f"input: expected at least one channel (C_in >= 1), got shape "
+                         f"{tuple(input.shape)}")
     if kh < 1 or kw < 1 or c_per_group < 1:
         raise ValueError(f"weight: expected positive C_in/groups, kh and kw, got shape {tuple(weight.shape)}")
     if groups is None:

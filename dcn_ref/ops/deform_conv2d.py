@@ -63,7 +63,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     stride, padding, dilation : int or (h, w) pair
     mask : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
         DCNv2 modulation: raw multipliers (no sigmoid inside), channel g*kh*kw + i*kw + j
-        for tap (i, j) of group g.
+        for tap (i, j) of group g. A NaN value leaves its tap out: it adds 0, and its
+        offset and mask get zero gradient (as for a NaN offset).
     target : None, "cpu" or "cuda"
 
     Returns
@@ -111,7 +112,8 @@ def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride
       d input  : each column entry hands m * dX to the four pixels it read, by their weights;
       d offset : ``sum_c dX * m * dbilinear/dy`` (and /dx) over the channels of the group;
       d mask   : ``sum_c dX * bilinear(x[c], y, x)``.
-    NaN offsets, and samples beyond the one-pixel zero rim, get zero gradient.
+    NaN offsets, NaN mask values, and samples beyond the one-pixel zero rim, get zero
+    gradient.
     """
     call = Call(target, (grad_output, input, offset, weight, bias, mask))
     input, offset, weight, bias, mask, groups, G, grid, out_hw, grad_output = _check(

@@ -2,6 +2,8 @@
 DeformablePSROIPooling."""
 from typing import NamedTuple
 
+import numpy as np
+
 from ..targets import Call
 from . import _args, _rois
 
@@ -14,7 +16,6 @@ class DeformPSRoIPoolGrads(NamedTuple):
 def _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
            sample_per_part, trans_std, no_trans, grad_output=None):
     input = _args.float_array(input, "input", 4, "(N, C, H, W)")
-    _rois.positive_image(input)
     spatial_scale = _rois.finite_real(spatial_scale, "spatial_scale", positive=True)
     rois, _ = _rois.check_rois(rois, input.shape[0], spatial_scale)
     group_size = _rois.int_in(group_size, "group_size", 1, 2 ** 15)
@@ -33,7 +34,9 @@ def _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_siz
     if C != output_dim * groups:
         raise ValueError(f"input: expected C = output_dim * group_size**2 = {output_dim} * "
                          f"{groups} = {output_dim * groups} channels, got {C}")
-    if no_trans not in (None, True, False):
+    if isinstance(no_trans, np.bool_):
+        no_trans = bool(no_trans)
+    if not (no_trans is None or isinstance(no_trans, bool)):
         raise ValueError(f"no_trans: expected True, False or None, got {no_trans!r}")
     if no_trans is True and trans is not None:
         raise ValueError("trans: expected None with no_trans=True, got an array")

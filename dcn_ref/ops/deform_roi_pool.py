@@ -17,10 +17,9 @@ class DeformRoIPoolGrads(NamedTuple):
 def _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask,
            grad_output=None):
     input = _args.float_array(input, "input", 4, "(N, C, H, W)")
-    _rois.positive_image(input)
     spatial_scale = _rois.finite_real(spatial_scale, "spatial_scale", positive=True)
     rois, host = _rois.check_rois(rois, input.shape[0], spatial_scale)
-    pooled_h, pooled_w = _args.pair(output_size, "output_size", 1)
+    pooled_h, pooled_w = _args.pair(output_size, "output_size", 1, 2 ** 24)
     max_ratio = math.isqrt(_rois.MAX_SAMPLES_PER_BIN)
     sampling_ratio = _rois.int_in(sampling_ratio, "sampling_ratio", 0, max_ratio)
     gamma = _rois.finite_real(gamma, "gamma")
@@ -37,17 +36,21 @@ def _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamm
         _args.expect_shape(grad_output, "grad_output", (K, C, pooled_h, pooled_w), "(K, C, ph, pw)")
     _args.same_dtype(input=input, rois=rois, offset=offset, mask=mask, grad_output=grad_output)
     # the sampling grid of each RoI, computed as the kernels do, to bound it
-    scaled = host[:, 1:] * spatial_scale - 0.5
-    roi_w, roi_h = scaled[:, 2] - scaled[:, 0], scaled[:, 3] - scaled[:, 1]
-    if sampling_ratio > 0:
-        samples = np.full(K, sampling_ratio ** 2)
-    else:
-        samples = np.ceil(roi_h / pooled_h) * np.ceil(roi_w / pooled_w)
-    for k in np.flatnonzero(samples > _rois.MAX_SAMPLES_PER_BIN)[:1]:
+    # (a RoI from -1e308 to 1e308 overflows to an infinite width: an infinite grid, refused)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = host[:, 1:] * spatial_scale - 0.5
+        roi_w, roi_h = scaled[:, 2] - scaled[:, 0], scaled[:, 3] - scaled[:, 1]
+        if sampling_ratio > 0:
+            samples = np.full(K, float(sampling_ratio ** 2))
+        else:
+            samples = np.ceil(roi_h / pooled_h) * np.ceil(roi_w / pooled_w)
+    for k in np.flatnonzero(~(samples <= _rois.MAX_SAMPLES_PER_BIN))[:1]:
+        count = f"{int(samples[k])}" if samples[k] < 1e18 else f"{samples[k]:.4g}"
         raise ValueError(f"rois: expected at most {_rois.MAX_SAMPLES_PER_BIN} samples a bin, got "
-                         f"row {k} = {host[k].tolist()}, whose adaptive grid (sampling_ratio=0) "
-                         f"has {int(samples[k])}; pass a positive sampling_ratio")
-    work = int(K * C * pooled_h * pooled_w * max(1, samples.max(initial=1)))
+                         f"row {k} = {host[k].tolist()} (times spatial_scale = {spatial_scale!r}), "
+                         f"whose adaptive grid (sampling_ratio=0) has {count}; pass a "
+                         f"positive sampling_ratio")
+    work = int(K * C * pooled_h * pooled_w * max(1.0, samples.max(initial=1.0)))
     return input, rois, offset, mask, grad_output, (pooled_h, pooled_w), spatial_scale, \
         sampling_ratio, gamma, work
 
@@ -76,7 +79,8 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     gamma : float
         The scale of the normalised offsets (0.1 in the paper and in mmcv).
     mask : ndarray of shape (K, 1, ph, pw) or None
-        Multiplies each bin (ModulatedDeformRoIPool: ``deform_roi_pool(...) * mask``).
+        Multiplies each bin (ModulatedDeformRoIPool: ``deform_roi_pool(...) * mask``). A
+        NaN value makes its bin 0, with zero gradients from it.
     target : None, "cpu" or "cuda"
 
     Returns

@@ -63,8 +63,8 @@ def col2im(columns, input_shape, kernel_size, stride=1, padding=0, dilation=1, *
         input_shape = tuple(int(v) for v in input_shape)
     except (TypeError, ValueError):
         input_shape = ()
-    if len(input_shape) != 4 or min(input_shape) < 0 or min(input_shape[1:]) < 1:
-        raise ValueError(f"input_shape: expected (N, C, H, W) with positive C, H, W, "
+    if len(input_shape) != 4 or min(input_shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative ints, "
                          f"got {input_shape!r}")
     grid = _grid(input_shape, kernel_size, stride, padding, dilation)
     N, C = input_shape[:2]

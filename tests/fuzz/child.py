@@ -1,0 +1,48 @@
+"""Run the fuzz properties of one op family in this process: the child of tests/fuzz/test_fuzz.py.
+
+    python tests/fuzz/child.py FAMILY [PROFILE]
+
+Exits 0 when every property holds, 1 when one fails (Hypothesis prints the smallest
+falsifying example); a crash kills only this process, and the parent reports the case it
+was running (written to $DCN_FUZZ_TRACE before each example). Prints one line per property:
+its examples and seconds.
+"""
+import faulthandler
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE), HERE]
+
+import dcn_ref  # noqa: E402,F401  (first, as in tests/conftest.py)
+from hypothesis import settings  # noqa: E402
+
+import fuzz_profiles  # noqa: E402,F401  (registers the profiles)
+from families import FAMILIES  # noqa: E402
+from properties import COUNTS, tests_for  # noqa: E402
+
+
+def main(argv):
+    name = argv[0]
+    settings.load_profile(argv[1] if len(argv) > 1 else "ci")
+    faulthandler.enable()          # a segfault prints the Python stack before the process dies
+    failed = 0
+    for kind, test in tests_for(FAMILIES[name]).items():
+        start = time.perf_counter()
+        try:
+            test()
+        except Exception:          # the property's failure, with Hypothesis's report above it
+            traceback.print_exc()
+            failed += 1
+            status = "FAILED"
+        else:
+            status = "ok"
+        print(f"{name} {kind}: {COUNTS[kind]} examples, {time.perf_counter() - start:.1f} s, "
+              f"{status}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
