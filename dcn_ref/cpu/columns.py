@@ -229,16 +229,20 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
                     src = grad_columns[cg, n, l, k, lo:lo + stop - c]
                     va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
                     ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
+                    # Two loops over the (cached) channels: the scatter alone vectorises,
+                    # the sums, whose order is kept exact (no fastmath), cannot.
+                    for i in range(stop - c):
+                        v = src[i]
+                        ua[i] += f0 * v
+                        ub[i] += f1 * v
+                        uc[i] += f2 * v
+                        ud[i] += f3 * v
                     for i in range(stop - c):
                         v = src[i]
                         d0 += v * va[i]
                         d1 += v * vb[i]
                         d2 += v * vc[i]
                         d3 += v * vd[i]
-                        ua[i] += f0 * v
-                        ub[i] += f1 * v
-                        uc[i] += f2 * v
-                        ud[i] += f3 * v
                     c = stop
                 write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
                                 d0, d1, d2, d3)
