@@ -204,7 +204,7 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
                             {a.name: histories[checkpoint.stage_name(a.name, seed_list[0])]
                              for a in arms})
     for name, model in first_models.items():
-        if name.startswith("deform_"):
+        if figures.has_sampling_points(model):
             figures.sampling_figure(out / f"sampling_{name}.png", model, scaled_test[:4],
                                     f"{name}: where conv22 units sample on scaled test digits "
                                     f"(729 points a unit)")
