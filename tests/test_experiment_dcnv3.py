@@ -1,13 +1,17 @@
 """The deform_dcnv3 arm: the cnn with InternImage's DCNv3 block in front of conv21 and conv22,
-every layer fine-tuned. Tiny synthetic data, one epoch of a few steps."""
+every layer fine-tuned. A tiny run: 32 training digits, one epoch of three steps."""
+import json
+
 import numpy as np
 import pytest
 
 from dcn_ref import models
-from dcn_ref.experiment import ARMS, DEFAULT_ARMS, Config, _export
+from dcn_ref.data import scaled_test_set
+from dcn_ref.experiment import ARMS, DEFAULT_ARMS, Config, _load_data, _subset, run
 from dcn_ref.experiment.figures import has_sampling_points
-from dcn_ref.experiment.stages import _build, offset_params, run_stage, select
+from dcn_ref.experiment.stages import _build, as_batch, offset_params, select
 from dcn_ref.nn import Sequential
+from dcn_ref.train import evaluate
 
 
 def test_the_arm_is_selectable_but_not_in_the_default_run():
@@ -56,29 +60,36 @@ def test_the_residual_wrapper_gradient_matches_finite_differences():
 
 
 def test_the_arm_trains_every_parameter_and_exports_a_loadable_model(tmp_path):
-    rng = np.random.default_rng(0)
-    config = Config(batch_size=32, finetune_epochs=1)
-    data = (rng.integers(0, 256, (48, 28, 28), dtype=np.uint8), rng.integers(0, 10, 48))
+    config = Config(train_limit=32, test_limit=32, cnn_epochs=1, finetune_epochs=1,
+                    batch_size=16, curve_test_limit=16)
     arm = ARMS["deform_dcnv3"]
-    start = models.cnn(seed=0).state_dict()
-    before, optimizer = _build(arm, config, start)
-    assert {n for n, _, _ in before.trainable_parameters()} == set(before.params)
-    offsets = offset_params(before)
+    model, optimizer = _build(arm, config, models.cnn().state_dict())
+    offsets = offset_params(model)
     assert {k.partition(".")[0] for k in offsets} == {"conv21_dcnv3", "conv22_dcnv3"}
     for key in offsets:                                       # offsets at deform_dcn's rate
         assert optimizer.lr * optimizer.lr_scale[key] == pytest.approx(config.dcn_lr)
-    model, history = run_stage(arm, config, data, tmp_path, start_state=start,
-                               log=lambda *a: None, progress=False)
-    assert len(history) == 1 and np.isfinite(history[0]["loss"])
-    # 3 steps of 32 (48 scaled + 24 unscaled digits): every parameter has moved; the
+    results = run(config, tmp_path, log=lambda *a: None, progress=False,
+                  models=["deform_dcnv3"])
+    assert [r["name"] for r in results] == ["cnn", "deform_dcnv3"]
+    history = json.loads((tmp_path / "results.json").read_text())["history"]
+    assert np.isfinite(history["deform_dcnv3-seed0"][0]["loss"])
+    assert not list(tmp_path.glob("sampling_*.png"))         # the figure is for deform_cnn
+    # where the stage started: the exported cnn, loaded as the stage loads it
+    cnn = models.cnn()
+    cnn.load(tmp_path / "models" / "cnn-seed0.npz")
+    before, _ = _build(arm, config, cnn.state_dict())
+    assert {n for n, _, _ in before.trainable_parameters()} == set(before.params)
+    trained = models.dcnv3_cnn(seed=5)                        # other initial weights
+    assert isinstance(trained, Sequential)
+    trained.load(tmp_path / results[1]["model_file"])        # strict: every key, no other
+    # 3 steps of 16 (32 scaled + 16 unscaled digits): every parameter has moved; the
     # blocks' inner parameters get gradients from the second step on, once the output
     # projection is no longer zero
-    unmoved = [k for k, v in model.params.items() if np.array_equal(v, before.params[k])]
+    unmoved = [k for k, v in trained.params.items() if np.array_equal(v, before.params[k])]
     assert unmoved == []
-    path = tmp_path / "deform_dcnv3.npz"
-    _export(path, model)                                      # what the run writes
-    loaded = models.dcnv3_cnn(seed=5)                        # other initial weights
-    assert isinstance(loaded, Sequential)
-    loaded.load(path)
-    x = rng.random((4, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_array_equal(loaded.eval().forward(x), model.eval().forward(x))
+    # the exported model, read back, gives the test accuracies the run measured
+    mnist = _load_data(None)
+    images, labels = _subset(mnist.test_images, mnist.test_labels, config.test_limit)
+    assert evaluate(trained, as_batch(images), labels) == results[1]["test_accuracy_normal"]
+    scaled = as_batch(scaled_test_set(images)[0])
+    assert evaluate(trained, scaled, labels) == results[1]["test_accuracy_scaled"]
