@@ -13,10 +13,10 @@ A run writes into its ``out`` folder:
     checkpoints/<arm>-seed<k>-epoch<NNN>.npz
                                    the model and optimiser state after an epoch (the last
                                    epoch of each stage only, unless keep_checkpoints="all")
-    training_curves.png, sampling_<arm>.png
+    training_curves.png, sampling_<arm>.png (for the deform_cnn arms)
 
 Loading a trained model (the architecture comes from ``dcn_ref.models``; a "dcn" arm uses
-``Config().dcn_offset_groups`` offset groups)::
+``Config().dcn_offset_groups`` offset groups; deform_dcnv3 is ``models.dcnv3_cnn()``)::
 
     from dcn_ref import models
     model = models.deform_cnn("dcn", offset_groups=4)
@@ -204,7 +204,7 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
                             {a.name: histories[checkpoint.stage_name(a.name, seed_list[0])]
                              for a in arms})
     for name, model in first_models.items():
-        if name.startswith("deform_"):
+        if figures.has_sampling_points(model):
             figures.sampling_figure(out / f"sampling_{name}.png", model, scaled_test[:4],
                                     f"{name}: where conv22 units sample on scaled test digits "
                                     f"(729 points a unit)")

@@ -26,6 +26,19 @@ LEVELS = (("conv12", 2), ("conv21", 1), ("conv22", 2))
 TAPS = np.array([(i, j) for i in range(3) for j in range(3)], dtype=np.float64)  # (9, 2)
 
 
+def has_sampling_points(model):
+    """Whether ``model`` deforms conv12, conv21 and conv22 the way the figure reads them:
+    each a DeformConv2D or behind a ConvOffset2D (the deform_cnn models, not dcnv3_cnn)."""
+    names = {layer.name for layer in model}
+
+    def deformed(name):
+        if f"{name}_offset" in names:
+            return isinstance(model[f"{name}_offset"], ConvOffset2D)
+        return name in names and isinstance(model[name], DeformConv2D)
+
+    return all(deformed(name) for name, _ in LEVELS)
+
+
 def _read(field, points):
     """Values of ``field`` (C, H, W) at (P, 2) fractional (y, x) points: (P, C)."""
     C = field.shape[0]

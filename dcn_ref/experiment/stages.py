@@ -10,6 +10,10 @@
     deform_offset_all  deform_cnn("offset") with every layer trainable: the same freedom as
                        the control
     deform_dcn_all     deform_cnn("dcn") with every layer trainable
+    deform_dcnv3       dcnv3_cnn(): InternImage's DCNv3 block as a residual layer in front
+                       of conv21 and conv22 (see models.dcnv3_cnn for why there), every
+                       layer trainable; it starts as exactly the trained cnn. Not in the
+                       default run (it is the slowest arm): --models deform_dcnv3 or all
 
 Every fine-tuned arm sees the same images in the same order for the same number of epochs:
 every training digit scaled and shifted afresh each epoch, plus a random share of them
@@ -80,6 +84,10 @@ def _offset(config):
     return models.deform_cnn("offset", seed=config.seed)
 
 
+def _dcnv3(config):
+    return models.dcnv3_cnn(seed=config.seed)
+
+
 def _dcn(config):
     return models.deform_cnn("dcn", modulated=config.dcn_modulated,
                              offset_groups=config.dcn_offset_groups, seed=config.seed)
@@ -100,6 +108,10 @@ ARMS = {arm.name: arm for arm in [
         lambda c: c.scaled_lr, lambda c: c.offset_lr, True),
     Arm("deform_dcn_all", "deform_dcn with every layer fine-tuned (offsets at deform_dcn's "
         "rate, the rest at the control's)", _dcn, _everything, lambda c: c.scaled_lr,
+        lambda c: c.dcn_lr, True),
+    Arm("deform_dcnv3", "DCNv3 blocks (InternImage) in front of conv21/22, starting as the "
+        "identity; every layer fine-tuned (offsets and point weights at deform_dcn's rate, "
+        "the rest at the control's)", _dcnv3, _everything, lambda c: c.scaled_lr,
         lambda c: c.dcn_lr, True),
 ]}
 
