@@ -2,7 +2,7 @@
 
     python benchmarks/cuda_deform_conv2d.py [--repeat 20] [--dtype float32]
 
-For each shape of the performance issue it prints forward and forward+backward medians
+For each of the four benchmark shapes it prints forward and forward+backward medians
 (ms, after warm-up, synchronised), our atomic and deterministic backward, torchvision's,
 and how far our output is from torchvision's. Needs a CUDA GPU, torch and torchvision.
 """

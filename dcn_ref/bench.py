@@ -1,6 +1,6 @@
 """Timings of the ops (and, when importable, of torchvision's) as ratios, all in one process.
 
-``dcn-ref bench`` prints, for the four shapes of the performance issue, forward and
+``dcn-ref bench`` prints, for the four benchmark shapes, forward and
 forward+backward medians of deform_conv2d, conv2d and offset_sample (float32, after a
 warm-up), the deformable/plain ratios, and, when torch and torchvision are installed
 (``pip install 'dcn-ref[bench]'``), their numbers on the same inputs and ours/theirs.
