@@ -176,7 +176,7 @@ def build_parser():
                          "shows mean ± std (default: 1)")
     ex.add_argument("--models", default=None, metavar="ARMS",
                     help="comma-separated arms to train, or 'all' (default: "
-                         "cnn,cnn_scaled,deform_offset,deform_dcn_all; cnn always trains)")
+                         "cnn,cnn_scaled,deform_dcn_all; cnn always trains)")
     ex.add_argument("--keep-checkpoints", choices=["last", "all"], default="last",
                     help="keep the checkpoint of each stage's last epoch only (default) or "
                          "of every epoch")
