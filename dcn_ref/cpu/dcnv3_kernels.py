@@ -7,17 +7,125 @@
 
 For every (n, ho, wo, g, p) the point is located once (``point_cell`` of
 ``dcn_ref/sampling.py``) and its four corners are then applied to the ``group_channels``
-neighbouring channels of group g, which are contiguous in memory. When all four corners
-are in the image (nearly always) one loop over the channels reads the four corner
-vectors together; at the border each corner that is in the image gets a loop of its own.
-The kernels walk the kernel positions (i, j) directly, counting the point p alongside,
-so that no point costs an integer division.
+neighbouring channels of group g, which are contiguous in memory. The kernels walk the
+kernel positions (i, j) directly, counting the point p alongside, so that no point costs
+an integer division.
+
+The channels are handled eight at a time ("lanes") by three small vector operations
+written here in LLVM IR (``lanes_axpy``, ``lanes_bilinear``, ``lanes_dot``), on the
+arrays flattened to 1-d; the channels a group has beyond a multiple of eight take a
+plain loop. Numba's own loops cannot do this for a group of 16 channels: the loop
+vectoriser only vectorises loops of 32 floats or more without reassociating sums (and
+reassociation is fastmath, which gradient-checked code does not use), and Numba runs
+no SLP vectoriser. ``lanes_dot`` sums its eight products in a fixed pairwise order, so
+results are deterministic; ``lanes_axpy`` and ``lanes_bilinear`` round exactly as the
+scalar loops they replace.
 """
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import errors
+from numba.extending import intrinsic
 
 from ..sampling import corner, is_removed, point_cell, point_entries
 from .compile import kernel
 
+LANES = 8
+
+
+# -- eight channels at a time ----------------------------------------------------------------
+
+def _check_flat(*arrays):
+    for a in arrays:
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and isinstance(a.dtype, types.Float)):
+            raise errors.TypingError(f"expected a C-contiguous 1-d float array, got {a}")
+
+
+def _lanes_at(context, builder, arraytype, array, indextype, index):
+    """The eight elements of a 1-d array from ``index`` on, as an LLVM vector (and the
+    pointer to them)."""
+    data = context.make_array(arraytype)(context, builder, array).data
+    element = context.get_data_type(arraytype.dtype)
+    index = context.cast(builder, index, indextype, types.intp)
+    pointer = builder.bitcast(builder.gep(data, [index]), ir.VectorType(element, LANES).as_pointer())
+    return builder.load(pointer, align=arraytype.dtype.bitwidth // 8), pointer
+
+
+def _splat(builder, scalar):
+    """A vector of LANES copies of ``scalar``."""
+    vector = ir.VectorType(scalar.type, LANES)
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                                                        [0] * LANES))
+
+
+def _halves(builder, vector, width):
+    """The lanes [0, width/2) and [width/2, width) of ``vector``."""
+    half = width // 2
+    index = ir.VectorType(ir.IntType(32), half)
+    return (builder.shuffle_vector(vector, vector, ir.Constant(index, list(range(half)))),
+            builder.shuffle_vector(vector, vector, ir.Constant(index, list(range(half, width)))))
+
+
+@intrinsic
+def lanes_dot(typingctx, x, i, y, j):
+    """sum over l < 8 of x[i + l] * y[j + l], summed pairwise: lane l with lane l + 4,
+    then l with l + 2, then the last two (a fixed order)."""
+    _check_flat(x, y)
+
+    def codegen(context, builder, sig, args):
+        a, _ = _lanes_at(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        b, _ = _lanes_at(context, builder, sig.args[2], args[2], sig.args[3], args[3])
+        total = builder.fmul(a, b)
+        width = LANES
+        while width > 1:
+            low, high = _halves(builder, total, width)
+            total = builder.fadd(low, high)
+            width //= 2
+        return builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+
+    return x.dtype(x, i, y, j), codegen
+
+
+@intrinsic
+def lanes_axpy(typingctx, y, j, f, x, i):
+    """y[j + l] += f * x[i + l] for l < 8 (x and y must not overlap)."""
+    _check_flat(x, y)
+
+    def codegen(context, builder, sig, args):
+        out, pointer = _lanes_at(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        src, _ = _lanes_at(context, builder, sig.args[3], args[3], sig.args[4], args[4])
+        f = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+        out = builder.fadd(out, builder.fmul(_splat(builder, f), src))
+        builder.store(out, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(y, j, f, x, i), codegen
+
+
+@intrinsic
+def lanes_bilinear(typingctx, y, j, x, i0, f0, i1, f1, i2, f2, i3, f3):
+    """y[j + l] += f0 x[i0 + l] + f1 x[i1 + l] + f2 x[i2 + l] + f3 x[i3 + l] for l < 8,
+    added left to right (x and y must not overlap)."""
+    _check_flat(x, y)
+
+    def codegen(context, builder, sig, args):
+        out, pointer = _lanes_at(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        total = None
+        for k in range(4):
+            corner_value, _ = _lanes_at(context, builder, sig.args[2], args[2],
+                                        sig.args[3 + 2 * k], args[3 + 2 * k])
+            f = context.cast(builder, args[4 + 2 * k], sig.args[4 + 2 * k], sig.args[0].dtype)
+            term = builder.fmul(_splat(builder, f), corner_value)
+            total = term if total is None else builder.fadd(total, term)
+        builder.store(builder.fadd(out, total), pointer, align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(y, j, x, i0, f0, i1, f1, i2, f2, i3, f3), codegen
+
+
+# -- the kernels ---------------------------------------------------------------------------------
 
 @kernel
 def dcnv3_forward(input, offset, mask, geometry, out):
@@ -25,18 +133,18 @@ def dcnv3_forward(input, offset, mask, geometry, out):
     N, H, W, C = input.shape
     out_h, out_w = geometry.out_h, geometry.out_w
     Cg = geometry.group_channels
+    full = Cg - Cg % LANES                   # channels a group covers with whole lanes
     cast = input.dtype.type                  # weights in the data's dtype: float32 stays SIMD-wide
+    x, y = input.reshape(input.size), out.reshape(out.size)    # flat views, offsets below
     for task in prange(N * out_h * out_w):   # each iteration writes only out[n, ho, wo]
         n = task // (out_h * out_w)
         ho = (task // out_w) % out_h
         wo = task % out_w
+        row = task * C                       # out[n, ho, wo, 0]
         for c in range(C):
-            out[n, ho, wo, c] = 0.0
+            y[row + c] = 0.0
         for g in range(geometry.group):
-            # views of the group's channels, indexed from 0: Numba then knows every index
-            # is non-negative, drops its negative-index wraparound and LLVM vectorises
             c0 = g * Cg
-            row = out[n, ho, wo, c0:c0 + Cg]
             p = 0
             for i in range(geometry.kernel_w):
                 for j in range(geometry.kernel_h):
@@ -53,19 +161,27 @@ def dcnv3_forward(input, offset, mask, geometry, out):
                         _, _, w2, _, _ = corner(2, y0, x0, ly, lx)
                         _, _, w3, _, _ = corner(3, y0, x0, ly, lx)
                         f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                        a, b = input[n, y0, x0, c0:c0 + Cg], input[n, y0, x0 + 1, c0:c0 + Cg]
-                        c_ = input[n, y0 + 1, x0, c0:c0 + Cg]
-                        d = input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
-                        for c in range(Cg):
-                            row[c] += f0 * a[c] + f1 * b[c] + f2 * c_[c] + f3 * d[c]
+                        a = ((n * H + y0) * W + x0) * C + c0      # input[n, y0, x0, c0]
+                        b = a + C                                  # its right neighbour
+                        c_ = a + W * C                             # the one below
+                        d = c_ + C
+                        o = row + c0
+                        for k in range(0, full, LANES):
+                            lanes_bilinear(y, o + k, x, a + k, f0, b + k, f1, c_ + k, f2,
+                                           d + k, f3)
+                        for c in range(full, Cg):
+                            y[o + c] += f0 * x[a + c] + f1 * x[b + c] + f2 * x[c_ + c] + f3 * x[d + c]
                         continue
                     for t in range(4):                                     # at the border
                         r, s, w, _, _ = corner(t, y0, x0, ly, lx)
                         if 0 <= r < H and 0 <= s < W:
                             f = cast(m * w)
-                            src = input[n, r, s, c0:c0 + Cg]
-                            for c in range(Cg):
-                                row[c] += f * src[c]
+                            src = ((n * H + r) * W + s) * C + c0
+                            o = row + c0
+                            for k in range(0, full, LANES):
+                                lanes_axpy(y, o + k, f, x, src + k)
+                            for c in range(full, Cg):
+                                y[o + c] += f * x[src + c]
 
 
 @kernel
@@ -80,15 +196,18 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     N, H, W, C = input.shape
     out_h, out_w = geometry.out_h, geometry.out_w
     G, Cg = geometry.group, geometry.group_channels
+    full = Cg - Cg % LANES
     scale = geometry.offset_scale
     cast = input.dtype.type
+    x, gx = input.reshape(input.size), grad_input.reshape(grad_input.size)    # flat views
+    gy = grad_out.reshape(grad_out.size)
     for task in prange(N * G):   # task (n, g) writes only image n's channels of group g and
         n = task // G            # the offset and weight entries of group g's points: no overlap
         g = task % G
         c0 = g * Cg
         for ho in range(out_h):
             for wo in range(out_w):
-                gsrc = grad_out[n, ho, wo, c0:c0 + Cg]     # views from channel c0, see above
+                go = ((n * out_h + ho) * out_w + wo) * C + c0     # grad_out[n, ho, wo, c0]
                 p = 0
                 for i in range(geometry.kernel_w):
                     for j in range(geometry.kernel_h):
@@ -103,53 +222,23 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                         d_lx = 0.0
                         if not inside:
                             m = 0.0
-                        elif 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:   # whole cell
-                            _, _, w0, wy0, wx0 = corner(0, y0, x0, ly, lx)
-                            _, _, w1, wy1, wx1 = corner(1, y0, x0, ly, lx)
-                            _, _, w2, wy2, wx2 = corner(2, y0, x0, ly, lx)
-                            _, _, w3, wy3, wx3 = corner(3, y0, x0, ly, lx)
-                            f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
-                            a = input[n, y0, x0, c0:c0 + Cg]
-                            b = input[n, y0, x0 + 1, c0:c0 + Cg]
-                            c_ = input[n, y0 + 1, x0, c0:c0 + Cg]
-                            d = input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
-                            ga = grad_input[n, y0, x0, c0:c0 + Cg]
-                            gb = grad_input[n, y0, x0 + 1, c0:c0 + Cg]
-                            gc = grad_input[n, y0 + 1, x0, c0:c0 + Cg]
-                            gd = grad_input[n, y0 + 1, x0 + 1, c0:c0 + Cg]
-                            d0 = d1 = d2 = d3 = cast(0.0)
-                            for c in range(Cg):        # reads only: no aliasing to rule out
-                                go = gsrc[c]
-                                d0 += go * a[c]
-                                d1 += go * b[c]
-                                d2 += go * c_[c]
-                                d3 += go * d[c]
-                            for c in range(Cg):        # one written array a loop
-                                ga[c] += f0 * gsrc[c]
-                            for c in range(Cg):
-                                gb[c] += f1 * gsrc[c]
-                            for c in range(Cg):
-                                gc[c] += f2 * gsrc[c]
-                            for c in range(Cg):
-                                gd[c] += f3 * gsrc[c]
-                            d_v = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
-                            d_ly = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
-                            d_lx = wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3
-                        else:                                              # at the border
+                        else:
                             for t in range(4):
                                 r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
-                                if 0 <= r < H and 0 <= s < W:
-                                    f = cast(m * w)
-                                    src = input[n, r, s, c0:c0 + Cg]
-                                    dst = grad_input[n, r, s, c0:c0 + Cg]
-                                    dot = cast(0.0)
-                                    for c in range(Cg):
-                                        go = gsrc[c]
-                                        dot += go * src[c]
-                                        dst[c] += f * go
-                                    d_v += w * dot
-                                    d_ly += w_ly * dot
-                                    d_lx += w_lx * dot
+                                if not (0 <= r < H and 0 <= s < W):
+                                    continue                  # a corner outside reads 0
+                                f = cast(m * w)
+                                src = ((n * H + r) * W + s) * C + c0   # input[n, r, s, c0]
+                                dot = cast(0.0)
+                                for q in range(0, full, LANES):
+                                    dot += lanes_dot(gy, go + q, x, src + q)
+                                    lanes_axpy(gx, src + q, f, gy, go + q)
+                                for c in range(full, Cg):
+                                    dot += gy[go + c] * x[src + c]
+                                    gx[src + c] += f * gy[go + c]
+                                d_v += w * dot
+                                d_ly += w_ly * dot
+                                d_lx += w_lx * dot
                         grad_offset[n, ho, wo, o] = m * scale * d_lx
                         grad_offset[n, ho, wo, o + 1] = m * scale * d_ly
                         grad_mask[n, ho, wo, k] = d_v
