@@ -51,21 +51,25 @@ def _lanes_at(context, builder, arraytype, array, indextype, index):
     return builder.load(pointer, align=arraytype.dtype.bitwidth // 8), pointer
 
 
+def _mask(lanes):
+    """A shufflevector mask: the lanes to take, counting the second vector's from after
+    the first's."""
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
+
+
 def _splat(builder, scalar):
     """A vector of LANES copies of ``scalar``."""
     vector = ir.VectorType(scalar.type, LANES)
     one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar,
                                  ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES),
-                                                        [0] * LANES))
+    return builder.shuffle_vector(one, one, _mask([0] * LANES))
 
 
 def _halves(builder, vector, width):
     """The lanes [0, width/2) and [width/2, width) of ``vector``."""
     half = width // 2
-    index = ir.VectorType(ir.IntType(32), half)
-    return (builder.shuffle_vector(vector, vector, ir.Constant(index, list(range(half)))),
-            builder.shuffle_vector(vector, vector, ir.Constant(index, list(range(half, width)))))
+    return (builder.shuffle_vector(vector, vector, _mask(list(range(half)))),
+            builder.shuffle_vector(vector, vector, _mask(list(range(half, width)))))
 
 
 @intrinsic
@@ -123,6 +127,43 @@ def lanes_bilinear(typingctx, y, j, x, i0, f0, i1, f1, i2, f2, i3, f3):
         return context.get_dummy_value()
 
     return types.none(y, j, x, i0, f0, i1, f1, i2, f2, i3, f3), codegen
+
+
+@intrinsic
+def lanes_cell_backward(typingctx, gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3):
+    """The four corners i0..i3 of a cell, eight channels from each: gx[i_t + l] +=
+    f_t * gy[j + l], and return the four sums over l of gy[j + l] * x[i_t + l], each
+    summed in ``lanes_dot``'s order (the corners must not overlap gy)."""
+    _check_flat(gx, x, gy)
+
+    def codegen(context, builder, sig, args):
+        g, _ = _lanes_at(context, builder, sig.args[6], args[6], sig.args[7], args[7])
+        products = []
+        for t in range(4):
+            value, _ = _lanes_at(context, builder, sig.args[1], args[1], sig.args[2 + t], args[2 + t])
+            products.append(builder.fmul(g, value))
+            grad, pointer = _lanes_at(context, builder, sig.args[0], args[0], sig.args[2 + t],
+                                      args[2 + t])
+            f = context.cast(builder, args[8 + t], sig.args[8 + t], sig.args[0].dtype)
+            grad = builder.fadd(grad, builder.fmul(_splat(builder, f), g))
+            builder.store(grad, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        # lanes_dot's pairwise sums, the four corners side by side: lane l + lane l + 4
+        # (corners 0 and 1 in one vector of eight, 2 and 3 in another) ...
+        first, second = _mask([0, 1, 2, 3, 8, 9, 10, 11]), _mask([4, 5, 6, 7, 12, 13, 14, 15])
+        s01 = builder.fadd(builder.shuffle_vector(products[0], products[1], first),
+                           builder.shuffle_vector(products[0], products[1], second))
+        s23 = builder.fadd(builder.shuffle_vector(products[2], products[3], first),
+                           builder.shuffle_vector(products[2], products[3], second))
+        # ... then lane l + lane l + 2 of each corner's four ...
+        s = builder.fadd(builder.shuffle_vector(s01, s23, _mask([0, 1, 4, 5, 8, 9, 12, 13])),
+                         builder.shuffle_vector(s01, s23, _mask([2, 3, 6, 7, 10, 11, 14, 15])))
+        # ... then the last two of each corner
+        s = builder.fadd(builder.shuffle_vector(s, s, _mask([0, 2, 4, 6])),
+                         builder.shuffle_vector(s, s, _mask([1, 3, 5, 7])))
+        sums = [builder.extract_element(s, ir.Constant(ir.IntType(32), t)) for t in range(4)]
+        return context.make_tuple(builder, sig.return_type, sums)
+
+    return types.UniTuple(x.dtype, 4)(gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3), codegen
 
 
 # -- the kernels ---------------------------------------------------------------------------------
@@ -222,7 +263,39 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                         d_lx = 0.0
                         if not inside:
                             m = 0.0
-                        else:
+                        elif 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:   # whole cell
+                            _, _, w0, wy0, wx0 = corner(0, y0, x0, ly, lx)
+                            _, _, w1, wy1, wx1 = corner(1, y0, x0, ly, lx)
+                            _, _, w2, wy2, wx2 = corner(2, y0, x0, ly, lx)
+                            _, _, w3, wy3, wx3 = corner(3, y0, x0, ly, lx)
+                            f0, f1, f2, f3 = cast(m * w0), cast(m * w1), cast(m * w2), cast(m * w3)
+                            a = ((n * H + y0) * W + x0) * C + c0      # input[n, y0, x0, c0]
+                            b = a + C                                  # its right neighbour
+                            c_ = a + W * C                             # the one below
+                            d = c_ + C
+                            d0 = d1 = d2 = d3 = cast(0.0)              # the corners' dots
+                            for q in range(0, full, LANES):
+                                e0, e1, e2, e3 = lanes_cell_backward(gx, x, a + q, b + q, c_ + q,
+                                                                     d + q, gy, go + q,
+                                                                     f0, f1, f2, f3)
+                                d0 += e0
+                                d1 += e1
+                                d2 += e2
+                                d3 += e3
+                            for c in range(full, Cg):
+                                g_ = gy[go + c]
+                                d0 += g_ * x[a + c]
+                                d1 += g_ * x[b + c]
+                                d2 += g_ * x[c_ + c]
+                                d3 += g_ * x[d + c]
+                                gx[a + c] += f0 * g_
+                                gx[b + c] += f1 * g_
+                                gx[c_ + c] += f2 * g_
+                                gx[d + c] += f3 * g_
+                            d_v = w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+                            d_ly = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
+                            d_lx = wx0 * d0 + wx1 * d1 + wx2 * d2 + wx3 * d3
+                        else:                                              # at the border
                             for t in range(4):
                                 r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
                                 if not (0 <= r < H and 0 <= s < W):
