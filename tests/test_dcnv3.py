@@ -78,7 +78,7 @@ def assert_all_pass(rows, names):
     assert not failed, "gradients off: " + ", ".join(failed)
 
 
-@pytest.mark.parametrize("name", [list(CASES)[0], list(CASES)[3]])
+@pytest.mark.parametrize("name", [list(CASES)[0], list(CASES)[3], list(CASES)[4]])
 def test_dcnv3_gradients(name):
     rng = np.random.default_rng(len(name) + 2)
     inputs, params = dcnv3_case(rng, **CASES[name])
