@@ -11,15 +11,16 @@ neighbouring channels of group g, which are contiguous in memory. The kernels wa
 kernel positions (i, j) directly, counting the point p alongside, so that no point costs
 an integer division.
 
-The channels are handled eight at a time ("lanes") by three small vector operations
-written here in LLVM IR (``lanes_axpy``, ``lanes_bilinear``, ``lanes_dot``), on the
-arrays flattened to 1-d; the channels a group has beyond a multiple of eight take a
-plain loop. Numba's own loops cannot do this for a group of 16 channels: the loop
-vectoriser only vectorises loops of 32 floats or more without reassociating sums (and
-reassociation is fastmath, which gradient-checked code does not use), and Numba runs
-no SLP vectoriser. ``lanes_dot`` sums its eight products in a fixed pairwise order, so
-results are deterministic; ``lanes_axpy`` and ``lanes_bilinear`` round exactly as the
-scalar loops they replace.
+The channels are handled eight at a time ("lanes"), on the arrays flattened to 1-d, by
+four small vector operations written here in LLVM IR: ``lanes_bilinear`` (the forward of
+a whole cell), ``lanes_cell_backward`` (its backward), and ``lanes_axpy`` and ``lanes_dot``
+for the single corners of a cell at the border. The channels a group has beyond a multiple of eight take
+a plain loop. Numba's own loops cannot do this for a group of 16 channels: its loop
+vectoriser leaves loops shorter than 32 floats to scalar or 4-wide code, it vectorises no
+sum without reassociating it (fastmath, which gradient-checked code does not use), and
+Numba runs no SLP vectoriser. ``lanes_dot`` sums its eight products in a fixed pairwise
+order, so results stay deterministic; the other operations round exactly as the scalar
+loops they replace (no fused multiply-add).
 """
 from llvmlite import ir
 from numba import prange, types
@@ -35,10 +36,12 @@ LANES = 8
 # -- eight channels at a time ----------------------------------------------------------------
 
 def _check_flat(*arrays):
+    """The lanes operations take C-contiguous 1-d arrays of one float dtype."""
     for a in arrays:
         if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                and isinstance(a.dtype, types.Float)):
-            raise errors.TypingError(f"expected a C-contiguous 1-d float array, got {a}")
+                and a.dtype == arrays[0].dtype and isinstance(a.dtype, types.Float)):
+            raise errors.TypingError(f"expected C-contiguous 1-d arrays of one float dtype, "
+                                     f"got {', '.join(map(str, arrays))}")
 
 
 def _lanes_at(context, builder, arraytype, array, indextype, index):
