@@ -13,18 +13,19 @@ an integer division.
 
 The channels are handled eight at a time ("lanes"), on the arrays flattened to 1-d, by
 four small vector operations written here in LLVM IR: ``lanes_bilinear`` (the forward of
-a whole cell), ``lanes_cell_backward`` (its backward), and ``lanes_axpy`` and ``lanes_dot``
-for the single corners of a cell at the border. The channels a group has beyond a multiple of eight take
-a plain loop. Numba's own loops cannot do this for a group of 16 channels: its loop
-vectoriser leaves loops shorter than 32 floats to scalar or 4-wide code, it vectorises no
-sum without reassociating it (fastmath, which gradient-checked code does not use), and
-Numba runs no SLP vectoriser. ``lanes_dot`` sums its eight products in a fixed pairwise
-order, so results stay deterministic; the other operations round exactly as the scalar
-loops they replace (no fused multiply-add).
+a whole cell), ``lanes_cell_backward`` (its backward), and ``lanes_axpy`` and
+``lanes_dot`` for the single corners of a cell at the border. The channels a group has
+beyond a multiple of eight take a plain loop. Numba's own loops cannot do this for a
+group of 16 channels: its loop vectoriser leaves loops shorter than 32 floats to scalar
+or 4-wide code, it vectorises no sum without reassociating it (fastmath, which
+gradient-checked code does not use), and Numba runs no SLP vectoriser. ``lanes_dot``
+sums its products in a fixed order (lane by lane, then pairwise across the lanes), so
+results stay deterministic; the other operations round exactly as the scalar loops they
+replace (no fused multiply-add).
 """
 from llvmlite import ir
 from numba import prange, types
-from numba.core import errors
+from numba.core import cgutils, errors
 from numba.extending import intrinsic
 
 from ..sampling import corner, is_removed, point_cell, point_entries
@@ -44,14 +45,28 @@ def _check_flat(*arrays):
                                      f"got {', '.join(map(str, arrays))}")
 
 
-def _lanes_at(context, builder, arraytype, array, indextype, index):
-    """The eight elements of a 1-d array from ``index`` on, as an LLVM vector (and the
-    pointer to them)."""
+def _vector_at(context, builder, arraytype, array, index):
+    """The eight elements of a 1-d array from ``index`` (an intp) on, as an LLVM vector,
+    and the pointer to them."""
     data = context.make_array(arraytype)(context, builder, array).data
     element = context.get_data_type(arraytype.dtype)
-    index = context.cast(builder, index, indextype, types.intp)
-    pointer = builder.bitcast(builder.gep(data, [index]), ir.VectorType(element, LANES).as_pointer())
+    vector = ir.VectorType(element, LANES)
+    pointer = builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
     return builder.load(pointer, align=arraytype.dtype.bitwidth // 8), pointer
+
+
+def _lanes_at(context, builder, arraytype, array, indextype, index):
+    """``_vector_at`` for an index of any integer type."""
+    return _vector_at(context, builder, arraytype, array, _intp(context, builder, index, indextype))
+
+
+def _intp(context, builder, value, valuetype):
+    return context.cast(builder, value, valuetype, types.intp)
+
+
+def _zeros(context, arraytype):
+    """A vector of eight zeros of the array's dtype."""
+    return ir.Constant(ir.VectorType(context.get_data_type(arraytype.dtype), LANES), None)
 
 
 def _mask(lanes):
@@ -76,23 +91,28 @@ def _halves(builder, vector, width):
 
 
 @intrinsic
-def lanes_dot(typingctx, x, i, y, j):
-    """sum over l < 8 of x[i + l] * y[j + l], summed pairwise: lane l with lane l + 4,
-    then l with l + 2, then the last two (a fixed order)."""
+def lanes_dot(typingctx, x, i, y, j, chunks):
+    """sum over l < 8 * chunks of x[i + l] * y[j + l]: lane by lane over the chunks, then
+    the eight lanes pairwise (l with l + 4, then l with l + 2, then the last two)."""
     _check_flat(x, y)
 
     def codegen(context, builder, sig, args):
-        a, _ = _lanes_at(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        b, _ = _lanes_at(context, builder, sig.args[2], args[2], sig.args[3], args[3])
-        total = builder.fmul(a, b)
-        width = LANES
+        i = _intp(context, builder, args[1], sig.args[1])
+        j = _intp(context, builder, args[3], sig.args[3])
+        acc = cgutils.alloca_once_value(builder, _zeros(context, sig.args[0]))
+        with cgutils.for_range(builder, _intp(context, builder, args[4], sig.args[4])) as loop:
+            q = builder.mul(loop.index, ir.Constant(loop.index.type, LANES))
+            a, _ = _vector_at(context, builder, sig.args[0], args[0], builder.add(i, q))
+            b, _ = _vector_at(context, builder, sig.args[2], args[2], builder.add(j, q))
+            builder.store(builder.fadd(builder.load(acc), builder.fmul(a, b)), acc)
+        total, width = builder.load(acc), LANES
         while width > 1:
             low, high = _halves(builder, total, width)
             total = builder.fadd(low, high)
             width //= 2
         return builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
 
-    return x.dtype(x, i, y, j), codegen
+    return x.dtype(x, i, y, j, chunks), codegen
 
 
 @intrinsic
@@ -133,23 +153,29 @@ def lanes_bilinear(typingctx, y, j, x, i0, f0, i1, f1, i2, f2, i3, f3):
 
 
 @intrinsic
-def lanes_cell_backward(typingctx, gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3):
-    """The four corners i0..i3 of a cell, eight channels from each: gx[i_t + l] +=
+def lanes_cell_backward(typingctx, gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3, chunks):
+    """The four corners i0..i3 of a cell, 8 * chunks channels from each: gx[i_t + l] +=
     f_t * gy[j + l], and return the four sums over l of gy[j + l] * x[i_t + l], each
     summed in ``lanes_dot``'s order (the corners must not overlap gy)."""
     _check_flat(gx, x, gy)
 
     def codegen(context, builder, sig, args):
-        g, _ = _lanes_at(context, builder, sig.args[6], args[6], sig.args[7], args[7])
-        products = []
-        for t in range(4):
-            value, _ = _lanes_at(context, builder, sig.args[1], args[1], sig.args[2 + t], args[2 + t])
-            products.append(builder.fmul(g, value))
-            grad, pointer = _lanes_at(context, builder, sig.args[0], args[0], sig.args[2 + t],
-                                      args[2 + t])
-            f = context.cast(builder, args[8 + t], sig.args[8 + t], sig.args[0].dtype)
-            grad = builder.fadd(grad, builder.fmul(_splat(builder, f), g))
-            builder.store(grad, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        starts = [_intp(context, builder, args[2 + t], sig.args[2 + t]) for t in range(4)]
+        j = _intp(context, builder, args[7], sig.args[7])
+        factors = [_splat(builder, context.cast(builder, args[8 + t], sig.args[8 + t],
+                                                sig.args[0].dtype)) for t in range(4)]
+        accs = [cgutils.alloca_once_value(builder, _zeros(context, sig.args[0])) for _ in range(4)]
+        with cgutils.for_range(builder, _intp(context, builder, args[12], sig.args[12])) as loop:
+            q = builder.mul(loop.index, ir.Constant(loop.index.type, LANES))
+            g, _ = _vector_at(context, builder, sig.args[6], args[6], builder.add(j, q))
+            for t in range(4):
+                at = builder.add(starts[t], q)
+                value, _ = _vector_at(context, builder, sig.args[1], args[1], at)
+                builder.store(builder.fadd(builder.load(accs[t]), builder.fmul(g, value)), accs[t])
+                grad, pointer = _vector_at(context, builder, sig.args[0], args[0], at)
+                grad = builder.fadd(grad, builder.fmul(factors[t], g))
+                builder.store(grad, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        products = [builder.load(acc) for acc in accs]
         # lanes_dot's pairwise sums, the four corners side by side: lane l + lane l + 4
         # (corners 0 and 1 in one vector of eight, 2 and 3 in another) ...
         first, second = _mask([0, 1, 2, 3, 8, 9, 10, 11]), _mask([4, 5, 6, 7, 12, 13, 14, 15])
@@ -166,7 +192,8 @@ def lanes_cell_backward(typingctx, gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3)
         sums = [builder.extract_element(s, ir.Constant(ir.IntType(32), t)) for t in range(4)]
         return context.make_tuple(builder, sig.return_type, sums)
 
-    return types.UniTuple(x.dtype, 4)(gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3), codegen
+    signature = types.UniTuple(x.dtype, 4)(gx, x, i0, i1, i2, i3, gy, j, f0, f1, f2, f3, chunks)
+    return signature, codegen
 
 
 # -- the kernels ---------------------------------------------------------------------------------
@@ -214,7 +241,8 @@ def dcnv3_forward(input, offset, mask, geometry, out):
                             lanes_bilinear(y, o + k, x, a + k, f0, b + k, f1, c_ + k, f2,
                                            d + k, f3)
                         for c in range(full, Cg):
-                            y[o + c] += f0 * x[a + c] + f1 * x[b + c] + f2 * x[c_ + c] + f3 * x[d + c]
+                            y[o + c] += (f0 * x[a + c] + f1 * x[b + c] + f2 * x[c_ + c]
+                                         + f3 * x[d + c])
                         continue
                     for t in range(4):                                     # at the border
                         r, s, w, _, _ = corner(t, y0, x0, ly, lx)
@@ -241,6 +269,7 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     out_h, out_w = geometry.out_h, geometry.out_w
     G, Cg = geometry.group, geometry.group_channels
     full = Cg - Cg % LANES
+    chunks = full // LANES
     scale = geometry.offset_scale
     cast = input.dtype.type
     x, gx = input.reshape(input.size), grad_input.reshape(grad_input.size)    # flat views
@@ -276,15 +305,9 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                             b = a + C                                  # its right neighbour
                             c_ = a + W * C                             # the one below
                             d = c_ + C
-                            d0 = d1 = d2 = d3 = cast(0.0)              # the corners' dots
-                            for q in range(0, full, LANES):
-                                e0, e1, e2, e3 = lanes_cell_backward(gx, x, a + q, b + q, c_ + q,
-                                                                     d + q, gy, go + q,
-                                                                     f0, f1, f2, f3)
-                                d0 += e0
-                                d1 += e1
-                                d2 += e2
-                                d3 += e3
+                            # the four corners' dot products (and their input gradient)
+                            d0, d1, d2, d3 = lanes_cell_backward(gx, x, a, b, c_, d, gy, go,
+                                                                 f0, f1, f2, f3, chunks)
                             for c in range(full, Cg):
                                 g_ = gy[go + c]
                                 d0 += g_ * x[a + c]
@@ -305,9 +328,8 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                                     continue                  # a corner outside reads 0
                                 f = cast(m * w)
                                 src = ((n * H + r) * W + s) * C + c0   # input[n, r, s, c0]
-                                dot = cast(0.0)
+                                dot = lanes_dot(gy, go, x, src, chunks)
                                 for q in range(0, full, LANES):
-                                    dot += lanes_dot(gy, go + q, x, src + q)
                                     lanes_axpy(gx, src + q, f, gy, go + q)
                                 for c in range(full, Cg):
                                     dot += gy[go + c] * x[src + c]
