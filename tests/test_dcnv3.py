@@ -21,6 +21,9 @@ CASES = {
     "5x3 remove_center, stride 2, dilation 2, negative scale":
         dict(N=1, H=7, W=6, kernel=(5, 3), stride=(2, 2), padding=(2, 1), dilation=(2, 2),
              group=2, group_channels=1, offset_scale=-0.75, remove_center=True),
+    # the CPU kernels take a group's channels eight at a time, then one by one
+    "3x3, 2 groups of 19 (two lanes of eight and three more)":
+        dict(N=1, H=5, W=5, kernel=(3, 3), group=2, group_channels=19),
 }
 
 
@@ -50,10 +53,10 @@ def test_dcnv4_equals_the_loop_reference(name):
                   ref.dcnv4_backward(g, inputs["input"], offset_mask, **params), 1e-10, "backward")
 
 
-def test_float32_equals_the_loop_reference():
+@pytest.mark.parametrize("name", [list(CASES)[0], list(CASES)[4]])
+def test_float32_equals_the_loop_reference(name):
     rng = np.random.default_rng(7)
-    inputs, params = dcnv3_case(rng, **CASES["3x2 kernel, stride (2, 1), dilation (1, 2), 2 groups, scale 0.5"],
-                                dtype=np.float32)
+    inputs, params = dcnv3_case(rng, **CASES[name], dtype=np.float32)
     out = ops.dcnv3(**inputs, **params)
     assert out.dtype == np.float32
     assert_close(out, ref.dcnv3(**{k: v.astype(np.float64) for k, v in inputs.items()}, **params),
@@ -75,7 +78,7 @@ def assert_all_pass(rows, names):
     assert not failed, "gradients off: " + ", ".join(failed)
 
 
-@pytest.mark.parametrize("name", [list(CASES)[0], list(CASES)[3]])
+@pytest.mark.parametrize("name", [list(CASES)[0], list(CASES)[3], list(CASES)[4]])
 def test_dcnv3_gradients(name):
     rng = np.random.default_rng(len(name) + 2)
     inputs, params = dcnv3_case(rng, **CASES[name])
