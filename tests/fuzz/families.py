@@ -312,7 +312,9 @@ def _dcnv3_geometry(draw):
     dilation = (_small(draw, 1, 2), _small(draw, 1, 2))
     H = max(0, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + _small(draw, 0, 2)
     W = max(0, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + _small(draw, 0, 2)
-    group, Cg = _small(draw, 1, 2), _small(draw, 0, 2)
+    group = _small(draw, 1, 2)
+    # few channels a group, or enough for the CPU kernels' eight-channel lanes and a remainder
+    Cg = _small(draw, 0, 2) if draw(st.booleans()) else draw(st.integers(8, 11))
     out_h, out_w = _out(H, kh, stride[0], padding[0], dilation[0]), _out(W, kw, stride[1], padding[1], dilation[1])
     return ((kh, kw), stride, padding, dilation, group, Cg, remove_center, H, W, out_h, out_w,
             kh * kw - int(remove_center))
