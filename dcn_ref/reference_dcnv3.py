@@ -10,11 +10,7 @@ import math
 import numpy as np
 
 from .ops import DCNv3Grads, DCNv4Grads
-from .reference import bilinear, bilinear_grads
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+from .reference import bilinear, bilinear_grads, pair
 
 
 def kernel_points(kh, kw, remove_center=False):
@@ -26,7 +22,7 @@ def kernel_points(kh, kw, remove_center=False):
 
 def _geometry(input, kernel_size, stride, padding, dilation, remove_center):
     N, H, W, C = input.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
     out_h = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     out_w = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
     return (kh, kw, sh, sw, ph, pw, dh, dw), out_h, out_w, kernel_points(kh, kw, remove_center)
@@ -117,7 +113,7 @@ def pack_offset_mask(offset, mask, group, points, D):
 
 
 def _points(kernel_size, remove_center):
-    kh, kw = _pair(kernel_size)
+    kh, kw = pair(kernel_size)
     return kh * kw - int(bool(remove_center))
 
 

@@ -334,17 +334,17 @@ def point_cell(offset, mask, n, ho, wo, g, p, i, j, height, width, geometry):
 @register_jitable
 def point_value_and_grad(input, n, c, y0, x0, ly, lx):
     """Channel c of image n of a channels-last input (N, H, W, C) in a located cell:
-    (v, dv/dly, dv/dlx), corners outside the image counting as 0."""
+    (v, dv_dly, dv_dlx), corners outside the image counting as 0."""
     height = input.shape[1]
     width = input.shape[2]
     v = 0.0
-    v_ly = 0.0
-    v_lx = 0.0
+    dv_dly = 0.0
+    dv_dlx = 0.0
     for t in range(4):
-        r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+        r, s, w, dw_dly, dw_dlx = corner(t, y0, x0, ly, lx)
         if 0 <= r < height and 0 <= s < width:
             pixel = input[n, r, s, c]
             v += w * pixel
-            v_ly += w_ly * pixel
-            v_lx += w_lx * pixel
-    return v, v_ly, v_lx
+            dv_dly += dw_dly * pixel
+            dv_dlx += dw_dlx * pixel
+    return v, dv_dly, dv_dlx

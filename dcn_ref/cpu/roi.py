@@ -52,13 +52,13 @@ def _roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, us
         r = rij // (pooled_h * pooled_w)
         i = (rij // pooled_w) % pooled_h
         j = rij % pooled_w
-        gx, gy, gm = roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset,
-                                          use_mask, geometry, r, i, j)
+        d_dx, d_dy, d_mask = roi_align_coord_grad(grad_output, input, rois, offset, mask,
+                                                  use_offset, use_mask, geometry, r, i, j)
         if use_offset:
-            grad_offset[r, 0, i, j] = gx
-            grad_offset[r, 1, i, j] = gy
+            grad_offset[r, 0, i, j] = d_dx
+            grad_offset[r, 1, i, j] = d_dy
         if use_mask:
-            grad_mask[r, 0, i, j] = gm
+            grad_mask[r, 0, i, j] = d_mask
 
 
 def _roi_align_work(out, geometry):
@@ -123,10 +123,10 @@ def _psroi_trans_grad(grad_output, input, rois, trans, geometry, grad_trans):
         cls = (task // parts) % n_classes
         part_i = (task % parts) // part_size
         part_j = task % part_size
-        gx, gy = psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i,
-                                  part_j)
-        grad_trans[r, 2 * cls, part_i, part_j] = gx
-        grad_trans[r, 2 * cls + 1, part_i, part_j] = gy
+        d_dx, d_dy = psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i,
+                                      part_j)
+        grad_trans[r, 2 * cls, part_i, part_j] = d_dx
+        grad_trans[r, 2 * cls + 1, part_i, part_j] = d_dy
 
 
 def _psroi_work(out, geometry):

@@ -58,8 +58,9 @@ def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometr
     if idx >= Q * K * L:
         return
     _, q, k, l = unravel(idx, Q, K, L)
-    gy, gx, gm = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry, q, k, l)
-    grad_offset[q, k, 0, l] = gy
-    grad_offset[q, k, 1, l] = gx
+    d_dy, d_dx, d_mask = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode,
+                                        geometry, q, k, l)
+    grad_offset[q, k, 0, l] = d_dy
+    grad_offset[q, k, 1, l] = d_dx
     if use_mask:
-        grad_mask[q, k, l] = gm
+        grad_mask[q, k, l] = d_mask

@@ -3,11 +3,12 @@
 The per-element maths is ``dcn_ref/roi_sampling.py`` and ``dcn_ref/psroi_sampling.py``,
 the same functions the CPU kernels call. Forward passes: a thread per output value. Offset
 (trans) and mask gradients: a thread per bin (per trans pair), summing over what shares
-it, so no two threads write the same element. The input gradient is a scatter: by default a thread per output value adds
-its share to the pixels its samples read with ``cuda.atomic.add`` (fast; the order of the
-additions, and so the last bits, change from run to run); with ``deterministic`` a thread
-per image plane (n, c) runs the CPU's fixed-order plane loop instead (bitwise
-reproducible, but only N*C threads, each walking over every RoI of its image).
+it, so no two threads write the same element. The input gradient is a scatter: by default
+a thread per output value adds its share to the pixels its samples read with
+``cuda.atomic.add`` (fast; the order of the additions, and so the last bits, change from
+run to run); with ``deterministic`` a thread per image plane (n, c) runs the CPU's
+fixed-order plane loop instead (bitwise reproducible, but only N*C threads, each walking
+over every RoI of its image).
 
 Arrays are C-contiguous device arrays allocated by the ops; ``grad_input`` is added into.
 """
@@ -89,13 +90,13 @@ def _roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, us
     if idx >= R * pooled_h * pooled_w:
         return
     _, r, i, j = unravel(idx, R, pooled_h, pooled_w)
-    gx, gy, gm = roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset,
-                                      use_mask, geometry, r, i, j)
+    d_dx, d_dy, d_mask = roi_align_coord_grad(grad_output, input, rois, offset, mask,
+                                              use_offset, use_mask, geometry, r, i, j)
     if use_offset:
-        grad_offset[r, 0, i, j] = gx
-        grad_offset[r, 1, i, j] = gy
+        grad_offset[r, 0, i, j] = d_dx
+        grad_offset[r, 1, i, j] = d_dy
     if use_mask:
-        grad_mask[r, 0, i, j] = gm
+        grad_mask[r, 0, i, j] = d_mask
 
 
 def deform_roi_pool(input, rois, offset, mask, geometry, out):
@@ -183,9 +184,9 @@ def _psroi_trans_grad(grad_output, input, rois, trans, geometry, grad_trans):
     if idx >= R * n_classes * part_size * part_size:
         return
     r, cls, part_i, part_j = unravel(idx, n_classes, part_size, part_size)
-    gx, gy = psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i, part_j)
-    grad_trans[r, 2 * cls, part_i, part_j] = gx
-    grad_trans[r, 2 * cls + 1, part_i, part_j] = gy
+    d_dx, d_dy = psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i, part_j)
+    grad_trans[r, 2 * cls, part_i, part_j] = d_dx
+    grad_trans[r, 2 * cls + 1, part_i, part_j] = d_dy
 
 
 def deform_psroi_pool(input, rois, trans, geometry, out):
