@@ -1,7 +1,8 @@
 """The CPU target: Numba kernels and NumPy/BLAS matrix products.
 
-Every target module (this one and ``dcn_ref.cuda``) offers the same functions, so the ops
-in ``dcn_ref.ops`` are written once:
+Every target module (this one and ``dcn_ref.cuda``) offers the functions of the protocol
+``dcn_ref.targets.Target``, with the same parameters, so the ops in ``dcn_ref.ops`` are
+written once; the geometry of a call comes as a NamedTuple of ``dcn_ref/geometry.py``:
 
     memory          to_target, to_host, empty, zeros
     sampling engine deform_im2col, sample_backward (planar.py), for bilinear_sample

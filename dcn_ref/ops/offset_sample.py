@@ -93,10 +93,10 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     image = call.put(input).reshape(N * C, 1, H, W)
     offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)
     grad_columns = call.put(grad_output).reshape(N * C, 1, 1, H * W)
-    grid = _identity_grid(H, W)
+    geometry = _identity_grid(H, W)
     grad_input = be.zeros((N * C, 1, H, W), input.dtype)
     grad_offset = be.empty((N * C, 1, 2, H * W), input.dtype)
-    be.sample_backward(grad_columns, image, offset4, None, mode, grid, grad_input, grad_offset,
-                       None, deterministic)
+    be.sample_backward(grad_columns, image, offset4, None, mode, geometry, grad_input,
+                       grad_offset, None, deterministic)
     return OffsetSampleGrads(input=call.get(grad_input.reshape(N, C, H, W)),
                              offset=call.get(grad_offset.reshape(N, 2 * C, H, W)))
