@@ -47,6 +47,7 @@ import threadpoolctl  # noqa: E402
 from dcn_ref.bench import SHAPES, make_inputs, threads_line  # noqa: E402
 from dcn_ref.bench_realistic import our_calls, their_calls  # noqa: E402
 from dcn_ref.cpu import columns  # noqa: E402
+from dcn_ref.geometry import conv_geometry  # noqa: E402
 
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
@@ -126,11 +127,11 @@ def main():
     # 2. spinning: a Numba kernel that gives the BLAS threads nothing to do
     x_cl = np.random.default_rng(0).random((32, 197, 64), dtype=np.float32)
     cols = np.empty((1, 32, 196, 9, 64), np.float32)
-    grid = (3, 3, 14, 14, 1, 1, 1, 1, 1, 1)
+    geometry = conv_geometry((3, 3), (14, 14), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
 
     def kernel():
         for _ in range(20):
-            columns.im2col(cols.size, x_cl, 14, 14, grid, cols)
+            columns.im2col(cols.size, x_cl, 14, 14, geometry, cols)
 
     big, w = np.ones((4096, 576), np.float32), np.ones((128, 576), np.float32)
     before = {"nothing": lambda: None, "a NumPy matrix product": lambda: big @ w.T,

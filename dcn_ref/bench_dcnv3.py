@@ -81,6 +81,7 @@ def deform_im2col_ms(repeat):
     from .bench import make_inputs
     from .cpu import columns as cl
     from .cpu.conv import _channels_last
+    from .geometry import conv_geometry
     from .sampling import ZEROS
     shape = SHAPES["a"]
     a = make_inputs(shape)
@@ -89,10 +90,10 @@ def deform_im2col_ms(repeat):
     x_cl = _channels_last(a["input"])
     offset = a["offset"].reshape(N, 9, 2, L)
     columns = np.empty((1, N, L, 9, C), np.float32)
-    grid = (3, W, 1, 1, 1, 1, 1, 1)
+    geometry = conv_geometry((3, 3), (H, W), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
     no_mask = np.zeros((1, 1, 1), np.float32)
     return median_ms(lambda: cl.deform_im2col(columns.size, x_cl, H, W, offset, no_mask, False,
-                                              ZEROS, grid, columns), repeat)
+                                              ZEROS, geometry, columns), repeat)
 
 
 def im2col_samples(shape):

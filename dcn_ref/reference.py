@@ -13,7 +13,8 @@ import numpy as np
 from .ops import (BilinearSampleGrads, Conv2dGrads, DeformConv2dGrads, OffsetSampleGrads)
 
 
-def _pair(v):
+def pair(v):
+    """An int or an (h, w) pair as an (h, w) tuple (the references take checked arguments)."""
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
@@ -134,7 +135,7 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border"):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """out[n, o, oy, ox] = b[o] + sum_{c, i, j} w[o, c, i, j] x[n, g*Cg + c, y, x]."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     N, C_in, H, W = input.shape
     C_out, Cg, kh, kw = weight.shape
     out_h = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -157,7 +158,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1,
                     groups=1):
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     N, C_in, H, W = input.shape
     C_out, Cg, kh, kw = weight.shape
     out_h, out_w = grad_output.shape[2:]
@@ -187,7 +188,7 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
 def _deform_taps(input, offset, weight, stride, padding, dilation, mask):
     """Yield (n, oy, ox, g, G, i, j, tap, y, x, m): every tap of every output pixel, in
     offset group g of G, sampling at (y, x) with modulation m."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     N, C_in, H, W = input.shape
     kh, kw = weight.shape[2:]
     G = offset.shape[1] // (2 * kh * kw)

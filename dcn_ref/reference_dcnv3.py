@@ -6,15 +6,12 @@ the fast kernels are tested against something independent. Arguments and results
 those of the ops (NumPy only, no ``target``); validation is the ops' job. Small arrays only.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from .ops import DCNv3Grads, DCNv4Grads
-from .reference import bilinear, bilinear_grads
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+from .reference import bilinear, bilinear_grads, pair
 
 
 def kernel_points(kh, kw, remove_center=False):
@@ -24,19 +21,31 @@ def kernel_points(kh, kw, remove_center=False):
             if not (remove_center and (i, j) == (kw // 2, kh // 2))]
 
 
+class _Grid(NamedTuple):
+    """The regular grid of the kernel positions, in the spec's short names."""
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+
 def _geometry(input, kernel_size, stride, padding, dilation, remove_center):
     N, H, W, C = input.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
     out_h = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     out_w = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
-    return (kh, kw, sh, sw, ph, pw, dh, dw), out_h, out_w, kernel_points(kh, kw, remove_center)
+    grid = _Grid(kh, kw, sh, sw, ph, pw, dh, dw)
+    return grid, out_h, out_w, kernel_points(kh, kw, remove_center)
 
 
 def _location(ho, wo, i, j, dx, dy, grid, offset_scale):
-    kh, kw, sh, sw, ph, pw, dh, dw = grid
-    half_h, half_w = dh * (kh - 1) // 2, dw * (kw - 1) // 2
-    y = ho * sh - ph + half_h + (j * dh - half_h + dy) * offset_scale
-    x = wo * sw - pw + half_w + (i * dw - half_w + dx) * offset_scale
+    half_h, half_w = grid.dh * (grid.kh - 1) // 2, grid.dw * (grid.kw - 1) // 2
+    y = ho * grid.sh - grid.ph + half_h + (j * grid.dh - half_h + dy) * offset_scale
+    x = wo * grid.sw - grid.pw + half_w + (i * grid.dw - half_w + dx) * offset_scale
     return y, x
 
 
@@ -117,7 +126,7 @@ def pack_offset_mask(offset, mask, group, points, D):
 
 
 def _points(kernel_size, remove_center):
-    kh, kw = _pair(kernel_size)
+    kh, kw = pair(kernel_size)
     return kh * kw - int(bool(remove_center))
 
 

@@ -14,10 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 
 from .ops import DeformPSRoIPoolGrads, DeformRoIPoolGrads
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+from .reference import pair
 
 
 # -- deform_roi_pool -----------------------------------------------------------------------
@@ -60,7 +57,7 @@ def roi_align_point(plane, y, x):
 def _roi_align_samples(rois, offset, mask, output_size, spatial_scale, sampling_ratio, gamma):
     """Yield (k, i, j, n, y, x, m, count, roi_h, roi_w): every sample of every bin, with its
     bin's mask value and sample count, as mmcv's kernel computes them."""
-    ph, pw = _pair(output_size)
+    ph, pw = pair(output_size)
     for k in range(rois.shape[0]):
         n = int(rois[k, 0])
         roi_start_w = float(rois[k, 1]) * spatial_scale - 0.5
@@ -93,7 +90,7 @@ def _roi_align_samples(rois, offset, mask, output_size, spatial_scale, sampling_
 def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, sampling_ratio=0,
                     gamma=0.1, mask=None):
     """out[k, c, i, j] = mask * (1/count) * sum over the bin's samples of v(input[n, c], y, x)."""
-    ph, pw = _pair(output_size)
+    ph, pw = pair(output_size)
     out = np.zeros((rois.shape[0], input.shape[1], ph, pw), np.float64)
     for k, i, j, n, y, x, m, count, _, _ in _roi_align_samples(
             rois, offset, mask, output_size, spatial_scale, sampling_ratio, gamma):

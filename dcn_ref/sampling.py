@@ -18,9 +18,10 @@ channels of a plane share one set of sample points (an offset group):
     offset   (Q, K, 2, L)     offset[q, k, 0, l] = dy, offset[q, k, 1, l] = dx
     mask     (Q, K, L)        multiplies each sample (DCNv2); read only when use_mask
     columns  (Q, Cq, K, L)    columns[q, c, k, l] = mask[q, k, l] * bilinear(image[q, c], y, x)
-    grid     (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w), ints
+    geometry a ``ConvGeometry`` (dcn_ref/geometry.py); the engine reads kernel_w, out_w,
+                              and the strides, pads and dilations
 
-Tap ``k = i*kw + j`` of output pixel ``l = oy*out_w + ox`` samples at
+Tap ``k = i*kernel_w + j`` of output pixel ``l = oy*out_w + ox`` samples at
 
     y = oy*stride_h - pad_h + i*dilation_h + dy
     x = ox*stride_w - pad_w + j*dilation_w + dx
@@ -86,13 +87,15 @@ PADDING_MODES = {"zeros": ZEROS, "border": BORDER}
 # -- one point ------------------------------------------------------------------------
 
 @register_jitable
-def grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    """Where tap ``k`` of output pixel ``l`` samples before its offset: (y, x) as ints."""
-    i = k // kw
-    j = k - i * kw
-    oy = l // out_w
-    ox = l - oy * out_w
-    return oy * stride_h - pad_h + i * dilation_h, ox * stride_w - pad_w + j * dilation_w
+def grid_point(k, l, geometry):
+    """The grid point of tap ``k`` of output pixel ``l`` (a ``ConvGeometry``): where it
+    samples before its offset, (grid_y, grid_x) as ints."""
+    i = k // geometry.kernel_w
+    j = k - i * geometry.kernel_w
+    oy = l // geometry.out_w
+    ox = l - oy * geometry.out_w
+    return (oy * geometry.stride_h - geometry.pad_h + i * geometry.dilation_h,
+            ox * geometry.stride_w - geometry.pad_w + j * geometry.dilation_w)
 
 
 @register_jitable
@@ -125,14 +128,15 @@ def locate(y, x, height, width, mode):
 
 
 @register_jitable
-def corner(k, y0, x0, ly, lx):
-    """Corner ``k`` (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of a cell.
+def corner(t, y0, x0, ly, lx):
+    """Corner ``t`` (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of a cell.
 
-    Returns ``(row, col, w, dw_dly, dw_dlx)``: the pixel, its interpolation weight and
-    the weight's derivatives with respect to the fractions.
+    Returns ``(r, s, w, dw_dly, dw_dlx)``: the pixel (row r, column s), its corner weight
+    ``w = wy * wx`` (row factor wy, column factor wx) and the weight's derivatives with
+    respect to the fractions.
     """
-    down = k // 2
-    right = k - 2 * down
+    down = t // 2
+    right = t - 2 * down
     wy = ly if down else 1.0 - ly
     wx = lx if right else 1.0 - lx
     sy = 1.0 if down else -1.0  # d wy / d ly
@@ -146,8 +150,8 @@ def bilinear_value(image, q, c, y0, x0, ly, lx):
     height = image.shape[2]
     width = image.shape[3]
     v = 0.0
-    for k in range(4):
-        r, s, w, _, _ = corner(k, y0, x0, ly, lx)
+    for t in range(4):
+        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
         if 0 <= r < height and 0 <= s < width:
             v += w * image[q, c, r, s]
     return v
@@ -155,41 +159,39 @@ def bilinear_value(image, q, c, y0, x0, ly, lx):
 
 @register_jitable
 def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
-    """The value and its derivatives with respect to the fractions: (v, dv/dly, dv/dlx)."""
+    """The value and its derivatives with respect to the fractions: (v, dv_dly, dv_dlx)."""
     height = image.shape[2]
     width = image.shape[3]
     v = 0.0
-    gy = 0.0
-    gx = 0.0
-    for k in range(4):
-        r, s, w, wy, wx = corner(k, y0, x0, ly, lx)
+    dv_dly = 0.0
+    dv_dlx = 0.0
+    for t in range(4):
+        r, s, w, dw_dly, dw_dlx = corner(t, y0, x0, ly, lx)
         if 0 <= r < height and 0 <= s < width:
             pixel = image[q, c, r, s]
             v += w * pixel
-            gy += wy * pixel
-            gx += wx * pixel
-    return v, gy, gx
+            dv_dly += dw_dly * pixel
+            dv_dlx += dw_dlx * pixel
+    return v, dv_dly, dv_dlx
 
 
 # -- one element of the engine ----------------------------------------------------------
 
 @register_jitable
-def tap_cell(offset, q, k, l, height, width, mode, grid):
+def tap_cell(offset, q, k, l, height, width, mode, geometry):
     """``locate`` the sample point of tap k of output pixel l in plane q."""
-    kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
-    base_y, base_x = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
-                                dilation_h, dilation_w)
-    return locate(base_y + offset[q, k, 0, l], base_x + offset[q, k, 1, l], height, width, mode)
+    grid_y, grid_x = grid_point(k, l, geometry)
+    return locate(grid_y + offset[q, k, 0, l], grid_x + offset[q, k, 1, l], height, width, mode)
 
 
 @register_jitable
-def masked_tap_cell(offset, mask, use_mask, q, k, l, height, width, mode, grid):
+def masked_tap_cell(offset, mask, use_mask, q, k, l, height, width, mode, geometry):
     """``tap_cell`` with the tap's mask value: ``(inside, y0, x0, ly, lx, jy, jx, m)``.
 
     ``inside`` is also False when the mask value is NaN; ``m`` is the mask value (1.0
     without a mask) where ``inside``, else 0.0, so that nothing is ever ``0 * inf``.
     """
-    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, grid)
+    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, geometry)
     m = mask[q, k, l] if use_mask else 1.0
     if not (m == m):  # NaN
         inside = False
@@ -199,37 +201,71 @@ def masked_tap_cell(offset, mask, use_mask, q, k, l, height, width, mode, grid):
 
 
 @register_jitable
-def column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l):
+def column_value(image, offset, mask, use_mask, mode, geometry, q, c, k, l):
     """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
     inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
-                                                      image.shape[2], image.shape[3], mode, grid)
+                                                      image.shape[2], image.shape[3], mode,
+                                                      geometry)
     if not inside:
         return 0.0
     return m * bilinear_value(image, q, c, y0, x0, ly, lx)
 
 
 @register_jitable
-def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k, l):
-    """Gradients of tap k of pixel l in plane q: (d/d dy, d/d dx, d/d mask).
+def tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3):
+    """The offset and mask gradients of one tap: (d/d dy, d/d dx, d/d mask).
 
-    d columns[q, c, k, l] / d dy = mask * jy * dv/dly, summed over the Cq channels that
-    share the sample point; d columns / d mask = the unmasked sample. All three are 0 for
-    a tap that touches no pixel or has a NaN mask.
+    ``d0 .. d3`` are the corner sums D_t = sum over the tap's channels c of
+    grad_columns[c] * pixel of channel c at corner t (0 for a corner outside the image).
+    Since columns[c] = m * sum_t w_t * pixel_t,
+
+        d/d dy   = m * jy * sum_t dw_dly_t * D_t       (d/d dx alike with jx, dw_dlx)
+        d/d mask = sum_t w_t * D_t                     (the unmasked sample's gradient)
+
+    Every target's backward computes the tap's gradients here, whatever order it walks
+    the channels in.
+    """
+    _, _, w0, dw_dly0, dw_dlx0 = corner(0, 0, 0, ly, lx)
+    _, _, w1, dw_dly1, dw_dlx1 = corner(1, 0, 0, ly, lx)
+    _, _, w2, dw_dly2, dw_dlx2 = corner(2, 0, 0, ly, lx)
+    _, _, w3, dw_dly3, dw_dlx3 = corner(3, 0, 0, ly, lx)
+    return (m * jy * (dw_dly0 * d0 + dw_dly1 * d1 + dw_dly2 * d2 + dw_dly3 * d3),
+            m * jx * (dw_dlx0 * d0 + dw_dlx1 * d1 + dw_dlx2 * d2 + dw_dlx3 * d3),
+            w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3)
+
+
+@register_jitable
+def corner_pixel(image, q, c, y0, x0, t):
+    """Pixel of corner t of the cell (y0, x0) in plane ``image[q, c]``; 0 outside the image."""
+    r = y0 + t // 2
+    s = x0 + t % 2
+    if 0 <= r < image.shape[2] and 0 <= s < image.shape[3]:
+        return image[q, c, r, s]
+    return 0.0
+
+
+@register_jitable
+def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry, q, k, l):
+    """Gradients of tap k of pixel l in plane q: (d/d dy, d/d dx, d/d mask) (``tap_grads``),
+    the corner sums taken over the Cq channels that share the sample point. All three are
+    0 for a tap that touches no pixel or has a NaN mask.
     """
     inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
-                                                        image.shape[2], image.shape[3], mode, grid)
+                                                        image.shape[2], image.shape[3], mode,
+                                                        geometry)
     if not inside:
         return 0.0, 0.0, 0.0
-    sum_y = 0.0
-    sum_x = 0.0
-    sum_v = 0.0
+    d0 = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    d3 = 0.0
     for c in range(image.shape[1]):
         g = grad_columns[q, c, k, l]
-        v, v_y, v_x = bilinear_value_and_grad(image, q, c, y0, x0, ly, lx)
-        sum_y += g * v_y
-        sum_x += g * v_x
-        sum_v += g * v
-    return m * jy * sum_y, m * jx * sum_x, sum_v
+        d0 += g * corner_pixel(image, q, c, y0, x0, 0)
+        d1 += g * corner_pixel(image, q, c, y0, x0, 1)
+        d2 += g * corner_pixel(image, q, c, y0, x0, 2)
+        d3 += g * corner_pixel(image, q, c, y0, x0, 3)
+    return tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3)
 
 
 # -- DCNv3 / DCNv4: a sampling point of its own grid --------------------------------------
@@ -298,17 +334,17 @@ def point_cell(offset, mask, n, ho, wo, g, p, i, j, height, width, geometry):
 @register_jitable
 def point_value_and_grad(input, n, c, y0, x0, ly, lx):
     """Channel c of image n of a channels-last input (N, H, W, C) in a located cell:
-    (v, dv/dly, dv/dlx), corners outside the image counting as 0."""
+    (v, dv_dly, dv_dlx), corners outside the image counting as 0."""
     height = input.shape[1]
     width = input.shape[2]
     v = 0.0
-    v_ly = 0.0
-    v_lx = 0.0
+    dv_dly = 0.0
+    dv_dlx = 0.0
     for t in range(4):
-        r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+        r, s, w, dw_dly, dw_dlx = corner(t, y0, x0, ly, lx)
         if 0 <= r < height and 0 <= s < width:
             pixel = input[n, r, s, c]
             v += w * pixel
-            v_ly += w_ly * pixel
-            v_lx += w_lx * pixel
-    return v, v_ly, v_lx
+            dv_dly += dw_dly * pixel
+            dv_dlx += dw_dlx * pixel
+    return v, dv_dly, dv_dlx

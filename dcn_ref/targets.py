@@ -1,12 +1,98 @@
-"""Which target runs an op: "cpu" (Numba on the host) or "cuda" (Numba CUDA kernels).
+"""Which target runs an op, and what a target provides.
+
+A target is a module: ``dcn_ref.cpu`` (Numba on the host) or ``dcn_ref.cuda`` (Numba CUDA
+kernels). ``Target`` below lists what each provides to the ops of ``dcn_ref.ops``, which
+check their arguments, build the geometry (``dcn_ref/geometry.py``) and call these
+functions; nothing else crosses the boundary.
 
 ``target=None`` means "cuda" when any input is a CUDA device array, else "cpu". With
 NumPy inputs and target="cuda" the inputs are copied to the device and the results
 copied back, so the caller sees NumPy in and NumPy out.
 """
 import importlib
+from typing import Protocol
 
 TARGETS = ("cpu", "cuda")
+
+
+class Target(Protocol):
+    """What a target module provides (``dcn_ref.cpu`` and ``dcn_ref.cuda`` both do, checked
+    by the tests).
+
+    Arrays are the target's own (NumPy arrays, or Numba device arrays), C-contiguous.
+    Outputs passed in are allocated by the op: ``grad_input`` and ``grad_image`` arguments
+    are added into (the op zeroes them), the others are written. ``deterministic`` asks
+    for bitwise-reproducible sums: the CPU always is, the CUDA target then gathers instead
+    of scattering with atomics. The layouts of the sampling engine (``image``, ``offset``,
+    ``mask``, ``columns``) are in ``dcn_ref/sampling.py``; a ``mask`` (and its gradient)
+    may be None.
+    """
+
+    name: str
+
+    # -- memory
+    def to_target(self, x):
+        """A C-contiguous array of the target holding ``x`` (``x`` itself if it is one)."""
+
+    def to_host(self, x):
+        """A NumPy array holding the target array ``x``."""
+
+    def empty(self, shape, dtype):
+        """An uninitialised array of the target."""
+
+    def zeros(self, shape, dtype):
+        """An array of the target filled with zeros."""
+
+    # -- the sampling engine (bilinear_sample, offset_sample), a ConvGeometry
+    def deform_im2col(self, image, offset, mask, mode, geometry, columns):
+        """Write columns (Q, Cq, K, L): the samples of image (Q, Cq, H, W)."""
+
+    def sample_backward(self, grad_columns, image, offset, mask, mode, geometry, grad_image,
+                        grad_offset, grad_mask, deterministic=False):
+        """grad_image += the image gradient; write grad_offset and grad_mask."""
+
+    # -- convolutions (N, C, H, W), a ConvGeometry
+    def im2col(self, x, geometry):
+        """columns (N, C, K, L) of the textbook layout."""
+
+    def col2im(self, columns, geometry, input_shape, deterministic=True):
+        """(N, C, H, W): columns (N, C, K, L) added back to their pixels."""
+
+    def conv2d(self, x, weight, bias, geometry):
+        """out (N, C_out, H_out, W_out); bias may be None."""
+
+    def conv2d_backward(self, grad_out, x, weight, has_bias, geometry, deterministic=False):
+        """(grad_input, grad_weight, grad_bias or None)."""
+
+    def deform_conv2d(self, x, offset, mask, weight, bias, geometry):
+        """out (N, C_out, H_out, W_out), offset and mask in the op's layouts."""
+
+    def deform_conv2d_backward(self, grad_out, x, offset, mask, weight, has_bias, geometry,
+                               deterministic=False):
+        """(grad_input, grad_offset, grad_weight, grad_bias or None, grad_mask or None)."""
+
+    # -- RoI pooling, a RoIPoolGeometry or a PSRoIPoolGeometry
+    def deform_roi_pool(self, input, rois, offset, mask, geometry, out):
+        """Write out (K, C, ph, pw); offset and mask may be None."""
+
+    def deform_roi_pool_backward(self, grad_output, input, rois, offset, mask, geometry,
+                                 grad_input, grad_offset, grad_mask, deterministic=False):
+        """grad_input += the input gradient; write grad_offset and grad_mask when given."""
+
+    def deform_psroi_pool(self, input, rois, trans, geometry, out):
+        """Write out (K, output_dim, pooled_size, pooled_size); trans may be None."""
+
+    def deform_psroi_pool_backward(self, grad_output, input, rois, trans, geometry, grad_input,
+                                   grad_trans, deterministic=False):
+        """grad_input += the input gradient; write grad_trans when there is a trans."""
+
+    # -- DCNv3 / DCNv4, channels last, a PointGeometry
+    def dcnv3(self, input, offset, mask, geometry):
+        """out (N, H_out, W_out, C)."""
+
+    def dcnv3_backward(self, grad_out, input, offset, mask, geometry, grad_input, grad_offset,
+                       grad_mask, deterministic=False):
+        """grad_input += the input gradient; write every point's grad_offset, grad_mask."""
 
 
 def is_device_array(x):
@@ -27,7 +113,7 @@ def resolve(target, arrays):
     return target
 
 
-def backend(target):
+def backend(target) -> Target:
     """The module implementing ``target`` (dcn_ref.cpu or dcn_ref.cuda)."""
     if target == "cuda":
         try:

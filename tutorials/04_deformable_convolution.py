@@ -198,7 +198,8 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 #
 # The per-sample maths (cell, corner weights, their derivatives, the sums over the
 # channels of a group) is written once in `dcn_ref/sampling.py`: see `locate`, `corner`,
-# `bilinear_value_and_grad` and `tap_coord_grad`.
+# `tap_grads` (a tap's offset and mask gradients from its four corner sums) and
+# `tap_coord_grad`.
 #
 # **By hand.** One channel, a 1x1 kernel of weight w = 2, a mask of 0.5, the offset
 # dx = 0.25 everywhere, on an image that grows by 10 per row and 3 per column. Let

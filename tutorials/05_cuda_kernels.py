@@ -45,6 +45,7 @@ from dcn_ref import cpu as cpu_target  # noqa: E402
 from dcn_ref import cuda as cuda_target  # noqa: E402
 from dcn_ref import sampling  # noqa: E402
 from dcn_ref.cuda.launch import THREADS_PER_BLOCK, launch  # noqa: E402
+from dcn_ref.geometry import conv_geometry  # noqa: E402
 from dcn_ref.ops import deform_conv2d, deform_conv2d_backward  # noqa: E402
 from dcn_ref.plotting import plt, save_figure  # noqa: E402
 
@@ -180,19 +181,19 @@ save_figure(fig, "05_thread_mapping")
 # %% [markdown]
 # And the real kernel fills the same (Q, Cq, K, L) array the CPU kernel fills. Both
 # are called here through their target modules, with the same engine arguments
-# (the grid tuple is (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
-# dilation_w), see `dcn_ref/sampling.py`).
+# (a `ConvGeometry` of `dcn_ref/geometry.py`: where each tap of each output pixel reads,
+# see `dcn_ref/sampling.py`).
 
 # %%
 H, W = 3, 5                                               # padding 1: a 3x5 output, L = 15
 image = rng.standard_normal((Q, Cq, H, W))
 offset = rng.normal(0.0, 1.0, (Q, K, 2, L))                # (Q, K, 2, L): 3x3 taps, 15 pixels
-grid = (3, 5, 1, 1, 1, 1, 1, 1)                            # kw = 3, out_w = 5, stride 1, pad 1, dilation 1
+geometry = conv_geometry((3, 3), (3, 5), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
 columns_cpu = np.empty((Q, Cq, K, L))
-cpu_target.deform_im2col(image, offset, None, sampling.ZEROS, grid, columns_cpu)
+cpu_target.deform_im2col(image, offset, None, sampling.ZEROS, geometry, columns_cpu)
 columns_gpu = cuda.device_array((Q, Cq, K, L))
 cuda_target.deform_im2col(cuda.to_device(image), cuda.to_device(offset), None, sampling.ZEROS,
-                          grid, columns_gpu)
+                          geometry, columns_gpu)
 print("max |GPU columns - CPU columns| =", np.max(np.abs(columns_gpu.copy_to_host() - columns_cpu)))
 assert np.allclose(columns_gpu.copy_to_host(), columns_cpu, rtol=0, atol=1e-12)
 

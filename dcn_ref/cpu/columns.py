@@ -26,46 +26,46 @@ vectorise it, and the loop runs about half as fast. The arithmetic is the same e
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import corner, grid_point, masked_tap_cell
+from ..sampling import corner, grid_point, masked_tap_cell, tap_grads
 from .compile import kernel
 
 
 @register_jitable
 def corner_row(t, inside, y0, x0, ly, lx, height, width):
-    """Corner t of a located cell as (row of x_cl, weight, d weight/d ly, d weight/d lx);
-    the zero row (weight 0) when the sample touches no pixel, the zero row with the true
-    weights when only this corner is outside."""
+    """Corner t of a located cell as (row of x_cl, corner weight); the zero row (weight 0)
+    when the sample touches no pixel, the zero row with the true weight when only this
+    corner is outside."""
     if not inside:
-        return height * width, 0.0, 0.0, 0.0
-    r, s, w, w_ly, w_lx = corner(t, y0, x0, ly, lx)
+        return height * width, 0.0
+    r, s, w, _, _ = corner(t, y0, x0, ly, lx)
     row = r * width + s if 0 <= r < height and 0 <= s < width else height * width
-    return row, w, w_ly, w_lx
+    return row, w
 
 
 @register_jitable
-def tap_corner_rows(offset, mask, use_mask, q, k, l, height, width, mode, grid):
+def tap_corner_rows(offset, mask, use_mask, q, k, l, height, width, mode, geometry):
     """Locate tap k of output pixel l in plane q and return its four corners as rows of x_cl:
-    (inside, m, jy, jx, rows, weights, d weights/d ly, d weights/d lx), the last four tuples
-    of four, corner by corner (see ``corner_row``); m is the tap's mask value
-    (``masked_tap_cell``: a NaN mask makes the tap touch no pixel, and m is 0 then)."""
+    (inside, m, jy, jx, ly, lx, rows, weights), the last two tuples of four, corner by
+    corner (see ``corner_row``); m is the tap's mask value (``masked_tap_cell``: a NaN mask
+    makes the tap touch no pixel, and m is 0 then)."""
     inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l, height,
-                                                        width, mode, grid)
-    r0, w0, wy0, wx0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
-    r1, w1, wy1, wx1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
-    r2, w2, wy2, wx2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
-    r3, w3, wy3, wx3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
-    return (inside, m, jy, jx, (r0, r1, r2, r3), (w0, w1, w2, w3), (wy0, wy1, wy2, wy3),
-            (wx0, wx1, wx2, wx3))
+                                                        width, mode, geometry)
+    r0, w0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
+    r1, w1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
+    r2, w2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
+    r3, w3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
+    return inside, m, jy, jx, ly, lx, (r0, r1, r2, r3), (w0, w1, w2, w3)
 
 
 @register_jitable
-def write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx, d0, d1, d2, d3):
-    """Store a tap's offset and mask gradients from the dot products D_t of the channels'
-    gradients with its four corners: d/d dy = m jy sum_t dw_t/dly D_t, d/d mask = sum_t w_t D_t."""
-    grad_offset[q, k, 0, l] = m * jy * (wy[0] * d0 + wy[1] * d1 + wy[2] * d2 + wy[3] * d3)
-    grad_offset[q, k, 1, l] = m * jx * (wx[0] * d0 + wx[1] * d1 + wx[2] * d2 + wx[3] * d3)
+def write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx, d0, d1, d2, d3):
+    """Store a tap's offset and mask gradients (``sampling.tap_grads``) from the dot products
+    D_t of the channels' gradients with its four corners."""
+    d_dy, d_dx, d_mask = tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3)
+    grad_offset[q, k, 0, l] = d_dy
+    grad_offset[q, k, 1, l] = d_dx
     if use_mask:
-        grad_mask[q, k, l] = w[0] * d0 + w[1] * d1 + w[2] * d2 + w[3] * d3
+        grad_mask[q, k, l] = d_mask
 
 
 @register_jitable
@@ -79,7 +79,7 @@ def channel_segment(c, stop, c_per_group):
 # -- deformable convolution ---------------------------------------------------------------
 
 @kernel
-def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, columns):
+def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
     """Fill columns (groups, n, L, K, C/groups) with the masked bilinear samples."""
     groups, n_img, L, K, c_per_group = columns.shape
     C = x_cl.shape[2]
@@ -92,8 +92,8 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                _, m, _, _, r, w, _, _ = tap_corner_rows(offset, mask, use_mask, q, k, l, height,
-                                                         width, mode, grid)
+                _, m, _, _, _, _, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l, height,
+                                                         width, mode, geometry)
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
                 a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 c = g * Cq
@@ -108,7 +108,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, grid, colum
 
 
 @kernel
-def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, grid, chunk,
+def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geometry, chunk,
                   grad_x_cl):
     """grad_x_cl (n, H*W + 1, C) += the adjoint of deform_im2col (row H*W collects junk).
 
@@ -129,8 +129,8 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
         cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
-                inside, m, _, _, r, w, _, _ = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                              height, width, mode, grid)
+                inside, m, _, _, _, _, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                              height, width, mode, geometry)
                 if not inside:
                     continue
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
@@ -151,7 +151,7 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, gri
 
 
 @kernel
-def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, grid,
+def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
                       grad_offset, grad_mask):
     """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L).
 
@@ -170,11 +170,11 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                inside, m, jy, jx, r, w, wy, wx = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                                  height, width, mode, grid)
+                inside, m, jy, jx, ly, lx, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                                  height, width, mode, geometry)
                 if not inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
-                                    wx, 0.0, 0.0, 0.0, 0.0)
+                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, ly,
+                                    lx, 0.0, 0.0, 0.0, 0.0)
                     continue
                 a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
                 d0 = d1 = d2 = d3 = zero
@@ -191,12 +191,12 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
                         d2 += v * vc[i]
                         d3 += v * vd[i]
                     c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx,
                                 d0, d1, d2, d3)
 
 
 @kernel
-def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, grid,
+def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
                     grad_x_cl, grad_offset, grad_mask):
     """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
     each sample's four corner rows are read once for both. A task writes only its image's
@@ -212,11 +212,11 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
         g = q % G
         for k in range(K):
             for l in range(L):
-                inside, m, jy, jx, r, w, wy, wx = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                                  height, width, mode, grid)
+                inside, m, jy, jx, ly, lx, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
+                                                                  height, width, mode, geometry)
                 if not inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, w, wy,
-                                    wx, 0.0, 0.0, 0.0, 0.0)
+                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, ly,
+                                    lx, 0.0, 0.0, 0.0, 0.0)
                     continue
                 f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
                 a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
@@ -244,31 +244,28 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
                         d2 += v * vc[i]
                         d3 += v * vd[i]
                     c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, w, wy, wx,
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx,
                                 d0, d1, d2, d3)
 
 
 # -- plain convolution ----------------------------------------------------------------------
 
 @register_jitable
-def tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-            height, width):
+def tap_row(k, l, geometry, height, width):
     """The row of x_cl that tap k of output pixel l copies (the zero row in the padding)."""
-    y, x = grid_point(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    y, x = grid_point(k, l, geometry)
     return y * width + x if 0 <= y < height and 0 <= x < width else height * width
 
 
 @kernel
-def im2col(x_cl, height, width, grid, columns):
+def im2col(x_cl, height, width, geometry, columns):
     """Fill columns (groups, n, L, K, C/groups) with the zero-padded patches."""
     groups, n_img, L, K, c_per_group = columns.shape
-    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
     for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
         n = nl // L
         l = nl % L
         for k in range(K):
-            src = x_cl[n, tap_row(k, l, kw, out_w, stride_h, stride_w, pad_h, pad_w,
-                                  dilation_h, dilation_w, height, width)]
+            src = x_cl[n, tap_row(k, l, geometry, height, width)]
             for g in range(groups):
                 out = columns[g, n, l, k]
                 part = src[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
@@ -277,7 +274,7 @@ def im2col(x_cl, height, width, grid, columns):
 
 
 @kernel
-def col2im(grad_columns, height, width, grid, grad_x_cl):
+def col2im(grad_columns, height, width, geometry, grad_x_cl):
     """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, as a gather: every input pixel
     sums the column entries copied from it, so each iteration writes only its own row.
 
@@ -285,7 +282,10 @@ def col2im(grad_columns, height, width, grid, grad_x_cl):
     i*dilation_h, i.e. when y + pad_h - i*dilation_h is a multiple of stride_h in range.
     """
     groups, n_img, L, K, c_per_group = grad_columns.shape
-    kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w = grid
+    kh, kw, out_h, out_w = geometry.kernel_h, geometry.kernel_w, geometry.out_h, geometry.out_w
+    stride_h, stride_w = geometry.stride_h, geometry.stride_w
+    pad_h, pad_w = geometry.pad_h, geometry.pad_w
+    dilation_h, dilation_w = geometry.dilation_h, geometry.dilation_w
     for task in prange(n_img * height * width):  # each iteration writes only row (n, pixel)
         n = task // (height * width)
         pixel = task % (height * width)

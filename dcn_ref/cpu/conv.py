@@ -21,6 +21,7 @@ into a block of rows a Numba thread (gemm.py): the whole op runs on Numba's thre
 import numba
 import numpy as np
 
+from ..kernel_args import EngineViews, chunks, or_stand_in
 from ..sampling import ZEROS
 from . import columns as cl
 from . import gemm
@@ -30,11 +31,6 @@ from . import gemm
 # (32 MiB) a freed buffer is reused by the next call; above it every call maps fresh
 # memory and page-faults through it.
 COLUMN_BUDGET_BYTES = 30 * 2**20
-
-
-def _chunks(n_images, bytes_per_image):
-    step = max(1, COLUMN_BUDGET_BYTES // max(1, bytes_per_image))
-    return [(n0, min(n0 + step, n_images)) for n0 in range(0, n_images, step)]
 
 
 def _weight_taps_last_channel(weight, groups):
@@ -75,17 +71,18 @@ def _chunk_size(channels, tasks):
 class _Conv:
     """The shape bookkeeping shared by the plain and the deformable convolution."""
 
-    def __init__(self, x, weight, groups, out_hw):
-        self.x, self.weight, self.groups = x, weight, groups
+    def __init__(self, x, weight, geometry):
+        self.x, self.weight, self.geometry = x, weight, geometry
+        self.groups = geometry.groups
         self.N, self.C, self.H, self.W = x.shape
-        self.c_out, self.c_g, kh, kw = weight.shape
-        self.K = kh * kw
-        self.L = out_hw[0] * out_hw[1]
-        self.out_hw = out_hw
-        self.weight_g = _weight_taps_last_channel(weight, groups)     # (groups, C_out_g, K*C_g)
+        self.c_out, self.c_g = weight.shape[:2]
+        self.K, self.L = geometry.taps, geometry.pixels
+        self.out_hw = (geometry.out_h, geometry.out_w)
+        self.weight_g = _weight_taps_last_channel(weight, self.groups)  # (groups, C_out_g, K*C_g)
 
     def chunks(self):
-        return _chunks(self.N, self.L * self.K * self.C * self.x.dtype.itemsize)
+        return chunks(self.N, self.L * self.K * self.C * self.x.dtype.itemsize,
+                      COLUMN_BUDGET_BYTES)
 
     def empty_columns(self, n):
         return np.empty((self.groups, n, self.L, self.K, self.c_g), self.x.dtype)
@@ -158,74 +155,71 @@ class _Conv:
         return grad_input, grad_w
 
 
-def conv2d(x, weight, bias, groups, grid):
-    """grid = (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
-    conv = _Conv(x, weight, groups, grid[2:4])
+def conv2d(x, weight, bias, geometry):
+    """out (N, C_out, H_out, W_out) of x (N, C_in, H, W) and a ConvGeometry."""
+    conv = _Conv(x, weight, geometry)
 
     def fill(n0, n1, x_cl, columns):
-        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, grid, columns)
+        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, geometry, columns)
 
     return conv.forward(fill, bias)
 
 
-def conv2d_backward(grad_out, x, weight, has_bias, groups, grid):
-    conv = _Conv(x, weight, groups, grid[2:4])
+def conv2d_backward(grad_out, x, weight, has_bias, geometry, deterministic=False):
+    """(grad_input, grad_weight, grad_bias or None); always deterministic on the CPU."""
+    conv = _Conv(x, weight, geometry)
 
     def fill(n0, n1, x_cl, columns):
-        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, grid, columns)
+        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, geometry, columns)
 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
-        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, grid, grad_x_cl)
+        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, geometry, grad_x_cl)
 
     return conv.backward(grad_out, fill, scatter, has_bias)
 
 
-def _engine_views(offset, mask, n0, n1, G, K, L):
-    """The chunk's offsets (n*G, K, 2, L) and mask (n*G, K, L) (or a stand-in), views."""
-    n = n1 - n0
-    off = offset[n0:n1].reshape(n * G, K, 2, L)
-    if mask is None:
-        return off, np.zeros((1, 1, 1), offset.dtype), False
-    return off, mask[n0:n1].reshape(n * G, K, L), True
-
-
-def deform_conv2d(x, offset, mask, weight, bias, groups, G, grid, out_hw):
-    """grid: the engine's (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
-    conv = _Conv(x, weight, groups, out_hw)
+def deform_conv2d(x, offset, mask, weight, bias, geometry):
+    """out (N, C_out, H_out, W_out); offset and mask in the op's layouts, mask possibly None."""
+    conv = _Conv(x, weight, geometry)
+    views = EngineViews(geometry, conv.C, conv.H, conv.W)
 
     def fill(n0, n1, x_cl, columns):
-        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
-        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
-                         grid, columns)
+        m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
+        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, views.offsets(offset, n0, n1),
+                         m, use_mask, ZEROS, geometry, columns)
 
     return conv.forward(fill, bias)
 
 
-def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, G, grid, out_hw):
-    """(grad_input, grad_offset, grad_weight, grad_bias, grad_mask)."""
-    conv = _Conv(x, weight, groups, out_hw)
+def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry,
+                           deterministic=False):
+    """(grad_input, grad_offset, grad_weight, grad_bias or None, grad_mask or None); always
+    deterministic on the CPU."""
+    conv = _Conv(x, weight, geometry)
+    views = EngineViews(geometry, conv.C, conv.H, conv.W)
+    G = geometry.offset_groups
     grad_offset = np.empty(offset.shape, x.dtype)
     grad_mask = np.empty(mask.shape, x.dtype) if mask is not None else None
 
     def fill(n0, n1, x_cl, columns):
-        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
-        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
-                         grid, columns)
+        m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
+        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, views.offsets(offset, n0, n1),
+                         m, use_mask, ZEROS, geometry, columns)
 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
         n = n1 - n0
-        off, m, use_mask = _engine_views(offset, mask, n0, n1, G, conv.K, conv.L)
-        goff = grad_offset[n0:n1].reshape(n * G, conv.K, 2, conv.L)
-        gmask = (grad_mask[n0:n1].reshape(n * G, conv.K, conv.L) if use_mask
-                 else np.empty((1, 1, 1), x.dtype))
+        off = views.offsets(offset, n0, n1)
+        m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
+        goff = views.offsets(grad_offset, n0, n1)
+        gmask, _ = or_stand_in(views.masks(grad_mask, n0, n1), (1, 1, 1), x, np.empty)
         if n * G >= 2 * numba.get_num_threads():     # enough (image, group) tasks: one pass
             cl.deform_backward(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
-                               ZEROS, grid, grad_x_cl, goff, gmask)
+                               ZEROS, geometry, grad_x_cl, goff, gmask)
             return
-        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, grid,
-                         _chunk_size(conv.C // G, n * G), grad_x_cl)
+        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS,
+                         geometry, _chunk_size(conv.C // G, n * G), grad_x_cl)
         cl.deform_coord_grad(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
-                             ZEROS, grid, goff, gmask)
+                             ZEROS, geometry, goff, gmask)
 
     grad_input, grad_weight, grad_bias = conv.backward(grad_out, fill, scatter, has_bias)
     return grad_input, grad_offset, grad_weight, grad_bias, grad_mask

@@ -1,4 +1,5 @@
-"""The CUDA target: Numba CUDA kernels, the same interface as ``dcn_ref.cpu``.
+"""The CUDA target: Numba CUDA kernels, the same interface as ``dcn_ref.cpu`` (the protocol
+``dcn_ref.targets.Target``).
 
     memory          to_target, to_host, empty, zeros, check_available (memory.py)
     sampling engine deform_im2col, sample_backward (= deform_col2im + deform_coord_grad)

@@ -10,6 +10,7 @@ viewed as (groups, M, Kd), M = C_out/groups, Kd = C_in/groups*K:
 
 The batch is processed in chunks so that the columns stay within COLUMN_BUDGET_BYTES.
 """
+from ..kernel_args import EngineViews, chunks
 from ..sampling import ZEROS
 from . import engine
 from . import gemm as _gemm
@@ -20,32 +21,30 @@ from .memory import empty, zeros
 COLUMN_BUDGET_BYTES = 256 * 2**20
 
 
-def _chunks(n_images, bytes_per_image):
-    step = max(1, COLUMN_BUDGET_BYTES // max(1, bytes_per_image))
-    return [(n0, min(n0 + step, n_images)) for n0 in range(0, n_images, step)]
-
-
-def _forward(make_columns, weight, bias, n_images, c_in, K, L, groups):
-    c_out = weight.shape[0]
+def _forward(make_columns, weight, bias, n_images, c_in, geometry):
+    c_out, groups = weight.shape[0], geometry.groups
+    K, L = geometry.taps, geometry.pixels
     m, kd = c_out // groups, c_in // groups * K
     weight_g = weight.reshape(groups, m, kd)
     out = empty((n_images, c_out, L), weight.dtype)
-    for n0, n1 in _chunks(n_images, c_in * K * L * weight.dtype.itemsize):
+    for n0, n1 in chunks(n_images, c_in * K * L * weight.dtype.itemsize, COLUMN_BUDGET_BYTES):
         n = n1 - n0
         columns = empty((n, c_in, K, L), weight.dtype)
         make_columns(n0, n1, columns)
         _gemm.gemm(weight_g, columns.reshape(n * groups, kd, L), out[n0:n1].reshape(n * groups, m, L))
     if bias is not None:
         launch(_gemm.add_bias, out.size, out, bias)
-    return out
+    return out.reshape(n_images, c_out, geometry.out_h, geometry.out_w)
 
 
-def _backward(make_columns, scatter_columns, grad_out, weight, has_bias, c_in, K, groups):
-    n_images, c_out, L = grad_out.shape
+def _backward(make_columns, scatter_columns, grad_out, weight, has_bias, c_in, geometry):
+    n_images, c_out = grad_out.shape[:2]
+    groups, K, L = geometry.groups, geometry.taps, geometry.pixels
+    grad_out = grad_out.reshape(n_images, c_out, L)
     m, kd = c_out // groups, c_in // groups * K
     weight_g = weight.reshape(groups, m, kd)
     grad_weight = zeros((groups, m, kd), weight.dtype)
-    for n0, n1 in _chunks(n_images, 2 * c_in * K * L * weight.dtype.itemsize):
+    for n0, n1 in chunks(n_images, 2 * c_in * K * L * weight.dtype.itemsize, COLUMN_BUDGET_BYTES):
         n = n1 - n0
         columns = empty((n, c_in, K, L), weight.dtype)
         make_columns(n0, n1, columns)
@@ -64,112 +63,78 @@ def _backward(make_columns, scatter_columns, grad_out, weight, has_bias, c_in, K
     return grad_weight.reshape(weight.shape), grad_bias
 
 
-def im2col(x, grid):
+def im2col(x, geometry):
     """columns (N, C, K, L) of the textbook layout."""
-    columns = empty((x.shape[0], x.shape[1], grid[0] * grid[1], grid[2] * grid[3]), x.dtype)
-    launch(_im2col.im2col, columns.size, x, tuple(grid), columns)
+    columns = empty((x.shape[0], x.shape[1], geometry.taps, geometry.pixels), x.dtype)
+    launch(_im2col.im2col, columns.size, x, geometry, columns)
     return columns
 
 
-def col2im(columns, grid, input_shape, deterministic=True):
-    """(N, C, H, W): columns (N, C, K, L) added back to the pixels they came from."""
+def col2im(columns, geometry, input_shape, deterministic=True):
+    """(N, C, H, W): columns (N, C, K, L) added back to the pixels they came from (always
+    by the fixed-order gather)."""
     out = zeros(input_shape, columns.dtype)
-    launch(_im2col.col2im_gather, out.size, columns, tuple(grid), out)
+    launch(_im2col.col2im_gather, out.size, columns, geometry, out)
     return out
 
 
-def conv2d(x, weight, bias, groups, grid):
-    """grid = (kh, kw, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
-    N, c_in = x.shape[:2]
-    kh, kw, out_h, out_w = grid[:4]
-
+def conv2d(x, weight, bias, geometry):
+    """out (N, C_out, H_out, W_out) of x (N, C_in, H, W) and a ConvGeometry."""
     def make_columns(n0, n1, columns):
-        launch(_im2col.im2col, columns.size, x[n0:n1], tuple(grid), columns)
+        launch(_im2col.im2col, columns.size, x[n0:n1], geometry, columns)
 
-    out = _forward(make_columns, weight, bias, N, c_in, kh * kw, out_h * out_w, groups)
-    return out.reshape(N, weight.shape[0], out_h, out_w)
+    return _forward(make_columns, weight, bias, x.shape[0], x.shape[1], geometry)
 
 
-def conv2d_backward(grad_out, x, weight, has_bias, groups, grid, deterministic=False):
+def conv2d_backward(grad_out, x, weight, has_bias, geometry, deterministic=False):
     """(grad_input, grad_weight, grad_bias or None)."""
-    N, c_in = x.shape[:2]
-    kh, kw, out_h, out_w = grid[:4]
     grad_input = zeros(x.shape, x.dtype)
 
     def make_columns(n0, n1, columns):
-        launch(_im2col.im2col, columns.size, x[n0:n1], tuple(grid), columns)
+        launch(_im2col.im2col, columns.size, x[n0:n1], geometry, columns)
 
     def scatter_columns(n0, n1, grad_columns):
         if deterministic:
-            launch(_im2col.col2im_gather, grad_input[n0:n1].size, grad_columns, tuple(grid),
+            launch(_im2col.col2im_gather, grad_input[n0:n1].size, grad_columns, geometry,
                    grad_input[n0:n1])
         else:
-            launch(_im2col.col2im_atomic, grad_columns.size, grad_columns, tuple(grid),
+            launch(_im2col.col2im_atomic, grad_columns.size, grad_columns, geometry,
                    grad_input[n0:n1])
 
-    grad_weight, grad_bias = _backward(make_columns, scatter_columns,
-                                       grad_out.reshape(N, weight.shape[0], out_h * out_w),
-                                       weight, has_bias, c_in, kh * kw, groups)
+    grad_weight, grad_bias = _backward(make_columns, scatter_columns, grad_out, weight,
+                                       has_bias, x.shape[1], geometry)
     return grad_input, grad_weight, grad_bias
 
 
-class _EngineViews:
-    """The batch slice n0:n1 of an array as the sampling engine sees it (Q = n*G)."""
-
-    def __init__(self, x, G, K, L):
-        self.G, self.K, self.L = G, K, L
-        self.cq, self.H, self.W = x.shape[1] // G, x.shape[2], x.shape[3]
-
-    def image(self, a, n0, n1):       # (n, C, H, W) -> (n*G, Cq, H, W)
-        return a[n0:n1].reshape((n1 - n0) * self.G, self.cq, self.H, self.W)
-
-    def offsets(self, a, n0, n1):     # (n, 2*G*K, H_out, W_out) -> (n*G, K, 2, L)
-        return a[n0:n1].reshape((n1 - n0) * self.G, self.K, 2, self.L)
-
-    def masks(self, a, n0, n1):       # (n, G*K, H_out, W_out) -> (n*G, K, L)
-        return None if a is None else a[n0:n1].reshape((n1 - n0) * self.G, self.K, self.L)
-
-    def columns(self, a, n0, n1):     # (n, C, K, L) -> (n*G, Cq, K, L)
-        return a.reshape((n1 - n0) * self.G, self.cq, self.K, self.L)
-
-
-def deform_conv2d(x, offset, mask, weight, bias, groups, G, grid, out_hw):
-    """grid: the engine's (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)."""
-    N, c_in = x.shape[:2]
-    K, L = weight.shape[2] * weight.shape[3], out_hw[0] * out_hw[1]
-    v = _EngineViews(x, G, K, L)
+def deform_conv2d(x, offset, mask, weight, bias, geometry):
+    """out (N, C_out, H_out, W_out); offset and mask in the op's layouts, mask possibly None."""
+    v = EngineViews(geometry, *x.shape[1:])
 
     def make_columns(n0, n1, columns):
         engine.deform_im2col(v.image(x, n0, n1), v.offsets(offset, n0, n1),
-                             v.masks(mask, n0, n1), ZEROS, grid, v.columns(columns, n0, n1))
+                             v.masks(mask, n0, n1), ZEROS, geometry, v.columns(columns, n0, n1))
 
-    out = _forward(make_columns, weight, bias, N, c_in, K, L, groups)
-    return out.reshape((N, weight.shape[0]) + tuple(out_hw))
+    return _forward(make_columns, weight, bias, x.shape[0], x.shape[1], geometry)
 
 
-def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, groups, G, grid, out_hw,
+def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry,
                            deterministic=False):
     """(grad_input, grad_offset, grad_weight, grad_bias or None, grad_mask or None)."""
-    N, c_in = x.shape[:2]
-    K, L = weight.shape[2] * weight.shape[3], out_hw[0] * out_hw[1]
-    v = _EngineViews(x, G, K, L)
+    v = EngineViews(geometry, *x.shape[1:])
     grad_input = zeros(x.shape, x.dtype)
     grad_offset = empty(offset.shape, x.dtype)
     grad_mask = empty(mask.shape, x.dtype) if mask is not None else None
 
     def make_columns(n0, n1, columns):
         engine.deform_im2col(v.image(x, n0, n1), v.offsets(offset, n0, n1),
-                             v.masks(mask, n0, n1), ZEROS, grid, v.columns(columns, n0, n1))
+                             v.masks(mask, n0, n1), ZEROS, geometry, v.columns(columns, n0, n1))
 
     def scatter_columns(n0, n1, grad_columns):
-        grad_columns = v.columns(grad_columns, n0, n1)
-        offsets, masks = v.offsets(offset, n0, n1), v.masks(mask, n0, n1)
-        engine.deform_col2im(grad_columns, offsets, masks, ZEROS, grid,
-                             v.image(grad_input, n0, n1), deterministic)
-        engine.deform_coord_grad(grad_columns, v.image(x, n0, n1), offsets, masks, ZEROS, grid,
-                                 v.offsets(grad_offset, n0, n1), v.masks(grad_mask, n0, n1))
+        engine.sample_backward(v.columns(grad_columns, n0, n1), v.image(x, n0, n1),
+                               v.offsets(offset, n0, n1), v.masks(mask, n0, n1), ZEROS, geometry,
+                               v.image(grad_input, n0, n1), v.offsets(grad_offset, n0, n1),
+                               v.masks(grad_mask, n0, n1), deterministic)
 
-    grad_weight, grad_bias = _backward(make_columns, scatter_columns,
-                                       grad_out.reshape(N, weight.shape[0], L), weight,
-                                       has_bias, c_in, K, groups)
+    grad_weight, grad_bias = _backward(make_columns, scatter_columns, grad_out, weight,
+                                       has_bias, x.shape[1], geometry)
     return grad_input, grad_offset, grad_weight, grad_bias, grad_mask

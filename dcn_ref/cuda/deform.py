@@ -11,7 +11,7 @@ from .launch import unravel
 
 
 @cuda.jit
-def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
+def deform_im2col(image, offset, mask, use_mask, mode, geometry, columns):
     """Thread (q, c, k, l) writes columns[q, c, k, l]."""
     Q, Cq = image.shape[:2]
     K, L = offset.shape[1], offset.shape[3]
@@ -19,11 +19,11 @@ def deform_im2col(image, offset, mask, use_mask, mode, grid, columns):
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    columns[q, c, k, l] = column_value(image, offset, mask, use_mask, mode, grid, q, c, k, l)
+    columns[q, c, k, l] = column_value(image, offset, mask, use_mask, mode, geometry, q, c, k, l)
 
 
 @cuda.jit
-def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, grid, grad_image):
+def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, grad_image):
     """Thread (q, c, k, l) adds its share to the four pixels it read, with atomics.
 
     Many threads hit the same pixel. atomicAdd makes each addition safe but leaves their
@@ -37,18 +37,18 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, grid, grad_
         return
     q, c, k, l = unravel(idx, Cq, K, L)
     inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
-                                                      mode, grid)
+                                                      mode, geometry)
     if not inside:
         return
     g = grad_columns[q, c, k, l] * m
-    for corner_k in range(4):
-        r, s, w, _, _ = corner(corner_k, y0, x0, ly, lx)
+    for t in range(4):
+        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
         if 0 <= r < H and 0 <= s < W:
             cuda.atomic.add(grad_image, (q, c, r, s), w * g)
 
 
 @cuda.jit
-def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid,
+def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry,
                       grad_offset, grad_mask):
     """Thread (q, k, l) sums over the Cq channels of its sample point. No two threads
     write the same element, so there are no atomics and no ordering question."""
@@ -58,8 +58,9 @@ def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid,
     if idx >= Q * K * L:
         return
     _, q, k, l = unravel(idx, Q, K, L)
-    gy, gx, gm = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, grid, q, k, l)
-    grad_offset[q, k, 0, l] = gy
-    grad_offset[q, k, 1, l] = gx
+    d_dy, d_dx, d_mask = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode,
+                                        geometry, q, k, l)
+    grad_offset[q, k, 0, l] = d_dy
+    grad_offset[q, k, 1, l] = d_dx
     if use_mask:
-        grad_mask[q, k, l] = gm
+        grad_mask[q, k, l] = d_mask

@@ -60,7 +60,7 @@ def counting_sort(q, cell_of, cell_start, cell_count, order):
 
 
 @cuda.jit
-def bucket_samples(offset, mask, use_mask, mode, grid, height, width, cell_of, cell_start,
+def bucket_samples(offset, mask, use_mask, mode, geometry, height, width, cell_of, cell_start,
                    cell_count, order):
     """Thread q: counting sort of plane q's samples s = k*L + l by cell.
 
@@ -74,13 +74,13 @@ def bucket_samples(offset, mask, use_mask, mode, grid, height, width, cell_of, c
         return
     for s in range(K * L):
         inside, y0, x0, _, _, _, _, _ = masked_tap_cell(offset, mask, use_mask, q, s // L, s % L,
-                                                        height, width, mode, grid)
+                                                        height, width, mode, geometry)
         cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
     counting_sort(q, cell_of, cell_start, cell_count, order)
 
 
 @cuda.jit
-def gather_image_grad(grad_columns, offset, mask, use_mask, mode, grid, cell_start, cell_count,
+def gather_image_grad(grad_columns, offset, mask, use_mask, mode, geometry, cell_start, cell_count,
                       order, grad_image):
     """Thread (q, c, r, s) adds to grad_image[q, c, r, s] every sample that read the pixel."""
     Q, Cq, H, W = grad_image.shape
@@ -90,11 +90,11 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, grid, cell_sta
         return
     q, c, r, s = unravel(idx, Cq, H, W)
     total = 0.0
-    for corner_k in range(4):
-        # the cell whose corner number corner_k is this pixel has its top-left corner at
+    for t in range(4):
+        # the cell whose corner t is this pixel has its top-left corner at
         # (r - down, s - right); rows and columns of cells start at -1
-        cell_y = r - corner_k // 2
-        cell_x = s - corner_k % 2
+        cell_y = r - t // 2
+        cell_x = s - t % 2
         if cell_y < -1 or cell_x < -1:
             continue
         cell = (cell_y + 1) * (W + 1) + (cell_x + 1)
@@ -104,7 +104,7 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, grid, cell_sta
             k = sample // L
             l = sample % L
             _, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
-                                                         mode, grid)
-            _, _, w, _, _ = corner(corner_k, y0, x0, ly, lx)
+                                                         mode, geometry)
+            _, _, w, _, _ = corner(t, y0, x0, ly, lx)
             total += w * (grad_columns[q, c, k, l] * m)
     grad_image[q, c, r, s] += total

@@ -5,26 +5,26 @@ atomics, or, with ``deterministic``, gathering in a fixed order (deterministic.p
 """
 from numba import cuda
 
+from ..kernel_args import or_stand_in
 from . import deform as _deform
 from . import deterministic as _deterministic
 from .launch import launch
-from .memory import mask_or_dummy
+from .memory import empty
 
 
-def deform_im2col(image, offset, mask, mode, grid, columns):
+def deform_im2col(image, offset, mask, mode, geometry, columns):
     """columns (Q, Cq, K, L) = samples of image (Q, Cq, H, W) at offset (Q, K, 2, L)."""
-    mask, use_mask = mask_or_dummy(mask, image)
-    launch(_deform.deform_im2col, columns.size, image, offset, mask, use_mask, mode,
-           tuple(grid), columns)
+    mask, use_mask = or_stand_in(mask, (1, 1, 1), image, empty)
+    launch(_deform.deform_im2col, columns.size, image, offset, mask, use_mask, mode, geometry,
+           columns)
 
 
-def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic=False):
+def deform_col2im(grad_columns, offset, mask, mode, geometry, grad_image, deterministic=False):
     """grad_image (Q, Cq, H, W) += the adjoint of deform_im2col applied to grad_columns."""
-    mask, use_mask = mask_or_dummy(mask, grad_columns)
-    grid = tuple(grid)
+    mask, use_mask = or_stand_in(mask, (1, 1, 1), grad_columns, empty)
     if not deterministic:
         launch(_deform.deform_col2im_atomic, grad_columns.size, grad_columns, offset, mask,
-               use_mask, mode, grid, grad_image)
+               use_mask, mode, geometry, grad_image)
         return
     Q, _, H, W = grad_image.shape
     n_samples = offset.shape[1] * offset.shape[3]
@@ -34,24 +34,23 @@ def deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, determinis
     order = cuda.device_array((Q, n_samples), index)
     cell_start = cuda.device_array((Q, n_cells), index)
     cell_count = cuda.device_array((Q, n_cells), index)
-    launch(_deterministic.bucket_samples, Q, offset, mask, use_mask, mode, grid, H, W, cell_of,
+    launch(_deterministic.bucket_samples, Q, offset, mask, use_mask, mode, geometry, H, W, cell_of,
            cell_start, cell_count, order)
     launch(_deterministic.gather_image_grad, grad_image.size, grad_columns, offset, mask,
-           use_mask, mode, grid, cell_start, cell_count, order, grad_image)
+           use_mask, mode, geometry, cell_start, cell_count, order, grad_image)
 
 
-def deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask):
+def deform_coord_grad(grad_columns, image, offset, mask, mode, geometry, grad_offset, grad_mask):
     """Write grad_offset (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L)."""
-    mask, use_mask = mask_or_dummy(mask, image)
-    if grad_mask is None:
-        grad_mask = cuda.device_array((1, 1, 1), image.dtype)
+    mask, use_mask = or_stand_in(mask, (1, 1, 1), image, empty)
+    grad_mask, _ = or_stand_in(grad_mask, (1, 1, 1), image, empty)
     launch(_deform.deform_coord_grad, offset.shape[0] * offset.shape[1] * offset.shape[3],
-           grad_columns, image, offset, mask, use_mask, mode, tuple(grid), grad_offset, grad_mask)
+           grad_columns, image, offset, mask, use_mask, mode, geometry, grad_offset, grad_mask)
 
 
-def sample_backward(grad_columns, image, offset, mask, mode, grid, grad_image, grad_offset,
+def sample_backward(grad_columns, image, offset, mask, mode, geometry, grad_image, grad_offset,
                     grad_mask, deterministic=False):
     """Both adjoints of deform_im2col: grad_image += the image gradient; grad_offset and,
     when there is a mask, grad_mask written."""
-    deform_col2im(grad_columns, offset, mask, mode, grid, grad_image, deterministic)
-    deform_coord_grad(grad_columns, image, offset, mask, mode, grid, grad_offset, grad_mask)
+    deform_col2im(grad_columns, offset, mask, mode, geometry, grad_image, deterministic)
+    deform_coord_grad(grad_columns, image, offset, mask, mode, geometry, grad_offset, grad_mask)

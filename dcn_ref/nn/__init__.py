@@ -11,11 +11,12 @@ from .dcnv import DCNv3, DCNv4
 from .deform import ConvOffset2D, DeformConv2D
 from .dense import Dense, Linear
 from .depthwise import DepthwiseConv2D
-from .layer import Layer, LoadResult, Sequential
+from .layer import Layer, LoadResult
 from .loss import SoftmaxCrossEntropy
 from .norm import BatchNorm2D, LayerNorm
 from .pool import GlobalAvgPool2D
 from .roi import DeformPSRoIPool, DeformRoIPool
+from .sequential import Sequential
 
 __all__ = ["Layer", "Sequential", "LoadResult", "Conv2D", "ConvOffset2D", "DeformConv2D",
            "BatchNorm2D", "ReLU", "GlobalAvgPool2D", "Dense", "SoftmaxCrossEntropy",

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from ..ops._args import FLOAT_DTYPES  # noqa: F401  (one definition, for the layers too)
 
 
 def positive_int(value, name):

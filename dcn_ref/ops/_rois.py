@@ -31,18 +31,18 @@ def check_rois(rois, batch_size, spatial_scale):
     host = np.asarray(rois.copy_to_host() if is_device_array(rois) else rois, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         finite = np.isfinite(host).all(axis=1) & np.isfinite(host[:, 1:] * spatial_scale).all(axis=1)
-    for k in np.flatnonzero(~finite)[:1]:
+    for r in np.flatnonzero(~finite)[:1]:
         raise ValueError(f"rois: expected finite coordinates (also times spatial_scale = "
-                         f"{spatial_scale}), got row {k} = {host[k].tolist()}")
+                         f"{spatial_scale}), got row {r} = {host[r].tolist()}")
     index = host[:, 0]
     bad = (index != np.floor(index)) | (index < 0) | (index >= batch_size)
-    for k in np.flatnonzero(bad)[:1]:
+    for r in np.flatnonzero(bad)[:1]:
         raise ValueError(f"rois: expected batch indices (column 0) that are whole numbers in "
-                         f"[0, {batch_size}) (N = input.shape[0]), got {float(index[k])!r} in row {k}")
+                         f"[0, {batch_size}) (N = input.shape[0]), got {float(index[r])!r} in row {r}")
     reversed_ = (host[:, 3] < host[:, 1]) | (host[:, 4] < host[:, 2])
-    for k in np.flatnonzero(reversed_)[:1]:
+    for r in np.flatnonzero(reversed_)[:1]:
         raise ValueError(f"rois: expected x2 >= x1 and y2 >= y1 in every row (batch_index, x1, "
-                         f"y1, x2, y2), got row {k} = {host[k].tolist()}")
+                         f"y1, x2, y2), got row {r} = {host[r].tolist()}")
     return rois, host
 
 

@@ -2,12 +2,13 @@
 from typing import NamedTuple
 
 from .. import sampling
+from ..geometry import conv_geometry
 from ..targets import Call
 from . import _args
 
 # Each point is one tap of a grid collapsed onto the origin (stride = dilation = 0), so the
-# engine's "offset" of a point is its coordinate: (kw, out_w, stride, pad, dilation).
-_POINT_GRID = (1, 1, 0, 0, 0, 0, 0, 0)
+# engine's "offset" of a point is its coordinate.
+_POINT_GRID = conv_geometry((1, 1), (1, 1), stride=(0, 0), padding=(0, 0), dilation=(0, 0))
 
 
 class BilinearSampleGrads(NamedTuple):

@@ -2,6 +2,7 @@
 import numbers
 from typing import NamedTuple
 
+from ..geometry import ConvGeometry, conv_geometry
 from ..targets import Call
 from . import _args
 
@@ -12,11 +13,20 @@ class Conv2dGrads(NamedTuple):
     bias: object
 
 
+class ConvArgs(NamedTuple):
+    """The checked arguments of a convolution call (arrays as given, on their device)."""
+    input: object
+    weight: object
+    bias: object
+    geometry: ConvGeometry
+    grad_output: object = None
+
+
 def check_conv_args(input, weight, bias, stride, padding, dilation, groups=None):
     """Check the arguments a plain and a deformable convolution share.
 
-    Returns (input, weight, bias, stride, padding, dilation, groups, out_h, out_w).
-    ``groups=None`` means "derive it as C_in // weight.shape[1]" (deform_conv2d).
+    Returns a ``ConvArgs`` whose geometry has ``offset_groups = 1``. ``groups=None`` means
+    "derive it as C_in // weight.shape[1]" (deform_conv2d).
     """
     input = _args.float_array(input, "input", 4, "(N, C_in, H, W)")
     weight = _args.float_array(weight, "weight", 4, "(C_out, C_in/groups, kh, kw)")
@@ -49,21 +59,27 @@ def check_conv_args(input, weight, bias, stride, padding, dilation, groups=None)
                          f"got {c_out}")
     if bias is not None:
         _args.expect_shape(bias, "bias", (c_out,), "(C_out,)")
-    out_h, out_w = _args.conv_output_size(H, W, kh, kw, stride, padding, dilation)
-    return input, weight, bias, stride, padding, dilation, groups, out_h, out_w
+    out_hw = _args.conv_output_size(H, W, kh, kw, stride, padding, dilation)
+    geometry = conv_geometry((kh, kw), out_hw, stride, padding, dilation, groups=groups)
+    return ConvArgs(input, weight, bias, geometry)
+
+
+def check_grad_output(grad_output, args):
+    """``grad_output`` checked against a convolution's ``ConvArgs`` (N, C_out, H_out, W_out)."""
+    grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)")
+    expected = (args.input.shape[0], args.weight.shape[0], args.geometry.out_h,
+                args.geometry.out_w)
+    _args.expect_shape(grad_output, "grad_output", expected, "(N, C_out, H_out, W_out)")
+    return grad_output
 
 
 def _check(input, weight, bias, stride, padding, dilation, groups, grad_output=None):
-    checked = check_conv_args(input, weight, bias, stride, padding, dilation, groups)
-    input, weight, bias, stride, padding, dilation, groups, out_h, out_w = checked
+    args = check_conv_args(input, weight, bias, stride, padding, dilation, groups)
     if grad_output is not None:
-        grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)")
-        expected = (input.shape[0], weight.shape[0], out_h, out_w)
-        _args.expect_shape(grad_output, "grad_output", expected, "(N, C_out, H_out, W_out)")
-    _args.same_dtype(input=input, weight=weight, bias=bias, grad_output=grad_output)
-    kh, kw = weight.shape[2:]
-    grid = (kh, kw, out_h, out_w) + stride + padding + dilation
-    return input, weight, bias, groups, grid, grad_output
+        args = args._replace(grad_output=check_grad_output(grad_output, args))
+    _args.same_dtype(input=args.input, weight=args.weight, bias=args.bias,
+                     grad_output=args.grad_output)
+    return args
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, target=None):
@@ -90,9 +106,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     padding, where g = o // (C_out/groups). Computed as im2col then one GEMM per group.
     """
     call = Call(target, (input, weight, bias))
-    input, weight, bias, groups, grid, _ = _check(input, weight, bias, stride, padding,
-                                                  dilation, groups)
-    out = call.backend.conv2d(call.put(input), call.put(weight), call.put(bias), groups, grid)
+    args = _check(input, weight, bias, stride, padding, dilation, groups)
+    out = call.backend.conv2d(call.put(args.input), call.put(args.weight), call.put(args.bias),
+                              args.geometry)
     return call.get(out)
 
 
@@ -120,10 +136,9 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     ``dx = col2im(W^T dout)``, which adds each column entry back to the pixel it was copied from.
     """
     call = Call(target, (grad_output, input, weight, bias))
-    input, weight, bias, groups, grid, grad_output = _check(
-        input, weight, bias, stride, padding, dilation, groups, grad_output)
+    args = _check(input, weight, bias, stride, padding, dilation, groups, grad_output)
     grad_input, grad_weight, grad_bias = call.backend.conv2d_backward(
-        call.put(grad_output), call.put(input), call.put(weight), bias is not None, groups, grid,
-        deterministic)
+        call.put(args.grad_output), call.put(args.input), call.put(args.weight),
+        args.bias is not None, args.geometry, deterministic)
     return Conv2dGrads(input=call.get(grad_input), weight=call.get(grad_weight),
                        bias=call.get(grad_bias))

@@ -1,9 +1,10 @@
 """deform_conv2d: deformable convolution, DCNv1 (offsets) and DCNv2 (offsets and mask)."""
 from typing import NamedTuple
 
+from ..geometry import ConvGeometry
 from ..targets import Call
 from . import _args
-from .conv2d import check_conv_args
+from .conv2d import check_conv_args, check_grad_output
 
 
 class DeformConv2dGrads(NamedTuple):
@@ -14,12 +15,23 @@ class DeformConv2dGrads(NamedTuple):
     mask: object
 
 
+class DeformConvArgs(NamedTuple):
+    """The checked arguments of a deformable convolution call (arrays on their device)."""
+    input: object
+    offset: object
+    mask: object
+    weight: object
+    bias: object
+    geometry: ConvGeometry
+    grad_output: object
+
+
 def _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_output=None):
-    checked = check_conv_args(input, weight, bias, stride, padding, dilation)
-    input, weight, bias, stride, padding, dilation, groups, out_h, out_w = checked
+    conv = check_conv_args(input, weight, bias, stride, padding, dilation)
+    input, weight, bias = conv.input, conv.weight, conv.bias
     N, c_in = input.shape[:2]
-    c_out, _, kh, kw = weight.shape
-    K = kh * kw
+    out_h, out_w = conv.geometry.out_h, conv.geometry.out_w
+    K = conv.geometry.taps
     offset = _args.float_array(offset, "offset", 4, "(N, 2*G*kh*kw, H_out, W_out)")
     n_offset = offset.shape[1]
     if n_offset < 2 * K or n_offset % (2 * K):
@@ -36,14 +48,11 @@ def _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_ou
         _args.expect_shape(mask, "mask", (N, G * K, out_h, out_w),
                            f"(N, G*kh*kw, H_out, W_out) with G = {G}")
     if grad_output is not None:
-        grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)")
-        _args.expect_shape(grad_output, "grad_output", (N, c_out, out_h, out_w),
-                           "(N, C_out, H_out, W_out)")
+        grad_output = check_grad_output(grad_output, conv)
     _args.same_dtype(input=input, offset=offset, weight=weight, bias=bias, mask=mask,
                      grad_output=grad_output)
-    # The engine's grid: (kw, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w).
-    grid = (kw, out_w) + stride + padding + dilation
-    return input, offset, weight, bias, mask, groups, G, grid, (out_h, out_w), grad_output
+    return DeformConvArgs(input, offset, mask, weight, bias,
+                          conv.geometry._replace(offset_groups=G), grad_output)
 
 
 def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None,
@@ -80,11 +89,10 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     a deformable im2col (one column entry per channel, tap and output pixel) and a GEMM.
     """
     call = Call(target, (input, offset, weight, bias, mask))
-    input, offset, weight, bias, mask, groups, G, grid, out_hw, _ = _check(
-        input, offset, weight, bias, stride, padding, dilation, mask)
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
     put = call.put
-    out = call.backend.deform_conv2d(put(input), put(offset), put(mask), put(weight), put(bias),
-                                     groups, G, grid, out_hw)
+    out = call.backend.deform_conv2d(put(args.input), put(args.offset), put(args.mask),
+                                     put(args.weight), put(args.bias), args.geometry)
     return call.get(out)
 
 
@@ -116,10 +124,9 @@ def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride
     gradient.
     """
     call = Call(target, (grad_output, input, offset, weight, bias, mask))
-    input, offset, weight, bias, mask, groups, G, grid, out_hw, grad_output = _check(
-        input, offset, weight, bias, stride, padding, dilation, mask, grad_output)
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_output)
     put = call.put
     grads = call.backend.deform_conv2d_backward(
-        put(grad_output), put(input), put(offset), put(mask), put(weight), bias is not None,
-        groups, G, grid, out_hw, deterministic)
+        put(args.grad_output), put(args.input), put(args.offset), put(args.mask),
+        put(args.weight), args.bias is not None, args.geometry, deterministic)
     return DeformConv2dGrads(*(call.get(g) for g in grads))

@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..geometry import PSRoIPoolGeometry
 from ..targets import Call
 from . import _args, _rois
 
@@ -11,6 +12,15 @@ from . import _args, _rois
 class DeformPSRoIPoolGrads(NamedTuple):
     input: object
     trans: object
+
+
+class PSRoIPoolArgs(NamedTuple):
+    """The checked arguments of a deform_psroi_pool call (arrays on their device)."""
+    input: object
+    rois: object
+    trans: object
+    geometry: PSRoIPoolGeometry
+    grad_output: object
 
 
 def _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
@@ -59,9 +69,12 @@ def _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_siz
         _args.expect_shape(grad_output, "grad_output", (K, output_dim, pooled_size, pooled_size),
                            layout)
     _args.same_dtype(input=input, rois=rois, trans=trans, grad_output=grad_output)
-    work = K * output_dim * pooled_size * pooled_size * sample_per_part ** 2
-    sizes = (spatial_scale, trans_std, group_size, part_size, sample_per_part, channels_each_class)
-    return input, rois, trans, grad_output, output_dim, pooled_size, sizes, work
+    geometry = PSRoIPoolGeometry(
+        pooled_size=pooled_size, output_dim=output_dim, group_size=group_size,
+        part_size=part_size, sample_per_part=sample_per_part,
+        channels_each_class=channels_each_class, spatial_scale=spatial_scale,
+        trans_std=trans_std)
+    return PSRoIPoolArgs(input, rois, trans, geometry, grad_output)
 
 
 def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=None, group_size=1,
@@ -124,12 +137,13 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
     not always beyond (P = part_size = 22, i = 13 gives 12 in float32).
     """
     call = Call(target, (input, rois, trans))
-    input, rois, trans, _, output_dim, P, sizes, work = _check(
-        input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
-        sample_per_part, trans_std, no_trans)
-    be = call.backend
-    out = be.empty((rois.shape[0], output_dim, P, P), input.dtype)
-    be.deform_psroi_pool(call.put(input), call.put(rois), call.put(trans), *sizes, out, work)
+    args = _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_size,
+                  part_size, sample_per_part, trans_std, no_trans)
+    geometry = args.geometry
+    be, put = call.backend, call.put
+    out = be.empty((args.rois.shape[0], geometry.output_dim, geometry.pooled_size,
+                    geometry.pooled_size), args.input.dtype)
+    be.deform_psroi_pool(put(args.input), put(args.rois), put(args.trans), geometry, out)
     return call.get(out)
 
 
@@ -165,13 +179,12 @@ def deform_psroi_pool_backward(grad_output, input, rois, trans=None, spatial_sca
     jumps and contributes no gradient term.
     """
     call = Call(target, (grad_output, input, rois, trans))
-    input, rois, trans, grad_output, _, _, sizes, work = _check(
-        input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
-        sample_per_part, trans_std, no_trans, grad_output)
-    be = call.backend
-    grad_input = be.zeros(input.shape, input.dtype)
-    grad_trans = None if trans is None else be.empty(trans.shape, input.dtype)
-    be.deform_psroi_pool_backward(call.put(grad_output), call.put(input), call.put(rois),
-                                  call.put(trans), *sizes, grad_input, grad_trans, work,
+    args = _check(input, rois, trans, spatial_scale, output_dim, group_size, pooled_size,
+                  part_size, sample_per_part, trans_std, no_trans, grad_output)
+    be, put = call.backend, call.put
+    grad_input = be.zeros(args.input.shape, args.input.dtype)
+    grad_trans = None if args.trans is None else be.empty(args.trans.shape, args.input.dtype)
+    be.deform_psroi_pool_backward(put(args.grad_output), put(args.input), put(args.rois),
+                                  put(args.trans), args.geometry, grad_input, grad_trans,
                                   deterministic)
     return DeformPSRoIPoolGrads(input=call.get(grad_input), trans=call.get(grad_trans))

@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..geometry import RoIPoolGeometry
 from ..targets import Call
 from . import _args, _rois
 
@@ -12,6 +13,16 @@ class DeformRoIPoolGrads(NamedTuple):
     input: object
     offset: object
     mask: object
+
+
+class RoIPoolArgs(NamedTuple):
+    """The checked arguments of a deform_roi_pool call (arrays on their device)."""
+    input: object
+    rois: object
+    offset: object
+    mask: object
+    geometry: RoIPoolGeometry
+    grad_output: object
 
 
 def _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask,
@@ -44,15 +55,17 @@ def _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamm
             samples = np.full(K, float(sampling_ratio ** 2))
         else:
             samples = np.ceil(roi_h / pooled_h) * np.ceil(roi_w / pooled_w)
-    for k in np.flatnonzero(~(samples <= _rois.MAX_SAMPLES_PER_BIN))[:1]:
-        count = f"{int(samples[k])}" if samples[k] < 1e18 else f"{samples[k]:.4g}"
+    for r in np.flatnonzero(~(samples <= _rois.MAX_SAMPLES_PER_BIN))[:1]:
+        count = f"{int(samples[r])}" if samples[r] < 1e18 else f"{samples[r]:.4g}"
         raise ValueError(f"rois: expected at most {_rois.MAX_SAMPLES_PER_BIN} samples a bin, got "
-                         f"row {k} = {host[k].tolist()} (times spatial_scale = {spatial_scale!r}), "
+                         f"row {r} = {host[r].tolist()} (times spatial_scale = {spatial_scale!r}), "
                          f"whose adaptive grid (sampling_ratio=0) has {count}; pass a "
                          f"positive sampling_ratio")
-    work = int(K * C * pooled_h * pooled_w * max(1.0, samples.max(initial=1.0)))
-    return input, rois, offset, mask, grad_output, (pooled_h, pooled_w), spatial_scale, \
-        sampling_ratio, gamma, work
+    geometry = RoIPoolGeometry(
+        pooled_h=pooled_h, pooled_w=pooled_w, spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio, gamma=gamma,
+        max_bin_samples=int(max(1.0, samples.max(initial=1.0))))
+    return RoIPoolArgs(input, rois, offset, mask, geometry, grad_output)
 
 
 def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, sampling_ratio=0,
@@ -103,13 +116,13 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     sampling_ratio, aligned=True)``. Coordinates are computed in float64.
     """
     call = Call(target, (input, rois, offset, mask))
-    (input, rois, offset, mask, _, (pooled_h, pooled_w), spatial_scale, sampling_ratio, gamma,
-     work) = _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask)
-    K, C = rois.shape[0], input.shape[1]
-    be = call.backend
-    out = be.empty((K, C, pooled_h, pooled_w), input.dtype)
-    be.deform_roi_pool(call.put(input), call.put(rois), call.put(offset), call.put(mask),
-                       spatial_scale, sampling_ratio, gamma, out, work)
+    args = _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask)
+    geometry = args.geometry
+    be, put = call.backend, call.put
+    out = be.empty((args.rois.shape[0], args.input.shape[1], geometry.pooled_h, geometry.pooled_w),
+                   args.input.dtype)
+    be.deform_roi_pool(put(args.input), put(args.rois), put(args.offset), put(args.mask),
+                       geometry, out)
     return call.get(out)
 
 
@@ -151,15 +164,15 @@ def deform_roi_pool_backward(grad_output, input, rois, offset=None, output_size=
     this op returns the true derivative, 0.
     """
     call = Call(target, (grad_output, input, rois, offset, mask))
-    (input, rois, offset, mask, grad_output, _, spatial_scale, sampling_ratio, gamma,
-     work) = _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask,
-                    grad_output)
-    be = call.backend
-    grad_input = be.zeros(input.shape, input.dtype)
-    grad_offset = None if offset is None else be.empty(offset.shape, input.dtype)
-    grad_mask = None if mask is None else be.empty(mask.shape, input.dtype)
-    be.deform_roi_pool_backward(call.put(grad_output), call.put(input), call.put(rois),
-                                call.put(offset), call.put(mask), spatial_scale, sampling_ratio,
-                                gamma, grad_input, grad_offset, grad_mask, work, deterministic)
+    args = _check(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask,
+                  grad_output)
+    be, put = call.backend, call.put
+    dtype = args.input.dtype
+    grad_input = be.zeros(args.input.shape, dtype)
+    grad_offset = None if args.offset is None else be.empty(args.offset.shape, dtype)
+    grad_mask = None if args.mask is None else be.empty(args.mask.shape, dtype)
+    be.deform_roi_pool_backward(put(args.grad_output), put(args.input), put(args.rois),
+                                put(args.offset), put(args.mask), args.geometry, grad_input,
+                                grad_offset, grad_mask, deterministic)
     return DeformRoIPoolGrads(input=call.get(grad_input), offset=call.get(grad_offset),
                               mask=call.get(grad_mask))

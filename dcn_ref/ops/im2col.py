@@ -3,18 +3,19 @@
 Not needed to call the convolutions (they build their columns internally, in the layout
 each target prefers); here to look at, and to teach with.
 """
+from ..geometry import conv_geometry
 from ..targets import Call
 from . import _args
 
 
-def _grid(input_shape, kernel_size, stride, padding, dilation):
-    kh, kw = _args.pair(kernel_size, "kernel_size", 1)
+def _geometry(input_shape, kernel_size, stride, padding, dilation):
+    kernel_hw = _args.pair(kernel_size, "kernel_size", 1)
     stride = _args.pair(stride, "stride", 1)
     padding = _args.pair(padding, "padding", 0)
     dilation = _args.pair(dilation, "dilation", 1)
-    out_h, out_w = _args.conv_output_size(input_shape[2], input_shape[3], kh, kw, stride,
-                                          padding, dilation)
-    return (kh, kw, out_h, out_w) + stride + padding + dilation
+    out_hw = _args.conv_output_size(input_shape[2], input_shape[3], *kernel_hw, stride,
+                                    padding, dilation)
+    return conv_geometry(kernel_hw, out_hw, stride, padding, dilation)
 
 
 def im2col(input, kernel_size, stride=1, padding=0, dilation=1, *, target=None):
@@ -35,10 +36,10 @@ def im2col(input, kernel_size, stride=1, padding=0, dilation=1, *, target=None):
     """
     call = Call(target, (input,))
     input = _args.float_array(input, "input", 4, "(N, C, H, W)")
-    grid = _grid(input.shape, kernel_size, stride, padding, dilation)
+    geometry = _geometry(input.shape, kernel_size, stride, padding, dilation)
     N, C = input.shape[:2]
-    columns = call.backend.im2col(call.put(input), grid)            # (N, C, K, L)
-    return call.get(columns.reshape(N, C * grid[0] * grid[1], grid[2] * grid[3]))
+    columns = call.backend.im2col(call.put(input), geometry)        # (N, C, K, L)
+    return call.get(columns.reshape(N, C * geometry.taps, geometry.pixels))
 
 
 def col2im(columns, input_shape, kernel_size, stride=1, padding=0, dilation=1, *, target=None):
@@ -66,11 +67,11 @@ def col2im(columns, input_shape, kernel_size, stride=1, padding=0, dilation=1, *
     if len(input_shape) != 4 or min(input_shape) < 0:
         raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative ints, "
                          f"got {input_shape!r}")
-    grid = _grid(input_shape, kernel_size, stride, padding, dilation)
+    geometry = _geometry(input_shape, kernel_size, stride, padding, dilation)
     N, C = input_shape[:2]
-    K, L = grid[0] * grid[1], grid[2] * grid[3]
+    K, L = geometry.taps, geometry.pixels
     _args.expect_shape(columns, "columns", (N, C * K, L), "(N, C*kh*kw, L)")
-    grad = call.backend.col2im(call.put(columns).reshape(N, C, K, L), grid, input_shape)
+    grad = call.backend.col2im(call.put(columns).reshape(N, C, K, L), geometry, input_shape)
     return call.get(grad)
 
 

@@ -2,12 +2,15 @@
 from typing import NamedTuple
 
 from .. import sampling
+from ..geometry import conv_geometry
 from ..targets import Call
 from . import _args
 
-# A 1x1 "kernel" with stride 1 and no padding: tap 0 of pixel (i, j) sits at (i, j).
-def _identity_grid(width):
-    return (1, width, 1, 1, 0, 0, 1, 1)  # (kw, out_w, stride, pad, dilation)
+
+def _identity_grid(height, width):
+    """A 1x1 "kernel" with stride 1 and no padding: tap 0 of pixel (i, j) sits at (i, j)."""
+    return conv_geometry((1, 1), (height, width), stride=(1, 1), padding=(0, 0),
+                         dilation=(1, 1))
 
 
 class OffsetSampleGrads(NamedTuple):
@@ -57,7 +60,7 @@ def offset_sample(input, offset, padding_mode="border", *, target=None):
     image = call.put(input).reshape(N * C, 1, H, W)          # (Q, Cq=1, H, W)
     offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)   # (Q, K=1, 2, L)
     out = be.empty((N * C, 1, 1, H * W), input.dtype)        # (Q, Cq, K, L)
-    be.deform_im2col(image, offset4, None, mode, _identity_grid(W), out)
+    be.deform_im2col(image, offset4, None, mode, _identity_grid(H, W), out)
     return call.get(out.reshape(N, C, H, W))
 
 
@@ -90,10 +93,10 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     image = call.put(input).reshape(N * C, 1, H, W)
     offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)
     grad_columns = call.put(grad_output).reshape(N * C, 1, 1, H * W)
-    grid = _identity_grid(W)
+    geometry = _identity_grid(H, W)
     grad_input = be.zeros((N * C, 1, H, W), input.dtype)
     grad_offset = be.empty((N * C, 1, 2, H * W), input.dtype)
-    be.sample_backward(grad_columns, image, offset4, None, mode, grid, grad_input, grad_offset,
-                       None, deterministic)
+    be.sample_backward(grad_columns, image, offset4, None, mode, geometry, grad_input,
+                       grad_offset, None, deterministic)
     return OffsetSampleGrads(input=call.get(grad_input.reshape(N, C, H, W)),
                              offset=call.get(grad_offset.reshape(N, 2 * C, H, W)))
