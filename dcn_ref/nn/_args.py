@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from ..ops._args import FLOAT_DTYPES  # noqa: F401  (one definition, for the layers too)
+from ..ops._args import FLOAT_DTYPES, pair  # noqa: F401  (one definition each, for the layers too)
 
 
 def positive_int(value, name):
@@ -12,17 +12,6 @@ def positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return int(value)
-
-
-def int_pair(value, name, minimum):
-    """An int or a pair of ints, each >= ``minimum``, as an (h, w) tuple of Python ints."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value, value)
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value))
-    if not ok or min(value) < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum} or a pair of them, got {value!r}")
-    return int(value[0]), int(value[1])
 
 
 def float_dtype(dtype, name="dtype"):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import ops
-from ._args import float_dtype, int_pair, positive_int
+from ._args import float_dtype, pair, positive_int
 from .init import initial_weight
 from .layer import Layer
 
@@ -20,7 +20,7 @@ def resolve_padding(padding, kernel, dilation):
         return (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
     if isinstance(padding, str):
         raise ValueError(f"padding: expected 'same', an int or a pair of ints, got {padding!r}")
-    return int_pair(padding, "padding", 0)
+    return pair(padding, "padding", 0)
 
 
 class ConvLayer(Layer):
@@ -30,9 +30,9 @@ class ConvLayer(Layer):
     def _set_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation):
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
-        self.stride = int_pair(stride, "stride", 1)
-        self.dilation = int_pair(dilation, "dilation", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
         self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
 
     def _add_weight_and_bias(self, bias, init, rng, dtype):

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import expit as sigmoid
 
 from .. import ops
-from ._args import float_dtype, int_pair, positive_int
+from ._args import float_dtype, pair, positive_int
 from .activation import gelu, gelu_backward, softmax, softmax_backward
 from .dense import linear, linear_backward
 from .depthwise import depthwise_conv, depthwise_conv_backward
@@ -33,10 +33,10 @@ class DeformableBlock(Layer):
             raise ValueError(f"group: expected a divisor of channels = {self.channels}, "
                              f"got {self.group}")
         self.group_channels = self.channels // self.group
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
-        self.stride = int_pair(stride, "stride", 1)
-        self.pad = int_pair(pad, "pad", 0)
-        self.dilation = int_pair(dilation, "dilation", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.pad = pair(pad, "pad", 0)
+        self.dilation = pair(dilation, "dilation", 1)
         if not isinstance(offset_scale, numbers.Real) or not np.isfinite(offset_scale):
             raise ValueError(f"offset_scale: expected a finite number, got {offset_scale!r}")
         self.offset_scale = float(offset_scale)
@@ -55,7 +55,7 @@ class DeformableBlock(Layer):
         self.points = kh * kw - self.remove_center                      # P
         self.dw_kernel_size = None
         if dw_kernel_size is not None:
-            self.dw_kernel_size = int_pair(dw_kernel_size, "dw_kernel_size", 1)
+            self.dw_kernel_size = pair(dw_kernel_size, "dw_kernel_size", 1)
             if self.dw_kernel_size[0] % 2 == 0 or self.dw_kernel_size[1] % 2 == 0:
                 raise ValueError(f"dw_kernel_size: expected odd sizes (the depthwise "
                                  f"convolution keeps H and W), got {dw_kernel_size!r}")

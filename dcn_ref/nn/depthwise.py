@@ -7,7 +7,7 @@ transposes that way).
 """
 import numpy as np
 
-from ._args import float_dtype, int_pair, positive_int
+from ._args import float_dtype, pair, positive_int
 from .init import initial_weight
 from .layer import Layer, check_channels_last
 
@@ -93,9 +93,9 @@ class DepthwiseConv2D(Layer):
                  init="glorot_uniform", rng=None, dtype=np.float32, name="dw_conv"):
         super().__init__(name)
         self.channels = positive_int(channels, "channels")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
         kh, kw = self.kernel_size
-        self.padding = ((kh - 1) // 2, (kw - 1) // 2) if padding is None else int_pair(
+        self.padding = ((kh - 1) // 2, (kw - 1) // 2) if padding is None else pair(
             padding, "padding", 0)
         dtype = float_dtype(dtype)
         self.add_param("weight", initial_weight(init, rng, (self.channels, 1, kh, kw),

@@ -11,7 +11,7 @@ from scipy.special import expit as sigmoid
 
 from .. import ops
 from ..ops._rois import finite_real, int_in
-from ._args import float_dtype, int_pair, positive_float, positive_int
+from ._args import float_dtype, pair, positive_float, positive_int
 from .layer import Layer
 
 
@@ -53,7 +53,7 @@ class DeformRoIPool(Layer):
                  modulated=False, *, dtype=np.float32, name="deform_roi_pool"):
         super().__init__(name)
         self.channels = positive_int(channels, "channels")
-        self.output_size = int_pair(output_size, "output_size", 1)
+        self.output_size = pair(output_size, "output_size", 1)
         self.spatial_scale = positive_float(spatial_scale, "spatial_scale")
         self.sampling_ratio = int_in(sampling_ratio, "sampling_ratio", 0, 1024)
         self.gamma = finite_real(gamma, "gamma")
