@@ -22,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 from dcn_ref import ops
-from dcn_ref.bench import SHAPES, make_inputs, median_ms, threads_line
+from dcn_ref.bench_shapes import SHAPES, make_inputs, median_ms, threads_line
 from dcn_ref.cpu import columns as cl
 from dcn_ref.cpu import gemm
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numba  # noqa: E402
 import threadpoolctl  # noqa: E402
 
-from dcn_ref.bench import SHAPES, make_inputs, threads_line  # noqa: E402
+from dcn_ref.bench_shapes import SHAPES, make_inputs, threads_line  # noqa: E402
 from dcn_ref.bench_realistic import our_calls, their_calls  # noqa: E402
 from dcn_ref.cpu import columns  # noqa: E402
 from dcn_ref.geometry import conv_geometry  # noqa: E402

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .bench import SHAPES, median_ms
+from .bench_shapes import SHAPES, median_ms
 
 
 class Stage(NamedTuple):
@@ -78,7 +78,7 @@ def measure_ours(repeat):
 
 def deform_im2col_ms(repeat):
     """Median ms of deform_conv2d's deformable im2col alone on shape (a), float32."""
-    from .bench import make_inputs
+    from .bench_shapes import make_inputs
     from .cpu import columns as cl
     from .cpu.conv import _channels_last
     from .geometry import conv_geometry

@@ -15,7 +15,7 @@ interleaved forward+backward over ours.
 """
 import numpy as np
 
-from .bench import SHAPES, make_inputs, median_ms, threads_line
+from .bench_shapes import SHAPES, make_inputs, median_ms, threads_line
 
 try:                                     # torch first: the process a user runs, not ours alone
     import torch

@@ -33,7 +33,7 @@ def measure(shapes=("a", "c", "d"), repeat=5):
     import torchvision
 
     from .. import ops
-    from ..bench import SHAPES, make_inputs
+    from ..bench_shapes import SHAPES, make_inputs
     from .functional import deform_conv2d
 
     figures = {"shapes": {}}
