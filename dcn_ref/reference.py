@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .ops import (BilinearSampleGrads, Conv2dGrads, DeformConv2dGrads, OffsetSampleGrads)
+from .grads import BilinearSampleGrads, Conv2dGrads, DeformConv2dGrads, OffsetSampleGrads
 
 
 def pair(v):
