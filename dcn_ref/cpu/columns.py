@@ -75,6 +75,19 @@ def channel_segment(c, stop, c_per_group):
     return g, min(stop, (g + 1) * c_per_group)
 
 
+@register_jitable
+def corner_views(image_cl, n, rows):
+    """The four corner rows (a tuple of row numbers) of image n of a channels-last array."""
+    return image_cl[n, rows[0]], image_cl[n, rows[1]], image_cl[n, rows[2]], image_cl[n, rows[3]]
+
+
+@register_jitable
+def masked_factors(cell, weights, cast):
+    """m * w_t for the four corners, in the data's dtype (float32 stays SIMD-wide)."""
+    m = cell.m
+    return cast(m * weights[0]), cast(m * weights[1]), cast(m * weights[2]), cast(m * weights[3])
+
+
 # -- deformable convolution ---------------------------------------------------------------
 # offset (n*G, K, 2, L) and mask (n*G, K, L) in the engine's layout; each task reads them as
 # ``SamplePoints`` (built inside the parallel loop: Numba's parallel loops take arrays and
@@ -96,9 +109,8 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
             q = n * G + g
             for k in range(K):
                 cell, r, w = tap_corner_rows(points, q, k, l)
-                m = cell.m
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
+                f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                a, b, c_, d = corner_views(x_cl, n, r)
                 c = g * Cq
                 while c < (g + 1) * Cq:              # the offset group's channels, by conv group
                     cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
@@ -109,6 +121,55 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
                         out[i] = f0 * va[i] + f1 * vb[i] + f2 * vc[i] + f3 * vd[i]
                     c = stop
 
+
+@register_jitable(inline="always")
+def scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
+                     f0, f1, f2, f3):
+    """The image gradient of one tap over channels c_start..c_stop of its offset group:
+    corner row t of grad_x_cl (ga .. gd) += f_t * grad_columns, walked in runs of one conv
+    group (``channel_segment``)."""
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see the module's note
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            ua[i] += f0 * v
+            ub[i] += f1 * v
+            uc[i] += f2 * v
+            ud[i] += f3 * v
+        c = stop
+
+
+@register_jitable(inline="always")
+def corner_sums(grad_columns, n, l, k, c_start, c_stop, c_per_group, a, b, c_, d):
+    """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
+    sum_c grad_columns * corner row t of x_cl (a .. d), in channel order (its sums cannot
+    vectorise without reordering them, which gradient-checked code does not do)."""
+    d0 = d1 = d2 = d3 = a.dtype.type(0.0)
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see the module's note
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            d0 += v * va[i]
+            d1 += v * vb[i]
+            d2 += v * vc[i]
+            d3 += v * vd[i]
+        c = stop
+    return d0, d1, d2, d3
+
+
+# The three kernels of the backward. Split: deform_col2im (the image gradient, parallel
+# over channel chunks) and deform_coord_grad (offsets and masks, parallel over pixels);
+# fused: deform_backward, both in one pass, parallel over (image, offset group) only, so
+# the ops pick it when there are enough of those to keep every thread busy. All three walk
+# a tap's channels with ``tap_channels``.
 
 @kernel
 def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geometry, chunk,
@@ -130,38 +191,23 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geo
         c_start = g * Cq + (task % per_group) * chunk
         c_stop = min(c_start + chunk, (g + 1) * Cq)
         q = n * G + g
-        cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
                 cell, r, w = tap_corner_rows(points, q, k, l)
                 if not cell.inside:
                     continue
-                m = cell.m
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
-                c = c_start
-                while c < c_stop:
-                    cg, stop = channel_segment(c, c_stop, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        v = src[i]
-                        va[i] += f0 * v
-                        vb[i] += f1 * v
-                        vc[i] += f2 * v
-                        vd[i] += f3 * v
-                    c = stop
+                ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
+                f0, f1, f2, f3 = masked_factors(cell, w, grad_x_cl.dtype.type)
+                scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc,
+                                 gd, f0, f1, f2, f3)
 
 
 @kernel
 def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
                       grad_offset, grad_mask):
-    """Write grad_offset (n*G, K, 2, L) and, with a mask, grad_mask (n*G, K, L).
-
-    For a sample, D_t = sum over the group's channels of grad_columns * x at corner t (four
-    dot products of contiguous vectors); then ``sampling.tap_grads``.
-    """
+    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L): for a
+    sample, the corner sums D_t over the group's channels (four dot products of contiguous
+    vectors), then ``sampling.tap_grads``."""
     groups, n_img, L, K, c_per_group = grad_columns.shape
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
@@ -170,32 +216,17 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         n = nl // L
         l = nl % L
-        zero = x_cl.dtype.type(0.0)
         for g in range(G):
             q = n * G + g
             for k in range(K):
                 cell, r, w = tap_corner_rows(points, q, k, l)
-                if not cell.inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
-                                    TapGrads(0.0, 0.0, 0.0))
-                    continue
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
-                d0 = d1 = d2 = d3 = zero
-                c = g * Cq
-                while c < (g + 1) * Cq:
-                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        v = src[i]
-                        d0 += v * va[i]
-                        d1 += v * vb[i]
-                        d2 += v * vc[i]
-                        d3 += v * vd[i]
-                    c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
-                                tap_grads(cell, d0, d1, d2, d3))
+                grads = TapGrads(0.0, 0.0, 0.0)
+                if cell.inside:
+                    a, b, c_, d = corner_views(x_cl, n, r)
+                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, g * Cq, (g + 1) * Cq,
+                                                 c_per_group, a, b, c_, d)
+                    grads = tap_grads(cell, d0, d1, d2, d3)
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
 
 
 @kernel
@@ -203,13 +234,11 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
                     grad_x_cl, grad_offset, grad_mask):
     """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
     each sample's four corner rows are read once for both. A task writes only its image's
-    rows, in its group's channels, and its own offsets, so tasks never collide; worth it
-    when there are enough (image, group) pairs to keep every thread busy."""
+    rows, in its group's channels, and its own offsets, so tasks never collide."""
     groups, n_img, L, K, c_per_group = grad_columns.shape
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
     Cq = C // G
-    cast = x_cl.dtype.type
     for q in prange(n_img * G):  # task (image n, offset group g)
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         n = q // G
@@ -217,39 +246,18 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
         for k in range(K):
             for l in range(L):
                 cell, r, w = tap_corner_rows(points, q, k, l)
-                if not cell.inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
-                                    TapGrads(0.0, 0.0, 0.0))
-                    continue
-                m = cell.m
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
-                ga, gb, gc, gd = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
-                d0 = d1 = d2 = d3 = cast(0.0)
-                c = g * Cq
-                while c < (g + 1) * Cq:
-                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
-                    # Two loops over the (cached) channels: the scatter alone vectorises,
-                    # the sums, whose order is kept exact (no fastmath), cannot.
-                    for i in range(stop - c):
-                        v = src[i]
-                        ua[i] += f0 * v
-                        ub[i] += f1 * v
-                        uc[i] += f2 * v
-                        ud[i] += f3 * v
-                    for i in range(stop - c):
-                        v = src[i]
-                        d0 += v * va[i]
-                        d1 += v * vb[i]
-                        d2 += v * vc[i]
-                        d3 += v * vd[i]
-                    c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
-                                tap_grads(cell, d0, d1, d2, d3))
+                grads = TapGrads(0.0, 0.0, 0.0)
+                if cell.inside:
+                    c0, c1 = g * Cq, (g + 1) * Cq
+                    ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
+                    f0, f1, f2, f3 = masked_factors(cell, w, x_cl.dtype.type)
+                    scatter_channels(grad_columns, n, l, k, c0, c1, c_per_group, ga, gb, gc, gd,
+                                     f0, f1, f2, f3)
+                    a, b, c_, d = corner_views(x_cl, n, r)
+                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, c0, c1, c_per_group, a,
+                                                 b, c_, d)
+                    grads = tap_grads(cell, d0, d1, d2, d3)
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------
