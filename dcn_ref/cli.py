@@ -146,7 +146,7 @@ def _bench(args):
         print(f"dcn-ref bench: --repeat: expected a positive int, got {args.repeat}", file=sys.stderr)
         return 2
     if args.realistic:
-        from . import bench_realistic
+        from .bench import realistic as bench_realistic
         bench_realistic.run(shapes, rounds=args.repeat)
         return 0
     bench.run(shapes, repeat=args.repeat, models=not args.no_models, memory=not args.no_memory)
