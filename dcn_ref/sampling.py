@@ -1,7 +1,9 @@
 """The maths of deformable sampling, written once for both targets.
 
 Every op in dcn_ref reads an image at fractional points with bilinear interpolation.
-The functions here are plain Python on scalars and single array elements.
+The functions here are plain Python on scalars and single array elements, handing each
+other NamedTuples that Numba compiles (a ``Cell``, a ``Corner``, a tap's ``TapGrads``, a
+call's ``SamplePoints``), so that a kernel reads ``cell.m`` or ``grads.d_dy`` by name.
 ``register_jitable`` leaves each one an ordinary Python function and tells Numba to
 compile it for whichever target calls it: the CPU kernels of ``dcn_ref.cpu``
 (``numba.njit``) and the GPU kernels of ``dcn_ref.cuda`` (``numba.cuda.jit``) call the

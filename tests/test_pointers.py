@@ -30,7 +30,7 @@ SOURCES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
 #: Modules the pages name by their last part alone; other short forms (``torch.library``,
 #: ``cuda.jit``, ``geometry.stride_h``) are not pointers into the package.
 SHORT_MODULES = ("sampling", "roi_sampling", "psroi_sampling", "reference", "reference_roi",
-                 "reference_dcnv3", "gradcheck", "gradcheck_cases", "grads", "kernel_args",
+                 "reference_dcnv3", "gradcheck", "gradcheck_cases", "kernel_args",
                  "targets", "columns", "planar", "lanes", "deterministic", "engine", "compile")
 
 TICK = r"`{1,2}"
