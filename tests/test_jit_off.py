@@ -18,49 +18,57 @@ from helpers import assert_close
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def every_op(dtype):
-    """{name: array} of every op's output and gradients on tiny arrays of ``dtype``."""
+def op_cases(dtype):
+    """[(name, forward, backward, inputs, params)]: every differentiable op on tiny arrays of
+    ``dtype``."""
     rng = np.random.default_rng(0)
 
     def arr(*shape, scale=1.0):
         return (scale * rng.standard_normal(shape)).astype(dtype)
 
-    results = {}
+    rois = np.array([[0, 0.5, 1.0, 4.0, 3.5], [1, -1.0, 2.0, 3.0, 6.0]], dtype)
+    grid = {"kernel_size": 3, "padding": 1, "group": 2, "offset_scale": 1.5}
+    x = arr(1, 4, 5, 2 * 9)               # 9 channels a group: eight lanes and one more
+    return [
+        ("bilinear_sample", ops.bilinear_sample, ops.bilinear_sample_backward,
+         {"image": arr(2, 4, 5), "coords": arr(2, 7, 2, scale=3.0)}, {"padding_mode": "border"}),
+        ("offset_sample", ops.offset_sample, ops.offset_sample_backward,
+         {"input": arr(1, 2, 4, 5), "offset": arr(1, 4, 4, 5, scale=2.0)},
+         {"padding_mode": "zeros"}),
+        ("conv2d", ops.conv2d, ops.conv2d_backward,
+         {"input": arr(2, 4, 5, 5), "weight": arr(6, 2, 3, 3), "bias": arr(6)},
+         {"padding": 1, "groups": 2}),
+        ("deform_conv2d", ops.deform_conv2d, ops.deform_conv2d_backward,
+         {"input": arr(2, 4, 5, 5), "offset": arr(2, 2 * 2 * 9, 5, 5, scale=2.0),
+          "weight": arr(3, 4, 3, 3), "bias": arr(3), "mask": arr(2, 2 * 9, 5, 5)},
+         {"padding": 1}),
+        ("deform_roi_pool", ops.deform_roi_pool, ops.deform_roi_pool_backward,
+         {"input": arr(2, 3, 6, 5), "rois": rois, "offset": arr(2, 2, 2, 3, scale=0.1),
+          "mask": arr(2, 1, 2, 3)}, {"output_size": (2, 3), "sampling_ratio": 2, "gamma": 0.5}),
+        ("deform_psroi_pool", ops.deform_psroi_pool, ops.deform_psroi_pool_backward,
+         {"input": arr(2, 2 * 2 * 2, 6, 5), "rois": rois, "trans": arr(2, 2, 2, 2, scale=0.1)},
+         {"spatial_scale": 1.0, "output_dim": 2, "group_size": 2, "pooled_size": 2,
+          "part_size": 2, "sample_per_part": 2, "trans_std": 0.1}),
+        ("dcnv3", ops.dcnv3, ops.dcnv3_backward,
+         {"input": x, "offset": arr(1, 4, 5, 2 * 9 * 2), "mask": arr(1, 4, 5, 2 * 9)}, grid),
+        ("dcnv4", ops.dcnv4, ops.dcnv4_backward,
+         {"input": x, "offset_mask": arr(1, 4, 5, 2 * 9 * 3 + 2)}, grid),
+    ]
 
-    def run(name, forward, backward, inputs, **params):
+
+def every_op(dtype):
+    """{name: array} of every op's output and gradients on tiny arrays of ``dtype``, and of
+    im2col and col2im."""
+    results = {}
+    for name, forward, backward, inputs, params in op_cases(dtype):
         out = forward(**inputs, **params)
         results[name] = out
         for field, grad in backward(np.ones_like(out), **inputs, **params)._asdict().items():
             if grad is not None:
                 results[f"{name}.{field}"] = grad
-
-    run("bilinear_sample", ops.bilinear_sample, ops.bilinear_sample_backward,
-        {"image": arr(2, 4, 5), "coords": arr(2, 7, 2, scale=3.0)}, padding_mode="border")
-    run("offset_sample", ops.offset_sample, ops.offset_sample_backward,
-        {"input": arr(1, 2, 4, 5), "offset": arr(1, 4, 4, 5, scale=2.0)}, padding_mode="zeros")
-    run("conv2d", ops.conv2d, ops.conv2d_backward,
-        {"input": arr(2, 4, 5, 5), "weight": arr(6, 2, 3, 3), "bias": arr(6)}, padding=1,
-        groups=2)
-    run("deform_conv2d", ops.deform_conv2d, ops.deform_conv2d_backward,
-        {"input": arr(2, 4, 5, 5), "offset": arr(2, 2 * 2 * 9, 5, 5, scale=2.0),
-         "weight": arr(3, 4, 3, 3), "bias": arr(3), "mask": arr(2, 2 * 9, 5, 5)}, padding=1)
-    columns = ops.im2col(arr(2, 3, 5, 4), 3, padding=1)
-    results["im2col"] = columns
-    results["col2im"] = ops.col2im(columns, (2, 3, 5, 4), 3, padding=1)
-    rois = np.array([[0, 0.5, 1.0, 4.0, 3.5], [1, -1.0, 2.0, 3.0, 6.0]], dtype)
-    run("deform_roi_pool", ops.deform_roi_pool, ops.deform_roi_pool_backward,
-        {"input": arr(2, 3, 6, 5), "rois": rois, "offset": arr(2, 2, 2, 3, scale=0.1),
-         "mask": arr(2, 1, 2, 3)}, output_size=(2, 3), sampling_ratio=2, gamma=0.5)
-    run("deform_psroi_pool", ops.deform_psroi_pool, ops.deform_psroi_pool_backward,
-        {"input": arr(2, 2 * 2 * 2, 6, 5), "rois": rois, "trans": arr(2, 2, 2, 2, scale=0.1)},
-        spatial_scale=1.0, output_dim=2, group_size=2, pooled_size=2, part_size=2,
-        sample_per_part=2, trans_std=0.1)
-    grid = {"kernel_size": 3, "padding": 1, "group": 2, "offset_scale": 1.5}
-    x = arr(1, 4, 5, 2 * 9)               # 9 channels a group: eight lanes and one more
-    run("dcnv3", ops.dcnv3, ops.dcnv3_backward,
-        {"input": x, "offset": arr(1, 4, 5, 2 * 9 * 2), "mask": arr(1, 4, 5, 2 * 9)}, **grid)
-    run("dcnv4", ops.dcnv4, ops.dcnv4_backward,
-        {"input": x, "offset_mask": arr(1, 4, 5, 2 * 9 * 3 + 2)}, **grid)
+    x = np.random.default_rng(1).standard_normal((2, 3, 5, 4)).astype(dtype)
+    results["im2col"] = columns = ops.im2col(x, 3, padding=1)
+    results["col2im"] = ops.col2im(columns, x.shape, 3, padding=1)
     return results
 
 
