@@ -132,7 +132,8 @@ def test_each_parameter_line_names_one_parameter(documented):
     for obj in objects:
         lines = obj.docstring.value.splitlines()
         for i, line in enumerate(lines[:-1]):
-            if line.strip() in ("Parameters", "Other Parameters") and set(lines[i + 1].strip()) == {"-"}:
+            header = line.strip() in ("Parameters", "Other Parameters")
+            if header and set(lines[i + 1].strip()) == {"-"}:
                 for item in lines[i + 2:]:
                     if not item.strip() or set(item.strip()) == {"-"}:
                         break

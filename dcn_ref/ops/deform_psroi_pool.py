@@ -85,8 +85,9 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
     Parameters
     ----------
     input : ndarray of shape (N, C, H, W)
-        ``C = output_dim * group_size**2`` position-sensitive score maps: channel ``(ctop*group_size + gi)*group_size + gj``
-        holds output channel ctop for the bins of group (gi, gj).
+        ``C = output_dim * group_size**2`` position-sensitive score maps: channel
+        ``(ctop*group_size + gi)*group_size + gj`` holds output channel ctop for the bins
+        of group (gi, gj).
     rois : ndarray of shape (K, 5)
         Rows (batch_index, x1, y1, x2, y2) in input pixels before ``spatial_scale``; the
         batch index a whole number in [0, N), x2 >= x1, y2 >= y1; K may be 0.
@@ -104,8 +105,8 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
     pooled_size : int
         P >= 1: the output is P x P bins.
     part_size : int
-        The offset grid (>= 0): bin (i, j) uses offset part ``(i*part_size // P, j*part_size // P)``;
-        0 means pooled_size (MXNet's default).
+        The offset grid (>= 0): bin (i, j) uses offset part
+        ``(i*part_size // P, j*part_size // P)``; 0 means pooled_size (MXNet's default).
     sample_per_part : int
         Each bin takes ``sample_per_part**2`` samples (>= 1).
     trans_std : float
