@@ -427,6 +427,55 @@ def tap_tangent(tangents, cell, q, k, l):
 
 
 @register_jitable
+def column_tangent(image, image_dot, use_image_dot, points, tangents, q, c, k, l):
+    """columns_dot[q, c, k, l]: the change of ``column_value`` along the tangents,
+    ``sum_t (m w_t image_dot_t + e_t image_t)`` (``tangents`` as in ``tap_tangent``; the
+    image's tangent read only with use_image_dot)."""
+    cell = tap_cell(points, q, k, l)
+    if not cell.inside:
+        return 0.0
+    e = tangent_factors(cell, tap_tangent(tangents, cell, q, k, l))
+    v = 0.0
+    for t in range(4):
+        r, s, w, _, _ = corner(t, cell)
+        if 0 <= r < image.shape[2] and 0 <= s < image.shape[3]:
+            v += e[t] * image[q, c, r, s]
+            if use_image_dot:
+                v += cell.m * w * image_dot[q, c, r, s]
+    return v
+
+
+@register_jitable
+def plane_corner_sums(grad_columns, image, q, k, l, cell):
+    """The corner sums D_t of ``tap_grads`` for tap k of pixel l over the channels of plane
+    q of ``image`` (Q, Cq, H, W) (the image, or its tangent), as a tuple of four."""
+    d0 = d1 = d2 = d3 = 0.0
+    for c in range(image.shape[1]):
+        g = grad_columns[q, c, k, l]
+        d0 += g * corner_pixel(image, q, c, cell, 0)
+        d1 += g * corner_pixel(image, q, c, cell, 1)
+        d2 += g * corner_pixel(image, q, c, cell, 2)
+        d3 += g * corner_pixel(image, q, c, cell, 3)
+    return d0, d1, d2, d3
+
+
+@register_jitable
+def tap_second_coord_grad(grad_columns, image, image_dot, use_image_dot, points, tangents, q, k,
+                          l):
+    """The ``tap_second_grads`` of tap k of pixel l in plane q, the corner sums of the image
+    (when the tap moves) and of its tangent taken over the plane's channels; all 0 for a
+    tap that touches no pixel."""
+    cell = tap_cell(points, q, k, l)
+    tangent = tap_tangent(tangents, cell, q, k, l)
+    sums = tangent_sums = (0.0, 0.0, 0.0, 0.0)
+    if cell.inside and moves(tangent):
+        sums = plane_corner_sums(grad_columns, image, q, k, l, cell)
+    if cell.inside and use_image_dot:
+        tangent_sums = plane_corner_sums(grad_columns, image_dot, q, k, l, cell)
+    return tap_second_grads(cell, tangent, sums, tangent_sums)
+
+
+@register_jitable
 def add_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads):
     """Add a tap's ``TapGrads`` into grad_offset (Q, K, 2, L) and, when there is a mask,
     grad_mask (Q, K, L) (``write_tap_grads``, adding)."""
@@ -556,6 +605,21 @@ def point_corner_pixel(input, n, c, cell, t):
     if 0 <= r < input.shape[1] and 0 <= s < input.shape[2]:
         return input[n, r, s, c]
     return 0.0
+
+
+@register_jitable
+def point_corner_sums(grad_out, input, n, ho, wo, c_start, c_stop, cell):
+    """The corner sums D_t of a DCNv3 point over channels c_start..c_stop of a channels-last
+    ``input`` (N, H, W, C) (the input, or its tangent), with grad_out (N, H_out, W_out, C)
+    at the point's output pixel, as a tuple of four."""
+    d0 = d1 = d2 = d3 = 0.0
+    for c in range(c_start, c_stop):
+        g = grad_out[n, ho, wo, c]
+        d0 += g * point_corner_pixel(input, n, c, cell, 0)
+        d1 += g * point_corner_pixel(input, n, c, cell, 1)
+        d2 += g * point_corner_pixel(input, n, c, cell, 2)
+        d3 += g * point_corner_pixel(input, n, c, cell, 3)
+    return d0, d1, d2, d3
 
 
 @register_jitable

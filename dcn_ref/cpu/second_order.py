@@ -25,44 +25,16 @@ same element; the sums run in a fixed order, so the results are deterministic.
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import (ZEROS, SamplePoints, add_point_grads, add_tap_grads, corner, corner_pixel,
-                        is_removed, moves, point_cell, point_corner_pixel, point_tangent, tap_cell,
-                        tap_second_grads, tap_tangent, tangent_factors)
+from ..sampling import (ZEROS, SamplePoints, add_point_grads, add_tap_grads, column_tangent, corner,
+                        is_removed, moves, point_cell, point_corner_sums, point_tangent, tap_cell,
+                        tap_second_coord_grad, tap_second_grads, tap_tangent, tangent_factors)
 from .columns import (channel_segment, corner_sums, corner_views, masked_factors, scatter_channels,
                       tap_corner_rows)
 from .compile import kernel
 
 
 @register_jitable
-def plane_corner_sums(grad_columns, image, q, k, l, cell):
-    """The corner sums D_t (``sampling.tap_grads``) of tap k of pixel l over the channels of
-    plane q of an engine image (Q, Cq, H, W); 0 for a corner outside the image."""
-    d0 = d1 = d2 = d3 = 0.0
-    for c in range(image.shape[1]):
-        g = grad_columns[q, c, k, l]
-        d0 += g * corner_pixel(image, q, c, cell, 0)
-        d1 += g * corner_pixel(image, q, c, cell, 1)
-        d2 += g * corner_pixel(image, q, c, cell, 2)
-        d3 += g * corner_pixel(image, q, c, cell, 3)
-    return d0, d1, d2, d3
-
-
-@register_jitable
-def point_corner_sums(grad_out, input, n, ho, wo, c_start, c_stop, cell):
-    """The corner sums D_t of a DCNv3 point over channels c_start..c_stop of a channels-last
-    input (N, H, W, C), with grad_out (N, H_out, W_out, C) at the point's output pixel."""
-    d0 = d1 = d2 = d3 = 0.0
-    for c in range(c_start, c_stop):
-        g = grad_out[n, ho, wo, c]
-        d0 += g * point_corner_pixel(input, n, c, cell, 0)
-        d1 += g * point_corner_pixel(input, n, c, cell, 1)
-        d2 += g * point_corner_pixel(input, n, c, cell, 2)
-        d3 += g * point_corner_pixel(input, n, c, cell, 3)
-    return d0, d1, d2, d3
-
-
-@register_jitable
-def tap_corner_sums(grad_columns, image_cl, n, l, k, c_start, c_stop, c_per_group, rows):
+def row_corner_sums(grad_columns, image_cl, n, l, k, c_start, c_stop, c_per_group, rows):
     """``columns.corner_sums`` of one tap over channels c_start..c_stop, the corners read
     from ``image_cl`` (the image, or its tangent, channels last) at ``rows``. A function of
     its own, so that a kernel calling it twice inlines ``corner_sums`` once."""
@@ -73,11 +45,12 @@ def tap_corner_sums(grad_columns, image_cl, n, l, k, c_start, c_stop, c_per_grou
 # -- the sampling engine on image planes (bilinear_sample, offset_sample) --------------------
 # image (Q, Cq, H, W), offset (Q, K, 2, L), mask (Q, K, L), columns (Q, Cq, K, L); the
 # tangents of offset and mask have their shapes (mask_dot is read only with use_mask).
+# The per-element maths is sampling.py's, which the CUDA kernels call too.
 
 @kernel
 def tangent_im2col(image, image_dot, use_image_dot, offset, mask, use_mask, offset_dot, mask_dot,
                    mode, geometry, columns_dot):
-    """columns_dot[q, c, k, l] = sum_t (m w_t image_dot[q, c] + e_t image[q, c]) at corner t."""
+    """columns_dot[q, c, k, l] = ``sampling.column_tangent``."""
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for qk in prange(Q * K):  # each iteration writes only columns_dot[q, :, k, :]
@@ -86,25 +59,16 @@ def tangent_im2col(image, image_dot, use_image_dot, offset, mask, use_mask, offs
         q = qk // K
         k = qk % K
         for l in range(L):
-            cell = tap_cell(points, q, k, l)
-            e = tangent_factors(cell, tap_tangent(tangents, cell, q, k, l))
             for c in range(Cq):
-                v = 0.0
-                if cell.inside:
-                    for t in range(4):
-                        r, s, w, _, _ = corner(t, cell)
-                        if 0 <= r < H and 0 <= s < W:
-                            v += e[t] * image[q, c, r, s]
-                            if use_image_dot:
-                                v += cell.m * w * image_dot[q, c, r, s]
-                columns_dot[q, c, k, l] = v
+                columns_dot[q, c, k, l] = column_tangent(image, image_dot, use_image_dot, points,
+                                                         tangents, q, c, k, l)
 
 
 @kernel
 def second_backward(grad_columns, image, image_dot, use_image_dot, offset, mask, use_mask,
                     offset_dot, mask_dot, mode, geometry, grad_image, grad_offset, grad_mask):
     """grad_image (Q, Cq, H, W) += e_t * grad_columns at corner t; grad_offset (Q, K, 2, L)
-    and, with use_mask, grad_mask (Q, K, L) += ``tap_second_grads``."""
+    and, with use_mask, grad_mask (Q, K, L) += ``sampling.tap_second_coord_grad``."""
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for q in prange(Q):  # each iteration writes only plane q of every output
@@ -113,22 +77,17 @@ def second_backward(grad_columns, image, image_dot, use_image_dot, offset, mask,
         for k in range(K):
             for l in range(L):
                 cell = tap_cell(points, q, k, l)
-                if not cell.inside:
-                    continue
                 tangent = tap_tangent(tangents, cell, q, k, l)
-                sums = tangent_sums = (0.0, 0.0, 0.0, 0.0)
-                if moves(tangent):
+                if cell.inside and moves(tangent):
                     e = tangent_factors(cell, tangent)
                     for t in range(4):
                         r, s, _, _, _ = corner(t, cell)
                         if 0 <= r < H and 0 <= s < W:
                             for c in range(Cq):
                                 grad_image[q, c, r, s] += e[t] * grad_columns[q, c, k, l]
-                    sums = plane_corner_sums(grad_columns, image, q, k, l, cell)
-                if use_image_dot:
-                    tangent_sums = plane_corner_sums(grad_columns, image_dot, q, k, l, cell)
                 add_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
-                              tap_second_grads(cell, tangent, sums, tangent_sums))
+                              tap_second_coord_grad(grad_columns, image, image_dot, use_image_dot,
+                                                    points, tangents, q, k, l))
 
 
 # -- deformable convolution, channels-last columns (layouts in columns.py) -------------------
@@ -202,9 +161,9 @@ def deform_second_backward(grad_columns, x_cl, xdot_cl, use_image_dot, height, w
                     ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
                     scatter_channels(grad_columns, n, l, k, c0, c1, c_per_group, ga, gb, gc, gd,
                                      cast(e0), cast(e1), cast(e2), cast(e3))
-                    sums = tap_corner_sums(grad_columns, x_cl, n, l, k, c0, c1, c_per_group, r)
+                    sums = row_corner_sums(grad_columns, x_cl, n, l, k, c0, c1, c_per_group, r)
                 if use_image_dot:
-                    tangent_sums = tap_corner_sums(grad_columns, xdot_cl, n, l, k, c0, c1,
+                    tangent_sums = row_corner_sums(grad_columns, xdot_cl, n, l, k, c0, c1,
                                                    c_per_group, r)
                 add_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
                               tap_second_grads(cell, tangent, sums, tangent_sums))
