@@ -422,8 +422,10 @@ def tap_tangent(tangents, cell, q, k, l):
     mask's (Q, K, L)); all 0 where ``cell`` (the tap's ``tap_cell``) touches no pixel."""
     if not cell.inside:
         return TapTangent(0.0, 0.0, 0.0)
-    m = tangents.mask[q, k, l] if tangents.use_mask else 0.0
-    return TapTangent(tangents.offset[q, k, 0, l], tangents.offset[q, k, 1, l], m)
+    # 1.0 * : float64 fields whatever the arrays' dtype, one type for both returns (Numba's
+    # float() keeps a float32 a float32)
+    m = 1.0 * tangents.mask[q, k, l] if tangents.use_mask else 0.0
+    return TapTangent(1.0 * tangents.offset[q, k, 0, l], 1.0 * tangents.offset[q, k, 1, l], m)
 
 
 @register_jitable
@@ -583,7 +585,8 @@ def point_tangent(tangents, cell, n, ho, wo, g, p):
         return TapTangent(0.0, 0.0, 0.0)
     o, e = point_entries(g, p, tangents.geometry)
     offset = tangents.offset
-    return TapTangent(offset[n, ho, wo, o + 1], offset[n, ho, wo, o], tangents.mask[n, ho, wo, e])
+    return TapTangent(1.0 * offset[n, ho, wo, o + 1], 1.0 * offset[n, ho, wo, o],
+                      1.0 * tangents.mask[n, ho, wo, e])       # float64, as in tap_tangent
 
 
 @register_jitable
