@@ -7,8 +7,9 @@ there, and GNU OpenMP cannot start a fresh one: a parallel kernel in the child h
 Numba's guard ("fork() called from a process already using GNU OpenMP"). So, as torch's
 DataLoader workers run torch on one thread, a child forked from a process that had
 imported dcn_ref runs the CPU kernels serial, the same arithmetic in the same order
-(``dcn_ref/cpu/compile.py``), and gets the same numbers. ``spawn`` and ``forkserver``
-children start a fresh interpreter and are not affected; nor is the parent.
+(``dcn_ref/cpu/compile.py``), and gets the same numbers. ``spawn`` and (by default)
+``forkserver`` children import dcn_ref afresh and run the parallel builds, and the parent
+is not affected.
 
 Importing this module (``import dcn_ref`` does) registers the hook with
 ``os.register_at_fork``; it changes nothing else in the process.

@@ -113,7 +113,7 @@ def _stand_in(t, name):
 
 def _op_check(name):
     """The argument check of ``dcn_ref.ops.<name>``: ``check(*args, grad_output=None)``."""
-    return importlib.import_module(f"...ops.{name}", __name__)._check
+    return importlib.import_module(f"..ops.{name}", __package__)._check
 
 
 def check(name, schema, args, grad_output=None):

@@ -107,6 +107,7 @@ _deform_psroi_pool = _op(
     "bool? no_trans",
     _fake_deform_psroi_pool, ("input", "trans"))
 
+
 # -- the public functions ----------------------------------------------------------------
 
 def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor] = None,

@@ -9,9 +9,10 @@ stands in for, so that a ``state_dict`` saved from that module loads with ``stri
 
 The arithmetic around the deformable op (projections, depthwise convolution, layer norm,
 softmax of the DCNv3 weights) is ordinary torch; the op itself is dcn_ref's. Every module
-compiles with TorchScript (``torch.jit.script``) and traces with ``torch.fx``; the
-switches that decide which parameters exist are ``Final``, so that TorchScript compiles
-only the branches a module has.
+compiles with TorchScript (``torch.jit.script``): the switches that decide which
+parameters exist are ``Final``, so that TorchScript compiles only the branches a module
+has. ``DeformConv2d`` and ``DCNv3`` also trace with ``torch.fx`` (``DCNv4`` computes the
+image size from its input's length, which symbolic tracing cannot).
 """
 import math
 from typing import Final, Optional, Tuple
@@ -31,21 +32,22 @@ def _pair(value):
 class DeformConv2d(nn.Module):
     """``torchvision.ops.DeformConv2d`` computed by dcn_ref.
 
+    ``forward(input, offset, mask=None)`` takes input (N, in_channels, H, W), offset
+    (N, 2*G*kh*kw, H_out, W_out) and the optional DCNv2 mask (N, G*kh*kw, H_out, W_out).
+
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size, stride, padding, dilation : int or (h, w) pair
-    groups : int
+    kernel_size : int or (h, w) pair
+    stride, padding, dilation : int or (h, w) pair, defaults 1, 0, 1
+    groups : int, default 1
         Channel groups of the weight; ``in_channels`` must be a multiple.
-    bias : bool
+    bias : bool, default True
 
     Attributes
     ----------
     weight : Parameter of shape (out_channels, in_channels // groups, kh, kw)
     bias : Parameter of shape (out_channels,) or None
-
-    ``forward(input, offset, mask=None)`` takes input (N, in_channels, H, W), offset
-    (N, 2*G*kh*kw, H_out, W_out) and the optional DCNv2 mask (N, G*kh*kw, H_out, W_out).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -144,23 +146,24 @@ def _blend_center(query: Tensor, x: Tensor, x_proj: Tensor, weight: Tensor, bias
 class DCNv3(nn.Module):
     """The DCNv3 block of InternImage, with its constructor and parameter names.
 
-    Parameters
-    ----------
-    channels : int
-    kernel_size : int
-    dw_kernel_size : int or None
-        The depthwise convolution of the offset branch; None means kernel_size.
-    stride, pad, dilation : int
-    group : int, a divisor of channels
-    offset_scale : float
-    act_layer : "GELU", "ReLU" or "SiLU"
-    norm_layer : "LN" or "BN"
-    center_feature_scale : bool
-    remove_center : bool
-
     ``forward(input)``: input (N, H, W, channels) -> (N, H, W, channels) (stride 1). The
     offset branch is depthwise conv, norm, activation, then the linear layers ``offset``
     and ``mask``; the weights are a softmax over the points of each group.
+
+    Parameters
+    ----------
+    channels : int, default 64
+    kernel_size : int, default 3
+    dw_kernel_size : int or None, default None
+        The depthwise convolution of the offset branch; None means kernel_size.
+    stride, pad, dilation : int, defaults 1, 1, 1
+    group : int, default 4
+        A divisor of channels.
+    offset_scale : float, default 1.0
+    act_layer : "GELU", "ReLU" or "SiLU", default "GELU"
+    norm_layer : "LN" or "BN", default "LN"
+    center_feature_scale : bool, default False
+    remove_center : bool, default False
     """
 
     center_feature_scale: Final[bool]
@@ -221,21 +224,22 @@ class DCNv3(nn.Module):
 class DCNv4(nn.Module):
     """The DCNv4 block of OpenGVLab's DCNv4 package, with its constructor and parameter names.
 
-    Parameters
-    ----------
-    channels, kernel_size, stride, pad, dilation, group, offset_scale : as in DCNv3
-    dw_kernel_size : int or None
-        None: offsets and weights come from the input by one linear layer; else from a
-        depthwise convolution of this size first.
-    center_feature_scale, remove_center : bool
-    output_bias : bool
-    without_pointwise : bool
-        Leave out the value and output projections.
-
     ``forward(input, shape=None)``: input (N, L, channels) with L = H*W, shape (H, W) (None
     means a square image) -> (N, L, channels). Unlike the original CUDA kernels, any
     channels per group work. The linear layer ``offset_mask`` has D = ceil(3*group*P / 8)*8
     outputs; the entries past 3*group*P are padding.
+
+    Parameters
+    ----------
+    channels, kernel_size, stride, pad, dilation, group, offset_scale : as in DCNv3
+        With DCNv3's defaults.
+    dw_kernel_size : int or None, default None
+        None: offsets and weights come from the input by one linear layer; else from a
+        depthwise convolution of this size first.
+    center_feature_scale, remove_center : bool, default False
+    output_bias : bool, default True
+    without_pointwise : bool, default False
+        Leave out the value and output projections.
     """
 
     center_feature_scale: Final[bool]
