@@ -115,6 +115,9 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[
                   dilation: Tuple[int, int] = (1, 1), mask: Optional[Tensor] = None) -> Tensor:
     """``torchvision.ops.deform_conv2d`` computed by ``dcn_ref.ops.deform_conv2d``.
 
+    Under TorchScript, ``stride``, ``padding`` and ``dilation`` are (h, w) pairs, as in
+    torchvision's function.
+
     Parameters
     ----------
     input : Tensor of shape (N, C_in, H, W)
@@ -122,10 +125,12 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[
         Channel ``2*(g*kh*kw + i*kw + j)`` is the dy of tap (i, j) in offset group g, the
         next channel its dx.
     weight : Tensor of shape (C_out, C_in/groups, kh, kw)
-    bias : Tensor of shape (C_out,) or None, default None
-    stride, padding, dilation : int or (h, w) pair, defaults (1, 1), (0, 0), (1, 1)
-        TorchScript takes pairs only, as for torchvision's function.
-    mask : Tensor of shape (N, G*kh*kw, H_out, W_out) or None, default None
+    bias : Tensor of shape (C_out,) or None
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+        Zeros added on each side.
+    dilation : int or (h, w) pair
+    mask : Tensor of shape (N, G*kh*kw, H_out, W_out) or None
         DCNv2 modulation, raw multipliers.
 
     Returns
@@ -147,12 +152,17 @@ def dcnv3(input: Tensor, offset: Tensor, mask: Tensor,
     Parameters
     ----------
     input : Tensor of shape (N, H, W, C)
-    offset : Tensor of shape (N, H_out, W_out, group*P*2), (x, y) pairs per point
-    mask : Tensor of shape (N, H_out, W_out, group*P), raw weights (no softmax inside)
-    kernel_size, stride, padding, dilation : int or (h, w) pair, defaults 3, 1, 0, 1
-    group : int, default 1
-    offset_scale : float, default 1.0
-    remove_center : bool, default False
+    offset : Tensor of shape (N, H_out, W_out, group*P*2)
+        (x, y) pairs per point.
+    mask : Tensor of shape (N, H_out, W_out, group*P)
+        Raw weights (no softmax inside).
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
 
     Returns
     -------
@@ -175,8 +185,16 @@ def dcnv4(input: Tensor, offset_mask: Tensor, kernel_size: Union[int, Tuple[int,
     Parameters
     ----------
     input : Tensor of shape (N, H, W, C)
-    offset_mask : Tensor of shape (N, H_out, W_out, D), D >= group*P*3
-    kernel_size, stride, padding, dilation, group, offset_scale, remove_center : as in dcnv3
+    offset_mask : Tensor of shape (N, H_out, W_out, D)
+        ``D >= group*P*3``: per group, 2P offsets as (x, y) pairs, then P weights.
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+        As in ``dcnv3``.
 
     Returns
     -------
@@ -192,7 +210,7 @@ def dcnv4(input: Tensor, offset_mask: Tensor, kernel_size: Union[int, Tuple[int,
 
 def bilinear_sample(image: Tensor, coords: Tensor, padding_mode: str = "zeros") -> Tensor:
     """Bilinear samples (``dcn_ref.ops.bilinear_sample``): image (B, H, W), coords (B, P, 2)
-    as (y, x), padding_mode "zeros" (default) or "border" -> Tensor of shape (B, P)."""
+    as (y, x) -> Tensor of shape (B, P)."""
     if not torch.jit.is_scripting():
         return _bilinear_sample(image, coords, padding_mode)
     return torch.ops.dcn_ref.bilinear_sample(image, coords, padding_mode)
@@ -200,8 +218,7 @@ def bilinear_sample(image: Tensor, coords: Tensor, padding_mode: str = "zeros") 
 
 def offset_sample(input: Tensor, offset: Tensor, padding_mode: str = "border") -> Tensor:
     """The Keras ConvOffset2D resampling (``dcn_ref.ops.offset_sample``): input (N, C, H, W),
-    offset (N, 2C, H, W) as (dy, dx) per channel, padding_mode "border" (default) or
-    "zeros" -> Tensor of shape (N, C, H, W)."""
+    offset (N, 2C, H, W) as (dy, dx) per channel -> Tensor of shape (N, C, H, W)."""
     if not torch.jit.is_scripting():
         return _offset_sample(input, offset, padding_mode)
     return torch.ops.dcn_ref.offset_sample(input, offset, padding_mode)
@@ -213,8 +230,7 @@ def deform_roi_pool(input: Tensor, rois: Tensor, offset: Optional[Tensor] = None
                     mask: Optional[Tensor] = None) -> Tensor:
     """Deformable RoI pooling (``dcn_ref.ops.deform_roi_pool``): input (N, C, H, W), rois
     (K, 5), offset (K, 2, ph, pw) or None, mask (K, 1, ph, pw) or None -> (K, C, ph, pw).
-    ``rois`` gets no gradient. Defaults: output_size 7, spatial_scale 1.0,
-    sampling_ratio 0, gamma 0.1."""
+    ``rois`` gets no gradient."""
     if not torch.jit.is_scripting():
         return _deform_roi_pool(input, rois, offset, output_size, spatial_scale,
                                 sampling_ratio, gamma, mask)
@@ -228,9 +244,8 @@ def deform_psroi_pool(input: Tensor, rois: Tensor, trans: Optional[Tensor] = Non
                       sample_per_part: int = 1, trans_std: float = 0.0,
                       no_trans: Optional[bool] = None) -> Tensor:
     """Deformable position-sensitive RoI pooling (``dcn_ref.ops.deform_psroi_pool``): input
-    (N, C, H, W), rois (K, 5), trans (K, 2*num_classes, part_size, part_size) or None ->
-    (K, output_dim, pooled_size, pooled_size). ``rois`` gets no gradient. The defaults
-    are those of ``dcn_ref.ops.deform_psroi_pool``."""
+    (N, C, H, W), rois (K, 5), trans ``(K, 2*num_classes, part_size, part_size)`` or None ->
+    (K, output_dim, pooled_size, pooled_size). ``rois`` gets no gradient."""
     if not torch.jit.is_scripting():
         return _deform_psroi_pool(input, rois, trans, spatial_scale, output_dim, group_size,
                                   pooled_size, part_size, sample_per_part, trans_std, no_trans)

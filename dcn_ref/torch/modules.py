@@ -32,22 +32,27 @@ def _pair(value):
 class DeformConv2d(nn.Module):
     """``torchvision.ops.DeformConv2d`` computed by dcn_ref.
 
-    ``forward(input, offset, mask=None)`` takes input (N, in_channels, H, W), offset
-    (N, 2*G*kh*kw, H_out, W_out) and the optional DCNv2 mask (N, G*kh*kw, H_out, W_out).
-
     Parameters
     ----------
-    in_channels, out_channels : int
+    in_channels : int
+    out_channels : int
     kernel_size : int or (h, w) pair
-    stride, padding, dilation : int or (h, w) pair, defaults 1, 0, 1
-    groups : int, default 1
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    groups : int
         Channel groups of the weight; ``in_channels`` must be a multiple.
-    bias : bool, default True
+    bias : bool
 
     Attributes
     ----------
     weight : Parameter of shape (out_channels, in_channels // groups, kh, kw)
     bias : Parameter of shape (out_channels,) or None
+
+    Notes
+    -----
+    ``forward(input, offset, mask=None)`` takes input (N, in_channels, H, W), offset
+    ``(N, 2*G*kh*kw, H_out, W_out)`` and the optional DCNv2 mask ``(N, G*kh*kw, H_out, W_out)``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -136,8 +141,7 @@ def _add_center_gate(module, channels, group):
 
 def _blend_center(query: Tensor, x: Tensor, x_proj: Tensor, weight: Tensor, bias: Tensor,
                   group_channels: int) -> Tensor:
-    """x * (1 - s) + x_proj * s with s = sigmoid(linear(query)) repeated over each group
-    (``weight`` and ``bias`` are the parameters ``_add_center_gate`` made)."""
+    """x * (1 - s) + x_proj * s with s = sigmoid(linear(query)) repeated over each group."""
     scale = F.linear(query, weight, bias).sigmoid()
     scale = scale.repeat_interleave(group_channels, dim=-1)
     return x * (1 - scale) + x_proj * scale
@@ -146,24 +150,30 @@ def _blend_center(query: Tensor, x: Tensor, x_proj: Tensor, weight: Tensor, bias
 class DCNv3(nn.Module):
     """The DCNv3 block of InternImage, with its constructor and parameter names.
 
+    Parameters
+    ----------
+    channels : int
+    kernel_size : int
+    dw_kernel_size : int or None
+        The depthwise convolution of the offset branch; None means kernel_size.
+    stride : int
+    pad : int
+    dilation : int
+    group : int
+        A divisor of channels.
+    offset_scale : float
+    act_layer : str
+        "GELU", "ReLU" or "SiLU".
+    norm_layer : str
+        "LN" or "BN".
+    center_feature_scale : bool
+    remove_center : bool
+
+    Notes
+    -----
     ``forward(input)``: input (N, H, W, channels) -> (N, H, W, channels) (stride 1). The
     offset branch is depthwise conv, norm, activation, then the linear layers ``offset``
     and ``mask``; the weights are a softmax over the points of each group.
-
-    Parameters
-    ----------
-    channels : int, default 64
-    kernel_size : int, default 3
-    dw_kernel_size : int or None, default None
-        The depthwise convolution of the offset branch; None means kernel_size.
-    stride, pad, dilation : int, defaults 1, 1, 1
-    group : int, default 4
-        A divisor of channels.
-    offset_scale : float, default 1.0
-    act_layer : "GELU", "ReLU" or "SiLU", default "GELU"
-    norm_layer : "LN" or "BN", default "LN"
-    center_feature_scale : bool, default False
-    remove_center : bool, default False
     """
 
     center_feature_scale: Final[bool]
@@ -224,22 +234,31 @@ class DCNv3(nn.Module):
 class DCNv4(nn.Module):
     """The DCNv4 block of OpenGVLab's DCNv4 package, with its constructor and parameter names.
 
-    ``forward(input, shape=None)``: input (N, L, channels) with L = H*W, shape (H, W) (None
-    means a square image) -> (N, L, channels). Unlike the original CUDA kernels, any
-    channels per group work. The linear layer ``offset_mask`` has D = ceil(3*group*P / 8)*8
-    outputs; the entries past 3*group*P are padding.
-
     Parameters
     ----------
-    channels, kernel_size, stride, pad, dilation, group, offset_scale : as in DCNv3
-        With DCNv3's defaults.
-    dw_kernel_size : int or None, default None
+    channels : int
+    kernel_size : int
+    stride : int
+    pad : int
+    dilation : int
+    group : int
+        A divisor of channels.
+    offset_scale : float
+    dw_kernel_size : int or None
         None: offsets and weights come from the input by one linear layer; else from a
         depthwise convolution of this size first.
-    center_feature_scale, remove_center : bool, default False
-    output_bias : bool, default True
-    without_pointwise : bool, default False
+    center_feature_scale : bool
+    remove_center : bool
+    output_bias : bool
+    without_pointwise : bool
         Leave out the value and output projections.
+
+    Notes
+    -----
+    ``forward(input, shape=None)``: input (N, L, channels) with ``L = H*W``, shape (H, W)
+    (None means a square image) -> (N, L, channels). Unlike the original CUDA kernels, any
+    channels per group work. The linear layer ``offset_mask`` has
+    ``D = ceil(3*group*P / 8)*8`` outputs; the entries past ``3*group*P`` are padding.
     """
 
     center_feature_scale: Final[bool]
