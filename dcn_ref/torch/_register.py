@@ -22,6 +22,7 @@ The backward op has no autograd formula itself: gradients of gradients are not o
 import torch
 
 from .. import ops
+from ..grads import BY_OP
 from ._checks import argument_errors, check, one_device, parse
 from ._convert import kernels_on, to_array, to_tensor
 
@@ -37,7 +38,7 @@ def _run(fn, args, names, is_tensor):
             return fn(*arrays), device
 
 
-def register(name, arguments, fake, grads):
+def register(name, arguments, fake):
     """Define ``dcn_ref::<name>`` and ``dcn_ref::<name>_backward`` (see the module docstring).
 
     Parameters
@@ -49,13 +50,12 @@ def register(name, arguments, fake, grads):
         arguments, e.g. "Tensor image, Tensor coords, str padding_mode".
     fake : callable
         ``fake(*args)``: an empty tensor of the output's shape, dtype and device.
-    grads : tuple of str
-        The fields of the op's gradient NamedTuple (the differentiable inputs, in order).
 
     Returns
     -------
     The forward op (``torch.ops.dcn_ref.<name>``).
     """
+    grads = BY_OP[name]._fields     # the differentiable inputs, as the op's backward names them
     schema = parse(arguments)
     names = [a.name for a in schema]
     is_tensor = [a.is_tensor for a in schema]
