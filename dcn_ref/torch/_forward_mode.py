@@ -53,7 +53,7 @@ def refuse_backward(name):
 
 
 def register(name, jvp_op, differentiable):
-    """Answer forward mode through the op ``name`` with ``jvp_op(*args, tangents)``, the
+    """Answer forward mode through the op ``name`` with ``jvp_op(*args, *tangents)``, the
     tangents those of the arguments at the positions ``differentiable``."""
     _RULES[name] = (jvp_op, differentiable)
 
@@ -91,5 +91,5 @@ def dual(name, op, args):
         out = op(*primals)
     finally:
         _IN_DUAL.reset(token)
-    tangent = jvp_op(*primals, [tangents[i] for i in differentiable])
+    tangent = jvp_op(*primals, *(tangents[i] for i in differentiable))
     return forward_ad.make_dual(out, tangent)

@@ -3,18 +3,23 @@
 For an op ``f`` of ``dcn_ref.ops`` with ``f_jvp`` and ``f_backward_backward``, ``register``
 defines two more custom ops in the namespace ``dcn_ref``:
 
-    dcn_ref::f_jvp                (<arguments>, Tensor?[] tangents) -> Tensor
-    dcn_ref::f_backward_backward  (Tensor?[] grad_grads, Tensor grad_output, <arguments>)
-                                      -> Tensor[]
+    dcn_ref::f_jvp                (<arguments>, Tensor? <input>_dot, ...) -> Tensor
+    dcn_ref::f_backward_backward  (Tensor? grad_grads_<input>, ..., Tensor grad_output,
+                                   <arguments>) -> Tensor[]
 
-(one tangent, one grad_grad, per differentiable input, None for zero), each with a fake
-implementation, and it gives ``dcn_ref::f_backward`` (``_register.py``) its autograd
+(one tangent, one grad_grad, per differentiable input, None for zero; separate arguments,
+not a list, because PyTorch's autograd does not follow the tensors of a list argument and
+would cut a path through them without a word), each with a fake implementation, and it
+gives ``dcn_ref::f_backward`` (``_register.py``) its autograd
 formula, which calls ``f_backward_backward``: so ``torch.autograd.grad(...,
 create_graph=True)`` differentiates the hand-derived backward pass by its hand-derived
 derivative (gradient penalties, Hessian-vector products, ``gradgradcheck``). Gradients of
 the backward's outputs that a loss does not use arrive as None, and count as zero without
 being computed. The double backward op has no autograd formula: third derivatives are not
-offered (PyTorch says so, naming the op).
+offered, and PyTorch says so naming the op, also for
+``torch.autograd.functional.hvp``'s "double-backward trick", which differentiates the
+double backward with respect to its ``grad_grads`` (``vhp`` needs only second
+derivatives, and for a Hessian gives the same vector).
 
 ``f_jvp`` is handed to ``_forward_mode``, which answers ``torch.func.jvp`` and
 ``torch.autograd.forward_ad`` with it. Nothing here computes anything: the maths lives in
@@ -60,8 +65,10 @@ def register(name, schema, backward_op, fake, run):
     arguments = ", ".join(f"{a.type} {a.name}" for a in schema)
     qualified = f"dcn_ref::{name}"
 
+    k = len(grads)
+
     def jvp(*args):
-        *args, tangents = args
+        args, tangents = args[:-k], args[-k:]
         op = getattr(ops, f"{name}_jvp")
         out, device = run(lambda *a: op(*a[:len(names)], **dict(zip(
                               [f"{g}_dot" for g in grads], a[len(names):]))),
@@ -70,13 +77,13 @@ def register(name, schema, backward_op, fake, run):
         return _tensor(out, device, args[0])
 
     def fake_jvp(*args):
-        *args, tangents = args
+        args = args[:-k]
         check(name, schema, args)
         return fake(*args)
 
-    def backward_backward(grad_grads, grad_output, *args):
+    def backward_backward(*args):
+        grad_grads, grad_output, args = args[:k], args[k], args[k + 1:]
         op = getattr(ops, f"{name}_backward_backward")
-        k = len(grads)
         result, device = run(lambda *a: op(BY_OP[name](*a[:k]), *a[k:]),
                              tuple(grad_grads) + (grad_output,) + args,
                              [f"grad_grads.{g}" for g in grads] + ["grad_output"] + names,
@@ -87,19 +94,22 @@ def register(name, schema, backward_op, fake, run):
                                                                   given[g])
             for g in grads]
 
-    def fake_backward_backward(grad_grads, grad_output, *args):
+    def fake_backward_backward(*args):
+        grad_output, args = args[k], args[k + 1:]
         check(name, schema, args, grad_output)
         given = dict(zip(names, args))
         return [grad_output.new_empty(grad_output.shape)] + [
             args[0].new_empty(0) if given[g] is None else given[g].new_empty(given[g].shape)
             for g in grads]
 
+    tangents = ", ".join(f"Tensor? {g}_dot" for g in grads)
+    grad_grads = ", ".join(f"Tensor? grad_grads_{g}" for g in grads)
     jvp_op = torch.library.custom_op(f"{qualified}_jvp", jvp, mutates_args=(),
-                                     schema=f"({arguments}, Tensor?[] tangents) -> Tensor")
+                                     schema=f"({arguments}, {tangents}) -> Tensor")
     jvp_op.register_fake(fake_jvp)
     backward_backward_op = torch.library.custom_op(
         f"{qualified}_backward_backward", backward_backward, mutates_args=(),
-        schema=f"(Tensor?[] grad_grads, Tensor grad_output, {arguments}) -> Tensor[]")
+        schema=f"({grad_grads}, Tensor grad_output, {arguments}) -> Tensor[]")
     backward_backward_op.register_fake(fake_backward_backward)
 
     def setup_context(ctx, inputs, output):
@@ -120,7 +130,7 @@ def register(name, schema, backward_op, fake, run):
         wanted = ctx.needs_input_grad
         if not any(wanted) or all(gg is None for gg in grad_grads):
             return (None,) * len(wanted)
-        result = backward_backward_op(grad_grads, grad_output, *args)
+        result = backward_backward_op(*grad_grads, grad_output, *args)
         by_name = dict(zip(grads, result[1:]))
         return (result[0] if wanted[0] else None,) + tuple(
             by_name[n] if n in by_name and a is not None and w else None

@@ -54,11 +54,11 @@ def test_opcheck_of_the_jvp_and_double_backward_ops(case_id):
     tensors = [a for a in detached if isinstance(a, torch.Tensor)]
     torch.manual_seed(0)
     torch.library.opcheck(getattr(torch.ops.dcn_ref, f"{name}_jvp").default,
-                          (*detached, [torch.randn_like(t) for t in tensors]))
+                          (*detached, *(torch.randn_like(t) for t in tensors)))
     grad_grads = [torch.randn_like(t) for t in tensors]
     grad_grads[0] = None                                      # None: zero
     torch.library.opcheck(getattr(torch.ops.dcn_ref, f"{name}_backward_backward").default,
-                          (grad_grads, torch.randn_like(fn(*args)).detach(), *detached))
+                          (*grad_grads, torch.randn_like(fn(*args)).detach(), *detached))
 
 
 def test_a_gradient_penalty_trains_through_deform_conv2d():
@@ -94,3 +94,27 @@ def test_third_derivatives_are_refused_naming_the_op():
     (second,) = torch.autograd.grad(grad_coords.square().sum(), image, create_graph=True)
     with pytest.raises(RuntimeError, match="dcn_ref.bilinear_sample_backward_backward"):
         second.sum().backward()
+
+
+def test_hessian_vector_products():
+    """vhp (grad of grad . v) equals centred differences of the gradient along v; hvp's
+    double-backward trick, which differentiates the double backward with respect to its
+    grad_grads (a third-order graph), is refused naming the op, never answered with the
+    zeros of a path PyTorch cut."""
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    offset = 0.1 + 0.8 * torch.rand(1, 18, 4, 4, dtype=torch.float64)   # off the kinks
+
+    def f(o):
+        return dt.deform_conv2d(x, o, weight, padding=(1, 1)).square().sum()
+
+    def gradient(o):
+        o = o.detach().requires_grad_()
+        return torch.autograd.grad(f(o), o)[0]
+
+    v = torch.randn_like(offset)
+    _, product = torch.autograd.functional.vhp(f, offset, v)
+    numeric = (gradient(offset + 1e-6 * v) - gradient(offset - 1e-6 * v)) / 2e-6
+    torch.testing.assert_close(product, numeric, rtol=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="dcn_ref.deform_conv2d_backward_backward"):
+        torch.autograd.functional.hvp(f, offset, v)
