@@ -8,6 +8,7 @@ import math
 import sys
 
 from . import __version__
+from .conformance import command as conformance
 
 
 class _Parser(argparse.ArgumentParser):
@@ -204,6 +205,7 @@ def build_parser():
     be.add_argument("--no-models", action="store_true", help="skip the models")
     be.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     be.set_defaults(run=_bench)
+    conformance.add_parser(commands)
     return parser
 
 
@@ -223,8 +225,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
-        parser.error("expected a command: gradcheck, experiment, download-mnist or bench "
-                     "(dcn-ref --help lists them)")
+        parser.error("expected a command: gradcheck, experiment, download-mnist, bench or "
+                     "conformance (dcn-ref --help lists them)")
     return args.run(args)
 
 
