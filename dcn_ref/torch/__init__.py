@@ -18,7 +18,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .functional import (bilinear_sample, dcnv3, dcnv4, deform_conv2d, deform_psroi_pool,
                          deform_roi_pool, offset_sample)
 from .modules import DCNv3, DCNv4, DeformConv2d
-from . import export  # noqa: F401  (the ops' forms for torch.onnx.export, registered on import)
 
 __all__ = ["deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",
            "deform_roi_pool", "deform_psroi_pool", "DeformConv2d", "DCNv3", "DCNv4"]

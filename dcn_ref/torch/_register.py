@@ -23,6 +23,7 @@ import torch
 
 from .. import ops
 from ._convert import device_of, kernels_on, to_array, to_tensor
+from .export import exportable
 
 NAMESPACE = "dcn_ref"
 _ARGUMENT = re.compile(r"^(?P<type>[\w\[\]?]+) (?P<name>\w+)$")
@@ -62,7 +63,8 @@ def register(name, arguments, fake, grads):
 
     Returns
     -------
-    The forward op (``torch.ops.dcn_ref.<name>``).
+    The forward op (``torch.ops.dcn_ref.<name>``), which computes its export form instead
+    while an ONNX exporter traces (``export.exportable``).
     """
     parsed = _parse(arguments)
     names = [n for n, _ in parsed]
@@ -107,4 +109,4 @@ def register(name, arguments, fake, grads):
         return tuple(result[n] if w else None for n, w in zip(names, wanted))
 
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-    return forward_op
+    return exportable(name, forward_op)

@@ -1,36 +1,36 @@
 """What ``torch.onnx.export`` turns dcn_ref's ops into: standard ONNX, with no extra step.
 
-Importing ``dcn_ref.torch`` registers, for each op ``dcn_ref::<name>``, a decomposition in
-PyTorch's decomposition table that applies only while ``torch.onnx.export(...,
-dynamo=True)`` runs (``torch.onnx.is_in_onnx_export()``; everywhere else it declines, and
-the op stays one opaque custom op). The exporter decomposes every op that has no ONNX
-translation of its own, so a model built from ``dcn_ref.torch`` exports as it is:
+While ``torch.onnx.export(..., dynamo=True)`` traces a model (``torch.onnx.is_in_onnx_export()``),
+each op of ``dcn_ref.torch`` computes its **export form** instead of calling its custom op,
+so the exporter sees standard operators only and a model built from ``dcn_ref.torch``
+exports as it is:
 
     deform_conv2d    one DeformConv node (ONNX opset 19): groups and offset groups are
                      read from the shapes, a missing bias or mask is a missing input
-    dcnv3, dcnv4,    the GridSample form (``dcn_ref.gridsample_form``): reshapes,
-    bilinear_sample, one GridSample, a weighted sum (GridSample with "linear" mode is
-    offset_sample    opset 20, the exporter's default)
-    deform_roi_pool, no standard form (the samples of a bin depend on the box):
-    deform_psroi_pool the export stops with an error that names the op
+    dcnv3, dcnv4,    the GridSample form (``dcn_ref.gridsample_form``): reshapes, one
+    bilinear_sample, GridSample, a weighted sum (GridSample's "linear" mode is opset 20,
+    offset_sample    the exporter's default opset)
+    deform_roi_pool, no standard form (how many samples a bin takes depends on its box):
+    deform_psroi_pool they stay custom ops, and the export stops with "No ONNX function
+                     found for <OpOverload(op='dcn_ref.deform_roi_pool', ...)>"
 
-Every size but the batch is static in the exported graph; the batch can be dynamic.
-The legacy TorchScript-based exporter (``dynamo=False``) gets a symbolic for
-``deform_conv2d`` (DeformConv, opset_version >= 19) and an error naming the op for the others.
+The batch, and the image sizes of the GridSample forms, may be dynamic; groups and
+channel counts are static. An ``ExportedProgram`` made beforehand by ``torch.export``
+holds the custom ops themselves: ``program.run_decompositions(decompositions())`` turns
+them into their forms before ``torch.onnx.export(program)``.
+
+The TorchScript-based exporter (``dynamo=False``, deprecated by PyTorch) gets a symbolic
+for ``deform_conv2d`` (DeformConv: pass ``opset_version=19`` or newer) and traces the
+GridSample forms of the others.
 """
 import torch
 import torch.nn.functional as F
 import torch.onnx
-from torch._decomp import register_decomposition
 
 from .. import gridsample_form as form
 
 #: The first ONNX opset with DeformConv; GridSample's bilinear mode is in every opset since 16.
 DEFORM_CONV_OPSET = 19
-
-
-class ExportError(RuntimeError):
-    """An op of dcn_ref that has no standard ONNX form."""
 
 
 class TorchBuilder:
@@ -85,20 +85,8 @@ class TorchBuilder:
         return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _exporting():
-    return torch.onnx.is_in_onnx_export()
-
-
-def _decomposition(name):
-    """Register ``fn`` as the ONNX-export decomposition of ``dcn_ref::<name>``."""
-    return register_decomposition(getattr(torch.ops.dcn_ref, name).default)
-
-
-@_decomposition("deform_conv2d")
 def deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask):
     """dcn_ref::deform_conv2d -> one DeformConv node."""
-    if not _exporting():
-        return NotImplemented
     groups, offset_groups = form.deform_conv2d_groups(input.shape, weight.shape, offset.shape)
     attributes = dict(dilations=list(dilation), group=groups, kernel_shape=list(weight.shape[2:]),
                       offset_group=offset_groups, pads=[*padding, *padding], strides=list(stride))
@@ -107,56 +95,66 @@ def deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask):
                                    dtype=input.dtype, shape=out_shape, version=DEFORM_CONV_OPSET)
 
 
-@_decomposition("dcnv3")
 def dcnv3(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale,
           remove_center):
     """dcn_ref::dcnv3 -> its GridSample form."""
-    if not _exporting():
-        return NotImplemented
     return form.dcnv3(TorchBuilder(), input, offset, mask, kernel_size, stride, padding,
                       dilation, group, offset_scale, remove_center)
 
 
-@_decomposition("dcnv4")
 def dcnv4(input, offset_mask, kernel_size, stride, padding, dilation, group, offset_scale,
           remove_center):
     """dcn_ref::dcnv4 -> its GridSample form."""
-    if not _exporting():
-        return NotImplemented
     return form.dcnv4(TorchBuilder(), input, offset_mask, kernel_size, stride, padding,
                       dilation, group, offset_scale, remove_center)
 
 
-@_decomposition("bilinear_sample")
 def bilinear_sample(image, coords, padding_mode):
     """dcn_ref::bilinear_sample -> its GridSample form."""
-    if not _exporting():
-        return NotImplemented
     return form.bilinear_sample(TorchBuilder(), image, coords, padding_mode)
 
 
-@_decomposition("offset_sample")
 def offset_sample(input, offset, padding_mode):
     """dcn_ref::offset_sample -> its GridSample form."""
-    if not _exporting():
-        return NotImplemented
     return form.offset_sample(TorchBuilder(), input, offset, padding_mode)
 
 
-def _not_exportable(name, reason):
-    def refuse(*args, **kwargs):
-        if not _exporting():
-            return NotImplemented
-        raise ExportError(f"dcn_ref::{name} cannot be exported to ONNX: {reason}")
-    refuse.__name__ = refuse.__qualname__ = name
-    _decomposition(name)(refuse)
+#: The export form of each op that has one, taking the op's schema arguments. The RoI
+#: pools have none: how many samples a bin takes depends on the size of its box.
+FORMS = {"deform_conv2d": deform_conv2d, "dcnv3": dcnv3, "dcnv4": dcnv4,
+         "bilinear_sample": bilinear_sample, "offset_sample": offset_sample}
 
 
-_ROI_REASON = ("no standard ONNX operator or GridSample form computes it (how many samples a "
-               "bin takes depends on the size of its box)")
-_not_exportable("deform_roi_pool", _ROI_REASON)
-_not_exportable("deform_psroi_pool", _ROI_REASON)
+def exportable(name, op):
+    """``op`` (the custom op ``dcn_ref::<name>``), computing its export form instead while
+    an ONNX exporter traces. The TorchScript-based exporter, which traces with
+    ``torch.jit``, keeps ``deform_conv2d`` as the op, for its symbolic below. An op
+    without a form stays the op, which the exporter names as one it cannot translate."""
+    if name not in FORMS:
+        return op
+    export_form = FORMS[name]
+    keeps_op = name == "deform_conv2d"
 
+    def call(*args):
+        if torch.onnx.is_in_onnx_export() and not (keeps_op and torch.jit.is_tracing()):
+            return export_form(*args)
+        return op(*args)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def decompositions():
+    """The export forms as a decomposition table, for an ``ExportedProgram`` that holds the
+    ``dcn_ref`` ops: ``torch.onnx.export(program.run_decompositions(decompositions()))``.
+
+    Returns
+    -------
+    dict
+        ``torch.ops.dcn_ref.<name>.default`` -> its export form, for every op that has one
+        (not the RoI pools).
+    """
+    return {getattr(torch.ops.dcn_ref, name).default: fn for name, fn in FORMS.items()}
 
 
 # -- the TorchScript-based exporter, torch.onnx.export(..., dynamo=False) ------------------
@@ -179,15 +177,5 @@ def _legacy_deform_conv2d(g, input, offset, weight, bias, stride, padding, dilat
                 pads_i=[*padding, *padding], strides_i=stride)
 
 
-def _legacy_refusal(name):
-    def refuse(g, *args):
-        raise ExportError(f"dcn_ref::{name} cannot be exported by the TorchScript-based "
-                          f"exporter; use torch.onnx.export(..., dynamo=True)")
-    return refuse
-
-
 torch.onnx.register_custom_op_symbolic("dcn_ref::deform_conv2d", _legacy_deform_conv2d,
                                        DEFORM_CONV_OPSET)
-for _name in ("dcnv3", "dcnv4", "bilinear_sample", "offset_sample", "deform_roi_pool",
-              "deform_psroi_pool"):
-    torch.onnx.register_custom_op_symbolic(f"dcn_ref::{_name}", _legacy_refusal(_name), 9)
