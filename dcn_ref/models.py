@@ -72,14 +72,18 @@ def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32, offset_
 
     Parameters
     ----------
-    kind : "offset": a ConvOffset2D (Keras get_deform_cnn) named conv12_offset, conv21_offset,
+    kind : str
+        "offset": a ConvOffset2D (Keras get_deform_cnn) named conv12_offset, conv21_offset,
         conv22_offset before each of the three; "dcn": the three become DeformConv2D layers
         of the same names (Dai et al. 2017), whose main weights load from a trained cnn().
-    modulated : bool, DCNv2 masks in the DeformConv2D layers (kind "dcn" only).
-    offset_groups : int, G offset groups in each DeformConv2D (kind "dcn" only): the layer's
-        input channels split into G groups with offsets of their own.
+    modulated : bool
+        DCNv2 masks in the DeformConv2D layers (kind "dcn" only).
     seed : int
-    dtype : float32 (default) or float64
+    dtype : numpy dtype
+        float32 or float64.
+    offset_groups : int
+        G offset groups in each DeformConv2D (kind "dcn" only): the layer's input channels
+        split into G groups with offsets of their own.
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
@@ -109,7 +113,15 @@ class ResidualDCNv3(DCNv3):
 
     Parameters
     ----------
-    channels, group, rng, dtype, name : as for ``nn.DCNv3`` (3x3 grid, stride 1, pad 1).
+    channels : int
+        As for ``nn.DCNv3`` (the block has a 3x3 grid, stride 1, pad 1).
+    group : int
+        As for ``nn.DCNv3``.
+    rng : numpy Generator, int or None
+        As for ``nn.DCNv3``.
+    dtype : numpy dtype
+        As for ``nn.DCNv3``.
+    name : str
 
     Notes
     -----

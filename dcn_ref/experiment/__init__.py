@@ -128,18 +128,26 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
 
     Parameters
     ----------
-    config : Config; ``config.seed`` is the first seed, the others follow it.
-    out : folder for results, models, checkpoints and figures.
-    data_dir : None (the digits shipped with dcn_ref) or a folder of MNIST IDX files.
-    resume : continue the run in ``out`` from its newest usable checkpoints.
-    models : arm names (see ``ARMS``) or ["all"]; "cnn" always trains (the others start
-        from it).
-    seeds : int >= 1, the number of seeds.
-    keep_checkpoints : "last" (each stage's last epoch) or "all".
+    config : Config
+        ``config.seed`` is the first seed, the others follow it.
+    out : str or Path
+        The folder for results, models, checkpoints and figures.
+    data_dir : str, Path or None
+        A folder of MNIST IDX files; None: the digits shipped with dcn_ref.
+    resume : bool
+        Continue the run in ``out`` from its newest usable checkpoints.
+    models : sequence of str
+        Arm names (see ``ARMS``) or ["all"]; "cnn" always trains (the others start from it).
+    seeds : int
+        The number of seeds (>= 1).
+    keep_checkpoints : str
+        "last" (each stage's last epoch) or "all".
 
-    Raises ExperimentError (with the exit status to use) when an argument or the data is
-    unusable, ``out`` holds another run's checkpoints without ``resume``, or a loss turns
-    non-finite.
+    Raises
+    ------
+    ExperimentError
+        With the exit status to use, when an argument or the data is unusable, ``out``
+        holds another run's checkpoints without ``resume``, or a loss turns non-finite.
     """
     started = time.perf_counter()
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
