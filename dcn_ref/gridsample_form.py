@@ -78,8 +78,9 @@ def _normalised(b, points, H, W):
 
 def dcnv3(b, input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
           offset_scale=1.0, remove_center=False):
-    """``dcn_ref.ops.dcnv3`` as a graph: input (N, H, W, C), offset (N, H_out, W_out,
-    group*P*2) as (x, y) pairs, mask (N, H_out, W_out, group*P) -> (N, H_out, W_out, C)."""
+    """``dcn_ref.ops.dcnv3`` as a graph: input ``(N, H, W, C)``, offset
+    ``(N, H_out, W_out, group*P*2)`` as (x, y) pairs, mask ``(N, H_out, W_out, group*P)``
+    -> ``(N, H_out, W_out, C)``."""
     P = len(kernel_points(*_pair(kernel_size), remove_center))
     out_size = (b.size(offset, 1), b.size(offset, 2))
     L = out_size[0] * out_size[1]
@@ -91,9 +92,9 @@ def dcnv3(b, input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1
 
 def dcnv4(b, input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
           offset_scale=1.0, remove_center=False):
-    """``dcn_ref.ops.dcnv4`` as a graph: group g's block of offset_mask (N, H_out, W_out, D)
-    holds its 2P offsets as (x, y) pairs, then its P weights; entries past group*P*3 are
-    padding and are never read."""
+    """``dcn_ref.ops.dcnv4`` as a graph: group g's block of offset_mask
+    ``(N, H_out, W_out, D)`` holds its 2P offsets as (x, y) pairs, then its P weights;
+    entries past ``group*P*3`` are padding and are never read."""
     P = len(kernel_points(*_pair(kernel_size), remove_center))
     out_size = (b.size(offset_mask, 1), b.size(offset_mask, 2))
     L = out_size[0] * out_size[1]

@@ -130,14 +130,17 @@ def test_an_exported_program_exports_after_the_decompositions(tmp_path):
         assert_matches(got, want.detach().numpy(), "small")
 
 
-def test_the_torchscript_exporter_writes_deform_conv2d_as_deformconv(tmp_path):
-    model = SmallModel().dcn                                   # a mask and no bias
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")    # the exporter's own
+def test_the_torchscript_exporter_writes_deformconv_and_traces_the_gridsample_forms(tmp_path):
+    model = SmallModel()                            # deform_conv2d with a mask and no bias
     path = tmp_path / "legacy.onnx"
     names = ["x", "offset", "mask"]
     torch.onnx.export(model, small_inputs(2), str(path), dynamo=False, opset_version=19,
-                      input_names=names, dynamic_axes={n: {0: "batch"} for n in names})
-    assert [n.op_type for n in onnx.load(str(path)).graph.node
-            if n.op_type not in ("Constant",)] == ["DeformConv"]
+                      input_names=names, output_names=["dcn", "dcnv3"],
+                      dynamic_axes={n: {0: "batch"} for n in names + ["dcn", "dcnv3"]})
+    types = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert (types["DeformConv"], types["GridSample"]) == (1, 1), types
     inputs = small_inputs(3)
-    got = session(path).run(None, dict(zip(names, (t.numpy() for t in inputs))))[0]
-    assert_matches(got, model(*inputs).detach().numpy(), "legacy")
+    outputs = session(path).run(None, dict(zip(names, (t.numpy() for t in inputs))))
+    for got, want in zip(outputs, model(*inputs)):
+        assert_matches(got, want.detach().numpy(), "legacy")
