@@ -15,7 +15,7 @@ builder (``dcn_ref.torch.export.TorchBuilder``) builds torch operations, which
 either.
 
     size(x, axis)                  an int where the size is static, else a size value of
-                                   the graph (supporting + - * // with ints and sizes)
+                                   the graph (supporting * and // with ints and sizes)
     size_vector(sizes, like)       a 1-D tensor of the sizes, with the float dtype of like
     arange(n, like)                0, 1, ..., n-1 (n an int or a size), dtype of like
     reshape(x, sizes)              sizes: ints or sizes, at most one -1

@@ -17,8 +17,9 @@ False, OpenVINO's default, a sample in the band (-1, 0) of either axis is droppe
 in (H-1, H) is read as if it were on the last row); a bias is an ``Add``. ``dcnv3``,
 ``dcnv4``, ``bilinear_sample`` and ``offset_sample`` become their GridSample form
 (``dcn_ref.gridsample_form``). OpenVINO's PyTorch converter makes every size of the model's
-inputs dynamic unless told; these rules need the sizes other than the batch, so give them
-with ``input=`` (``-1`` for a dynamic batch).
+inputs dynamic unless told: a deformable convolution needs its channel counts (they fix
+its group counts), so give the shapes with ``input=`` (``-1`` for a dynamic batch) when
+one reads a model input directly. The GridSample forms compute their sizes in the graph.
 
 OpenVINO's CPU plugin may compute in bfloat16 by default on CPUs that have it: pin
 ``INFERENCE_PRECISION_HINT`` to ``f32`` to get float32 numbers. Importing ``openvino``
@@ -97,7 +98,7 @@ class OpenVINOBuilder:
 
 class Size:
     """A size that is known only when the graph runs: an int64 tensor of shape (1,), with
-    the arithmetic the GridSample form does on sizes (+, -, *, // with ints and Sizes)."""
+    the arithmetic the GridSample form does on sizes (* and // with ints and Sizes)."""
 
     def __init__(self, output):
         self.output = output
@@ -106,28 +107,13 @@ class Size:
     def lift(value):
         return value if isinstance(value, Size) else Size(_ints([int(value)]))
 
-    def _apply(self, op, other, swap=False):
-        a, b = self.output, Size.lift(other).output
-        return Size((op(b, a) if swap else op(a, b)).output(0))
-
-    def __add__(self, other):
-        return self._apply(ops.add, other)
-
-    __radd__ = __add__
-
     def __mul__(self, other):
-        return self._apply(ops.multiply, other)
+        return Size(ops.multiply(self.output, Size.lift(other).output).output(0))
 
     __rmul__ = __mul__
 
-    def __sub__(self, other):
-        return self._apply(ops.subtract, other)
-
-    def __rsub__(self, other):
-        return self._apply(ops.subtract, other, swap=True)
-
     def __floordiv__(self, other):            # sizes are positive: Divide's floor is exact
-        return self._apply(ops.divide, other)
+        return Size(ops.divide(self.output, Size.lift(other).output).output(0))
 
 
 def _ints(values):

@@ -167,7 +167,8 @@ def _legacy_deform_conv2d(g, input, offset, weight, bias, stride, padding, dilat
     inputs = [input, weight, offset]
     if not sym._is_none(mask):
         if sym._is_none(bias):                  # DeformConv takes the mask after the bias
-            bias = g.op("Constant", value_t=torch.zeros(sizes[1][0]))
+            dtype = torch.onnx.JitScalarType.from_value(weight).dtype()
+            bias = g.op("Constant", value_t=torch.zeros(sizes[1][0], dtype=dtype))
         inputs += [bias, mask]
     elif not sym._is_none(bias):
         inputs.append(bias)
