@@ -124,7 +124,8 @@ def _aggregate(b, input, offset, mask, out_size, kernel_size, stride, padding, d
     with offset (N, L, group, P, 2) as (x, y) and mask (N, L, group, P)."""
     H, W, C = b.size(input, 1), b.size(input, 2), b.size(input, 3)
     L, P = out_size[0] * out_size[1], b.size(mask, 3)
-    value = b.reshape(b.transpose(input, [0, 3, 1, 2]), [-1, C // group, H, W])  # (N*group, Cg, H, W)
+    value = b.reshape(b.transpose(input, [0, 3, 1, 2]),
+                      [-1, C // group, H, W])                               # (N*group, Cg, H, W)
     window = _window_grid(b, input, out_size, kernel_size, stride, padding, dilation,
                           offset_scale, remove_center)
     points = b.add(window, b.mul(offset, float(offset_scale)))                # (N, L, group, P, 2)
@@ -151,7 +152,7 @@ def offset_sample(b, input, offset, padding_mode="border"):
     """``dcn_ref.ops.offset_sample`` as a graph: input (N, C, H, W), offset (N, 2C, H, W) as
     (dy, dx) per channel -> (N, C, H, W), pixel (i, j) of channel c read at (i + dy, j + dx)."""
     C, H, W = b.size(input, 1), b.size(input, 2), b.size(input, 3)
-    shift = b.transpose(b.reshape(offset, [-1, 2, H, W]), [0, 2, 3, 1])     # (N*C, H, W, 2): (dy, dx)
+    shift = b.transpose(b.reshape(offset, [-1, 2, H, W]), [0, 2, 3, 1])     # (N*C, H, W, 2): dy, dx
     pixels = _pixel_grid(b, b.arange(H, input), b.arange(W, input))  # (H, W, 2): (x, y)
     grid = _normalised(b, b.add(b.swap_last(shift), pixels), H, W)
     samples = b.grid_sample(b.reshape(input, [-1, 1, H, W]), grid, padding_mode)  # (N*C, 1, H, W)

@@ -87,8 +87,8 @@ def test_the_correct_kernel_agrees_everywhere_nonfinite_cases_included():
 
 
 def test_a_crash_costs_one_row_and_the_report_goes_on_json_and_exit_status_1():
-    result = dcn_ref_command("conformance", "--against", "conformance_kernels:crashes_on_nan_float64",
-                             "--nonfinite", "--json")
+    result = dcn_ref_command("conformance", "--against",
+                             "conformance_kernels:crashes_on_nan_float64", "--nonfinite", "--json")
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is False and len(report["rows"]) == 36

@@ -163,7 +163,8 @@ def check(implementation, case, dtype):
 
 def _describe(found, names):
     which, *index = found.where
-    at = f"{names[which]}[{', '.join(map(str, index))}]: {found.got:.6g}, expected {found.expected:.6g}"
+    at = (f"{names[which]}[{', '.join(map(str, index))}]: {found.got:.8g}, "
+          f"expected {found.expected:.8g}")
     if found.rule is None:
         return f"no known rule (first at {at})"
     if found.whole:

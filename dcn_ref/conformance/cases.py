@@ -92,7 +92,8 @@ def grid_points(case):
     i, j = np.divmod(np.arange(kh * kw), kw)
     gy = np.arange(out_h)[None, :, None] * sh - ph + i[:, None, None] * dh
     gx = np.arange(out_w)[None, None, :] * sw - pw + j[:, None, None] * dw
-    return np.broadcast_to(gy, (kh * kw, out_h, out_w)), np.broadcast_to(gx, (kh * kw, out_h, out_w))
+    shape = (kh * kw, out_h, out_w)
+    return np.broadcast_to(gy, shape), np.broadcast_to(gx, shape)
 
 
 def _sample_points(case, rng, shape):

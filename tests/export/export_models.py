@@ -25,7 +25,7 @@ class Everything(nn.Module):
         self.grouped_weight = nn.Parameter(torch.randn(6, C // 2, 2, 3) * 0.2)
         self.dcnv3_block = dt.DCNv3(C, group=2)
         self.dcnv4_block = dt.DCNv4(C, group=2)
-        self.v3_offset = nn.Linear(C, 2 * 8 * 2)             # group 2, P = 8 (3x3 without its centre)
+        self.v3_offset = nn.Linear(C, 2 * 8 * 2)             # group 2, P = 8: 3x3 less its centre
         self.v3_mask = nn.Linear(C, 2 * 8)
         self.v4_offset_mask = nn.Linear(C, 2 * 6 * 3 + 4)   # group 2, P = 6 (3x2), 4 padding
         for layer in (self.v3_offset, self.v4_offset_mask, self.offset_conv):
