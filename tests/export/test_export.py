@@ -132,7 +132,8 @@ def test_an_exported_program_exports_after_the_decompositions(tmp_path):
         assert_matches(got, want.detach().numpy(), "small")
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")    # the exporter's own
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")    # the exporter's own,
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # and its tracer's on constants
 def test_the_torchscript_exporter_writes_deformconv_and_traces_the_gridsample_forms(tmp_path):
     model = SmallModel()                            # deform_conv2d with a mask and no bias
     path = tmp_path / "legacy.onnx"
