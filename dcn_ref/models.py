@@ -115,13 +115,24 @@ def cnn_num_params(widths=WIDTHS):
 
 
 def matched_widths(num_params):
-    """The widths of a cnn with about ``num_params`` parameters: Keras' widths all multiplied
-    by one factor (at least 1) and rounded to whole channels, the factor found on a grid of
-    steps of 1/512 (one channel of conv11 or less) as the one whose count is nearest.
+    """The widths of a cnn with about ``num_params`` parameters.
 
-    For the experiment's deformable models: deform_cnn("dcn", offset_groups=4), 387,618
-    parameters, gives (41, 81, 162, 162) and 387,520; deform_cnn("offset"), 629,322, gives
-    (52, 103, 207, 207) and 629,989.
+    Parameters
+    ----------
+    num_params : int, from the cnn's 242,250 to 1000 times that.
+
+    Returns
+    -------
+    tuple of 4 ints
+        Keras' widths (32, 64, 128, 128) all multiplied by one factor (at least 1) and
+        rounded to whole channels, the factor found on a grid of steps of 1/512 (one
+        channel of conv11 or less) as the one whose ``cnn_num_params`` is nearest.
+
+    Notes
+    -----
+    For the experiment's deformable models: ``deform_cnn("dcn", offset_groups=4)``, 387,618
+    parameters, gives (41, 81, 162, 162) and 387,520; ``deform_cnn("offset")``, 629,322,
+    gives (52, 103, 207, 207) and 629,989.
     """
     if isinstance(num_params, bool) or not isinstance(num_params, (int, np.integer)) \
             or not cnn_num_params() <= num_params <= 1000 * cnn_num_params():
@@ -140,17 +151,29 @@ def matched_widths(num_params):
 
 
 def load_narrower(model, state):
-    """Start ``model``, a cnn with widths at least those of the cnn whose ``state`` (a
-    state_dict) is given, as exactly that narrower cnn.
+    """Start ``model``, a wider cnn, as exactly the narrower cnn whose ``state`` is given.
 
-    Every array of ``state`` goes into the leading channels of the model's array of the same
-    name; the weights by which the leading (old) output channels of a convolution, and fc1's
-    logits, would read the extra input channels are set to zero. The extra channels keep the
-    model's own initial values (their incoming weights drawn as the layer's, bias and
-    beta 0, gamma 1, running statistics 0 and 1), so they compute features from the start,
-    but nothing reads them until training moves those zero weights: in eval mode the model's
-    logits are the narrower cnn's, and in train mode too (batch statistics are per channel).
-    Returns the keys of ``model`` that ``state`` does not have (none for two cnns).
+    Parameters
+    ----------
+    model : Sequential, e.g. ``cnn(widths=...)``, with every array at least as large in
+        every axis as the array of the same name in ``state``; changed in place.
+    state : dict, the ``state_dict()`` of the narrower cnn (e.g. a trained ``cnn()``).
+
+    Returns
+    -------
+    list of str
+        The keys of ``model`` that ``state`` does not have (none for two cnns).
+
+    Notes
+    -----
+    Every array of ``state`` goes into the leading channels of the model's array of the
+    same name; the weights by which the leading (old) output channels of a convolution, and
+    fc1's logits, would read the extra input channels are set to zero. The extra channels
+    keep the model's own initial values (their incoming weights drawn as the layer's, bias
+    and beta 0, gamma 1, running statistics 0 and 1), so they compute features from the
+    start, but nothing reads them until training moves those zero weights: the model's
+    logits are the narrower cnn's, in eval mode and in train mode (batch statistics are
+    per channel).
     """
     own = model.state_dict()
     unexpected = [k for k in state if k not in own]

@@ -8,7 +8,7 @@ import pytest
 
 from dcn_ref import models
 from dcn_ref.data import load_mnist
-from dcn_ref.experiment import ARMS, DEFAULT_ARMS, Config, describe_data, report, run
+from dcn_ref.experiment import ARMS, DEFAULT_ARMS, Config, _describe_data, report, run
 from dcn_ref.experiment.clock import BatchTimes, RunClock, Stage, duration
 from dcn_ref.experiment.stages import CONTROLS, _build, select
 from dcn_ref.nn import BatchNorm2D, Conv2D, Dense, SoftmaxCrossEntropy
@@ -210,22 +210,22 @@ def write_mnist(folder, train, test):
 
 def test_the_data_line_says_where_the_digits_come_from(tmp_path):
     shipped = load_mnist()
-    line = describe_data(shipped, None, 5000, 10000)
+    line = _describe_data(shipped, None, 5000, 10000)
     assert line == ("training on the 5,000 MNIST training digits shipped with dcn_ref; testing "
                     "on the 10,000 digits of the official MNIST test set, normal and scaled")
-    assert describe_data(shipped, None, 1000, 1000).startswith(
+    assert _describe_data(shipped, None, 1000, 1000).startswith(
         "training on 1,000 of the 5,000 MNIST training digits shipped with dcn_ref; testing on "
         "1,000 of the 10,000 digits of the official MNIST test set")
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), np.arange(7, dtype=np.uint8)
     foreign = write_mnist(tmp_path / "foreign", digits, digits)
-    line = describe_data(load_mnist(foreign), foreign, 7, 7)
+    line = _describe_data(load_mnist(foreign), foreign, 7, 7)
     assert "official" not in line
     assert line == (f"training on the 7 training digits in {foreign}; testing on the 7 test "
                     f"digits in {foreign}, normal and scaled")
     # other training digits, but the official test set: it says so
     official = write_mnist(tmp_path / "official", digits, (shipped.test_images, shipped.test_labels))
-    assert describe_data(load_mnist(official), official, 7, 10000).endswith(
+    assert _describe_data(load_mnist(official), official, 7, 10000).endswith(
         f"testing on the 10,000 digits of the official MNIST test set (in {official}), "
         f"normal and scaled")
 

@@ -115,7 +115,7 @@ def _is_official_test_set(mnist):
             and np.array_equal(mnist.test_labels, official.test_labels))
 
 
-def describe_data(mnist, data_dir, n_train, n_test):
+def _describe_data(mnist, data_dir, n_train, n_test):
     """One line on the digits a run uses: ``n_train`` of ``mnist``'s training digits and
     ``n_test`` of its test digits, from ``data_dir`` (None: the digits shipped with dcn_ref)."""
     train_total, test_total = len(mnist.train_images), len(mnist.test_images)
@@ -231,7 +231,7 @@ def _run(config, out, data_dir, resume, log, progress, command, arms, seeds,
     train = _subset(mnist.train_images, mnist.train_labels, config.train_limit)
     test_images, test_labels = _subset(mnist.test_images, mnist.test_labels, config.test_limit)
     scaled_test, _ = scaled_test_set(test_images)
-    description = describe_data(mnist, data_dir, len(train[0]), len(test_images))
+    description = _describe_data(mnist, data_dir, len(train[0]), len(test_images))
     seed_list = [config.seed + k for k in range(seeds)]
     log(f"scaled MNIST: {description}; arms {', '.join(a.name for a in arms)}; "
         f"seed{'s' if seeds > 1 else ''} {', '.join(map(str, seed_list))}; output in {out}")
