@@ -159,8 +159,18 @@ def _bench(args):
     return 0
 
 
+def _shapes_help():
+    """The bench shapes, one a line, for ``dcn-ref bench --help``."""
+    from .bench_shapes import SHAPES
+    lines = [f"  ({name}) {shape.describe()}" for name, shape in SHAPES.items()]
+    return ("the shapes, of deform_conv2d in float32: N images of C channels, H x W ->\n"
+            "C_out channels; k3: 3x3 kernel, s2: stride 2, p1: padding 1, mask: a DCNv2 mask\n"
+            + "\n".join(lines))
+
+
 def build_parser():
-    parser = _Parser(prog="dcn-ref", description=__doc__.splitlines()[0])
+    # argparse prints help as plain text: no Markdown or reST markup in these strings
+    parser = _Parser(prog="dcn-ref", description="dcn_ref's commands (also python -m dcn_ref).")
     parser.add_argument("--version", action="version", version=f"dcn-ref {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
     gc = commands.add_parser("gradcheck", help="check every op's gradients against finite differences")
@@ -201,10 +211,13 @@ def build_parser():
                     help="seconds to wait for the connection and each read, at most 3600 "
                          "(default: %(default)s)")
     dl.set_defaults(run=_download)
-    be = commands.add_parser("bench", help="timings of the ops and models, as ratios")
+    be = commands.add_parser("bench", help="timings of the ops and models, as ratios",
+                             epilog=_shapes_help(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     be.add_argument("--repeat", type=int, default=7,
                     help="timed calls a figure (median), 1 to 1000 (default: %(default)s)")
-    be.add_argument("--shapes", default="abcd", help="which of the shapes a, b, c, d")
+    be.add_argument("--shapes", default="abcd",
+                    help="which of the shapes a, b, c, d (listed below; default: abcd)")
     be.add_argument("--threads", type=int, default=None,
                     help="Numba threads (default: NUMBA_NUM_THREADS, all cores), which run the "
                          "sampling kernels and the GEMMs alike")

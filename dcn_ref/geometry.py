@@ -125,7 +125,7 @@ class PSRoIPoolGeometry(NamedTuple):
     pooled_size x pooled_size bins; bin (i, j) reads the score maps of its cell of the
     group_size x group_size position-sensitive grid, shifted by the offset (``trans``) of
     its cell of the part_size x part_size offset grid, scaled by trans_std; each bin takes
-    sample_per_part**2 samples. Output channel ctop uses offset class
+    ``sample_per_part**2`` samples. Output channel ctop uses offset class
     ``ctop // channels_each_class``.
     """
     pooled_size: int

@@ -90,13 +90,26 @@ def check_gradients(forward, backward, inputs, params=None, wrt=None, *, op=None
 
     Parameters
     ----------
-    forward, backward : an op and its ``*_backward`` (e.g. ``deform_conv2d`` and
-        ``deform_conv2d_backward``).
-    inputs : dict name -> ndarray or None, the op's array arguments (float64 recommended).
-    params : dict of its other keyword arguments (stride, padding_mode, ...).
-    wrt : names of the inputs to check; default: every gradient the backward returns.
-    op : the name shown in the rows; default ``forward.__name__``.
-    target : passed to both functions.
+    forward : callable
+        An op, e.g. ``deform_conv2d``.
+    backward : callable
+        Its ``*_backward``, e.g. ``deform_conv2d_backward``.
+    inputs : dict
+        name -> ndarray or None: the op's array arguments (float64 recommended).
+    params : dict or None
+        Its other keyword arguments (stride, padding_mode, ...).
+    wrt : list of str or None
+        The names of the inputs to check; None: every gradient the backward returns.
+    op : str or None
+        The name shown in the rows; None: ``forward.__name__``.
+    target : str or None
+        Passed to both functions.
+    eps : float
+        The finite-difference step.
+    tol : float
+        The largest relative error that passes.
+    seed : int
+        Seeds the random ``grad_output``.
 
     Returns
     -------
@@ -160,13 +173,25 @@ def check_layer_gradients(layer, x, loss=None, labels=None, *, entries=None, eps
 
     Parameters
     ----------
-    layer : a dcn_ref.nn Layer or Sequential; its mode (train/eval) is used as it is,
-        and its parameters and state are restored afterwards.
-    x : ndarray, the input.
-    entries : None to check every entry of the input and of every parameter, or k to
-        check k entries of each, drawn at random (for whole models, where every entry
-        would take too long).
-    eps, tol, seed : the step, the largest relative error that passes, the random seed.
+    layer : Layer
+        A dcn_ref.nn Layer or Sequential; its mode (train/eval) is used as it is, and its
+        parameters and state are restored afterwards.
+    x : ndarray
+        The input.
+    loss : Layer or None
+        E.g. SoftmaxCrossEntropy (see above).
+    labels : ndarray or None
+        The labels the loss takes.
+    entries : int or None
+        None to check every entry of the input and of every parameter, or k to check k
+        entries of each, drawn at random (for whole models, where every entry would take too
+        long).
+    eps : float
+        The finite-difference step.
+    tol : float
+        The largest relative error that passes.
+    seed : int
+        Seeds the random ``g`` and the drawn entries.
 
     Returns
     -------

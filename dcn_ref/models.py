@@ -79,9 +79,11 @@ def cnn(seed=0, dtype=np.float32, widths=WIDTHS):
     Parameters
     ----------
     seed : int
-    dtype : float32 (default) or float64
-    widths : four positive ints, the output channels of conv11, conv12, conv21 and conv22
-        (default: ``WIDTHS``, Keras' (32, 64, 128, 128)). Other widths give a wider or
+    dtype : numpy dtype
+        float32 or float64.
+    widths : tuple of int
+        The output channels of conv11, conv12, conv21 and conv22, four positive ints;
+        ``WIDTHS``, Keras' (32, 64, 128, 128), by default. Other widths give a wider or
         narrower cnn with the same layer names.
     """
     widths = _check_widths(widths)
@@ -119,7 +121,8 @@ def matched_widths(num_params):
 
     Parameters
     ----------
-    num_params : int, from the cnn's 242,250 to 1000 times that.
+    num_params : int
+        From the cnn's 242,250 to 1000 times that.
 
     Returns
     -------
@@ -155,9 +158,11 @@ def load_narrower(model, state):
 
     Parameters
     ----------
-    model : Sequential, e.g. ``cnn(widths=...)``, with every array at least as large in
-        every axis as the array of the same name in ``state``; changed in place.
-    state : dict, the ``state_dict()`` of the narrower cnn (e.g. a trained ``cnn()``).
+    model : Sequential
+        E.g. ``cnn(widths=...)``, with every array at least as large in every axis as the
+        array of the same name in ``state``; changed in place.
+    state : dict
+        The ``state_dict()`` of the narrower cnn (e.g. a trained ``cnn()``).
 
     Returns
     -------
@@ -202,14 +207,18 @@ def deform_cnn(kind="offset", modulated=False, seed=0, dtype=np.float32, offset_
 
     Parameters
     ----------
-    kind : "offset": a ConvOffset2D (Keras get_deform_cnn) named conv12_offset, conv21_offset,
+    kind : str
+        "offset": a ConvOffset2D (Keras get_deform_cnn) named conv12_offset, conv21_offset,
         conv22_offset before each of the three; "dcn": the three become DeformConv2D layers
         of the same names (Dai et al. 2017), whose main weights load from a trained cnn().
-    modulated : bool, DCNv2 masks in the DeformConv2D layers (kind "dcn" only).
-    offset_groups : int, G offset groups in each DeformConv2D (kind "dcn" only): the layer's
-        input channels split into G groups with offsets of their own.
+    modulated : bool
+        DCNv2 masks in the DeformConv2D layers (kind "dcn" only).
     seed : int
-    dtype : float32 (default) or float64
+    dtype : numpy dtype
+        float32 or float64.
+    offset_groups : int
+        G offset groups in each DeformConv2D (kind "dcn" only): the layer's input channels
+        split into G groups with offsets of their own.
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
@@ -239,7 +248,15 @@ class ResidualDCNv3(DCNv3):
 
     Parameters
     ----------
-    channels, group, rng, dtype, name : as for ``nn.DCNv3`` (3x3 grid, stride 1, pad 1).
+    channels : int
+        As for ``nn.DCNv3`` (the block has a 3x3 grid, stride 1, pad 1).
+    group : int
+        As for ``nn.DCNv3``.
+    rng : numpy Generator, int or None
+        As for ``nn.DCNv3``.
+    dtype : numpy dtype
+        As for ``nn.DCNv3``.
+    name : str
 
     Notes
     -----

@@ -107,11 +107,16 @@ class SGD(Optimizer):
     Parameters
     ----------
     model : Layer or Sequential
-    lr : float, the learning rate (may be changed between steps).
-    momentum : float in [0, 1)
-    nesterov : bool (needs momentum > 0)
-    weight_decay : float, adds ``weight_decay * param`` to every gradient.
-    lr_scale : dict "layer.param" -> float, or None: learning-rate multipliers.
+    lr : float
+        The learning rate (may be changed between steps).
+    momentum : float
+        In [0, 1).
+    nesterov : bool
+        Nesterov momentum (needs momentum > 0).
+    weight_decay : float
+        Adds ``weight_decay * param`` to every gradient.
+    lr_scale : dict or None
+        "layer.param" -> float: learning-rate multipliers.
 
     Notes
     -----
@@ -149,10 +154,14 @@ class Adam(Optimizer):
     ----------
     model : Layer or Sequential
     lr : float
-    betas : (beta1, beta2), decay rates of the first and second moment estimates.
-    eps : float, added to sqrt(v_hat).
-    weight_decay : float, adds ``weight_decay * param`` to every gradient.
-    lr_scale : dict "layer.param" -> float, or None: learning-rate multipliers.
+    betas : (float, float)
+        (beta1, beta2), the decay rates of the first and second moment estimates.
+    eps : float
+        Added to ``sqrt(v_hat)``.
+    weight_decay : float
+        Adds ``weight_decay * param`` to every gradient.
+    lr_scale : dict or None
+        "layer.param" -> float: learning-rate multipliers.
 
     Notes
     -----

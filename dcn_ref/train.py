@@ -70,16 +70,23 @@ def train_epoch(model, loss, optimizer, images, labels, batch_size, rng, transfo
 
     Parameters
     ----------
-    model : Sequential (or any Layer) mapping (n, C, H, W) images to (n, K) logits.
+    model : Layer
+        A Sequential (or any Layer) mapping (n, C, H, W) images to (n, K) logits.
     loss : SoftmaxCrossEntropy
-    optimizer : an optimiser of ``model`` (dcn_ref.optim)
-    images : ndarray of shape (N, C, H, W); batches are cast to the model's dtype.
+    optimizer : Optimizer
+        An optimiser of ``model`` (dcn_ref.optim).
+    images : ndarray of shape (N, C, H, W)
+        Batches are cast to the model's dtype.
     labels : int ndarray of shape (N,)
     batch_size : int
-    rng : numpy Generator, for the batch order (and ``transform``).
-    transform : None or f(batch (n, C, H, W), rng) -> batch, e.g. a random augmentation.
-    progress : bool, draw a progress bar (tqdm: elapsed time, ETA, images/s, loss, accuracy).
-    label : str, shown before the progress bar.
+    rng : numpy Generator
+        For the batch order (and ``transform``).
+    transform : callable or None
+        ``f(batch, rng) -> batch`` on (n, C, H, W) batches, e.g. a random augmentation.
+    progress : bool
+        Draw a progress bar (tqdm: elapsed time, ETA, images/s, loss, accuracy).
+    label : str
+        Shown before the progress bar.
 
     Returns
     -------

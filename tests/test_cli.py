@@ -2,6 +2,9 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args, env=None):
@@ -68,3 +71,30 @@ def test_gradcheck_on_cuda_without_a_gpu_exits_2_with_the_reason():
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "target: 'cuda' needs" in result.stderr
+
+
+def dcn_ref_script(*args):
+    """``dcn-ref ...`` as the README gives it: the console script beside this Python."""
+    script = Path(sys.executable).with_name("dcn-ref")
+    assert script.exists(), f"no console script at {script}: pip install -e . installs it"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_help_is_plain_text():
+    """argparse prints help as it is: Markdown or reST markup would show raw."""
+    for command in [(), ("gradcheck",), ("experiment",), ("download-mnist",), ("bench",)]:
+        result = dcn_ref_script(*command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.startswith("usage: dcn-ref")
+        assert "`" not in result.stdout and "**" not in result.stdout, result.stdout
+
+
+def test_bench_help_says_what_the_shapes_are():
+    from dcn_ref.bench_shapes import SHAPES
+    result = dcn_ref_script("bench", "--help")
+    for name, shape in SHAPES.items():
+        assert f"({name}) {shape.describe()}" in result.stdout, result.stdout
+    assert "k3: 3x3 kernel" in result.stdout

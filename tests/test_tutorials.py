@@ -38,3 +38,15 @@ def test_save_figure_writes_into_dcn_ref_figures_and_leaves_the_backend_alone(tm
     assert result.stdout.splitlines()[0] == "svg"
     data = (out / "demo.png").read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_each_tutorial_opens_with_its_title_as_its_one_first_level_heading():
+    """Jupyter and the site show Markdown cells, not a module docstring: the title is the
+    first cell, a "# Tutorial NN: ..." heading, and the sections are "## " headings below."""
+    for path in sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py")):
+        lines = path.read_text().splitlines()
+        assert lines[0] == "# %% [markdown]", path.name
+        assert lines[1].startswith(f"# # Tutorial {path.name[:2]}: "), path.name
+        first_level = [line for line in lines if line.startswith("# # ")]
+        assert first_level == [lines[1]], (path.name, first_level)
+        assert any(line.startswith("# ## ") for line in lines), path.name

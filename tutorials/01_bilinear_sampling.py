@@ -1,17 +1,19 @@
-"""Tutorial 01: bilinear sampling, the one operation under every deformable layer.
+# %% [markdown]
+# # Tutorial 01: bilinear sampling, the one operation under every deformable layer
+#
+# A deformable convolution reads its input at fractional positions. This tutorial takes
+# that single step apart with `dcn_ref.ops.bilinear_sample`:
+#
+# 1. the four-neighbour formula, by hand, on a 3x4 image;
+# 2. the two padding modes, "zeros" and "border", against `scipy.ndimage.map_coordinates`;
+# 3. the derivative with respect to the coordinates: piecewise constant, jumping at
+#    integers, and the right-derivative convention used there;
+# 4. a finite-difference check of every gradient with `dcn_ref.gradcheck`;
+# 5. a picture: an image read on a rotated, zoomed grid of points.
+#
+# Run it as a script (`python tutorials/01_bilinear_sampling.py`) or open it as a notebook.
 
-A deformable convolution reads its input at fractional positions. This tutorial takes
-that single step apart with ``dcn_ref.ops.bilinear_sample``:
-
-1. the four-neighbour formula, by hand, on a 3x4 image;
-2. the two padding modes, "zeros" and "border", against ``scipy.ndimage.map_coordinates``;
-3. the derivative with respect to the coordinates: piecewise constant, jumping at
-   integers, and the right-derivative convention used there;
-4. a finite-difference check of every gradient with ``dcn_ref.gradcheck``;
-5. a picture: an image read on a rotated, zoomed grid of points.
-
-Run it as a script (``python tutorials/01_bilinear_sampling.py``) or open it as a notebook.
-"""
+# %%
 import math
 import os
 
@@ -26,7 +28,7 @@ FAST = os.environ.get("DCN_REF_FAST") == "1"  # smaller sizes, same code path
 np.set_printoptions(precision=4, suppress=True)
 
 # %% [markdown]
-# # 1. The four-neighbour formula
+# ## 1. The four-neighbour formula
 #
 # Pixel centres sit at integer coordinates, (y, x) = (row, column), as in
 # `scipy.ndimage`. A point (y, x) between pixel centres lies in the cell whose top-left
@@ -71,7 +73,7 @@ assert values[0, 1] == image[1, 2]                          # a pixel centre is 
 assert values[0, 2] == (8 + 5 + 2 + 6) / 4                  # a cell centre averages 4 pixels
 
 # %% [markdown]
-# # 2. Padding: what lies outside the image
+# ## 2. Padding: what lies outside the image
 #
 # Near the edge some of the four corners are missing. The library offers two answers:
 #
@@ -113,7 +115,7 @@ for mode, scipy_mode in [("zeros", "grid-constant"), ("border", "nearest")]:
     assert np.allclose(ours, scipys, rtol=0, atol=1e-12)
 
 # %% [markdown]
-# # 3. The derivative with respect to the coordinates
+# ## 3. The derivative with respect to the coordinates
 #
 # A deformable layer learns *where* to sample, so it needs dv/dy and dv/dx. Inside one
 # cell, v is linear in x when y is fixed (and vice versa); differentiating the formula
@@ -202,7 +204,7 @@ fig.tight_layout()
 save_figure(fig, "01_value_and_derivative")
 
 # %% [markdown]
-# # 4. Checking every gradient by finite differences
+# ## 4. Checking every gradient by finite differences
 #
 # `bilinear_sample_backward(grad_output, image, coords)` returns the gradients of the
 # scalar `sum(grad_output * out)` with respect to `image` and `coords`.
@@ -238,7 +240,7 @@ print("centred difference at (1, 1): (dv/dy, dv/dx) =", central[0, 0])
 assert np.allclose(central[0, 0], [(6 + -6) / 2, (5 + -3) / 2])
 
 # %% [markdown]
-# # 5. A picture: reading an image on a warped grid
+# ## 5. A picture: reading an image on a warped grid
 #
 # Deformable layers read the input on a grid of points that need not be regular. Here
 # a small image is read on a grid rotated by 30 degrees and zoomed out by 1.4 about the
@@ -282,7 +284,7 @@ fig.tight_layout(rect=(0, 0, 1, 0.94))
 save_figure(fig, "01_sampled_grid")
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * A bilinear sample is a weighted average of the four surrounding pixels; the
 #   weights are products of the fractions (1-ly or ly) and (1-lx or lx).
@@ -294,7 +296,7 @@ save_figure(fig, "01_sampled_grid")
 # * Centred differences agree with the backward pass away from integers and return the
 #   average of the two slopes on them.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Show that dv/dx along a *column* (x fixed at 1.5, y varying) is piecewise linear
 #    rather than piecewise constant. Which term of the formula makes it so?

@@ -1,21 +1,23 @@
-"""Tutorial 02: convolution as im2col + GEMM, forward and backward.
+# %% [markdown]
+# # Tutorial 02: convolution as im2col + GEMM, forward and backward
+#
+# Deformable convolution is an ordinary convolution whose input patches are read at
+# shifted points. This tutorial builds the ordinary one first, the way `dcn_ref.ops.conv2d`
+# computes it:
+#
+# 1. the output-size formula;
+# 2. im2col: the column matrix of a 3x4 image, printed in full;
+# 3. the forward pass as one matrix product (GEMM), and `conv2d` against an independent
+#    computation with `scipy.signal.correlate`;
+# 4. the backward pass derived from the GEMM: dW = dout X^T, db = sum dout,
+#    dx = col2im(W^T dout), each checked against the library;
+# 5. every gradient against finite differences;
+# 6. a picture of col2im: how often each pixel is read, with stride 1 and stride 2.
+#
+# Run it as a script (`python tutorials/02_conv2d_forward_backward.py`) or open it as a
+# notebook.
 
-Deformable convolution is an ordinary convolution whose input patches are read at
-shifted points. This tutorial builds the ordinary one first, the way ``dcn_ref.ops.conv2d``
-computes it:
-
-1. the output-size formula;
-2. im2col: the column matrix of a 3x4 image, printed in full;
-3. the forward pass as one matrix product (GEMM), and ``conv2d`` against an independent
-   computation with ``scipy.signal.correlate``;
-4. the backward pass derived from the GEMM: dW = dout X^T, db = sum dout,
-   dx = col2im(W^T dout), each checked against the library;
-5. every gradient against finite differences;
-6. a picture of col2im: how often each pixel is read, with stride 1 and stride 2.
-
-Run it as a script (``python tutorials/02_conv2d_forward_backward.py``) or open it as a
-notebook.
-"""
+# %%
 import os
 
 import numpy as np
@@ -30,7 +32,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. The output size
+# ## 1. The output size
 #
 # `conv2d(input, weight, bias, stride, padding, dilation, groups)` has the semantics of
 # `torch.nn.functional.conv2d`: input (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw),
@@ -60,7 +62,7 @@ for H, k, stride, pad, dilation in [(3, 2, 1, 0, 1), (7, 3, 1, 1, 1), (7, 3, 2, 
     assert out.shape[2:] == (output_size(H, k, stride, pad, dilation),) * 2
 
 # %% [markdown]
-# # 2. im2col: every window becomes a column
+# ## 2. im2col: every window becomes a column
 #
 # Take a 3x4 image holding 1 ... 12 and a 2x2 kernel. There are
 # L = H_out * W_out = 2 * 3 = 6 windows and each holds K = kh * kw = 4 pixels. im2col
@@ -124,7 +126,7 @@ print("padding 1, stride 2:\n", padded_columns.reshape(4, 6))
 assert list(padded_columns[0, :, 0]) == [0, 0, 0, 1]      # window 0 covers rows -1..0, columns -1..0
 
 # %% [markdown]
-# # 3. The forward pass is one matrix product
+# ## 3. The forward pass is one matrix product
 #
 # Once the windows are columns X (C_in*K, L), every output channel is a dot product of
 # its flattened kernel with every column. Stacking the kernels as rows of
@@ -154,7 +156,7 @@ print("max |GEMM - conv2d| =", np.max(np.abs(gemm_out.reshape(C_out, out_h, out_
 assert np.allclose(gemm_out.reshape(C_out, out_h, out_w), library_out[0], rtol=0, atol=1e-12)
 
 # %% [markdown]
-# ## An independent check with SciPy
+# ### An independent check with SciPy
 #
 # `scipy.signal.correlate(a, k, mode="valid")` is a plain 2-d cross-correlation without
 # stride, padding or dilation. Those three are easy to add around it: pad the image
@@ -182,7 +184,7 @@ assert ours.shape == scipy_out.shape
 assert np.allclose(ours, scipy_out, rtol=0, atol=1e-12)
 
 # %% [markdown]
-# # 4. The backward pass, derived from the GEMM
+# ## 4. The backward pass, derived from the GEMM
 #
 # A loss L depends on out; we are handed dout = dL/dout, shaped like out. Per image,
 # out[o, l] = sum_r W[o, r] X[r, l] + b[o], so d out[o, l] / d W[o, r] = X[r, l] and, by
@@ -259,7 +261,7 @@ dx_ones = conv2d_backward(np.ones((1, 1, 2, 3)), np.zeros((1, 1, 3, 4)), np.ones
 assert np.array_equal(dx_ones[0, 0], expected)
 
 # %% [markdown]
-# # 5. Finite differences
+# ## 5. Finite differences
 #
 # The formulas above are checked against the library; the library is checked against
 # centred finite differences of the forward pass (see tutorial 01). Here with every
@@ -277,7 +279,7 @@ print(format_table(rows))
 assert all(row.passed for row in rows)
 
 # %% [markdown]
-# # 6. A picture: how col2im spreads the gradient
+# ## 6. A picture: how col2im spreads the gradient
 #
 # The copy counts decide how much gradient reaches each pixel when dout is uniform. With
 # a 3x3 kernel and padding 1, stride 1 reads every pixel nine times except at the
@@ -304,7 +306,7 @@ fig.tight_layout(rect=(0, 0, 1, 0.9))
 save_figure(fig, "02_col2im_counts")
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * `H_out = (H + 2*pad - dilation*(kh - 1) - 1) // stride + 1`.
 # * im2col copies every window into a column; the convolution is then one GEMM per
@@ -316,7 +318,7 @@ save_figure(fig, "02_col2im_counts")
 # * `conv2d` agrees with `scipy.signal.correlate` (with padding, stride and dilation
 #   built around it) and its gradients with finite differences.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Count the memory of the column matrix for a 64-channel 56x56 input and a 3x3
 #    kernel (float32). How many times the input is it?

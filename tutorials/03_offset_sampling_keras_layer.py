@@ -1,21 +1,23 @@
-"""Tutorial 03: the Keras ConvOffset2D layer, and the reshape that breaks it.
+# %% [markdown]
+# # Tutorial 03: the Keras ConvOffset2D layer, and the reshape that breaks it
+#
+# The first deformable layer many people met was `ConvOffset2D` from a popular Keras
+# re-implementation of Dai et al. (2017): a plain 3x3 convolution predicts one (dy, dx)
+# for every channel and pixel, and the feature map is resampled at the moved points.
+# `dcn_ref.ops.offset_sample` is that resampling step, with an explicit layout. Plan:
+#
+# 1. the layer's idea, and `offset_sample` checked by hand (zero offsets, a shift by one);
+# 2. the classic pitfall: reshaping a (b, 2c, h, w) offset map into (b*c, h, w, 2) pairs
+#    neighbouring pixels instead of (dy, dx), shown on a labelled array, and the
+#    transpose that does it right;
+# 3. what the wrong pairing does to an image (a picture);
+# 4. the gradients: the clamp of "border" padding, and a finite-difference check;
+# 5. the whole layer (offset convolution + resampling) forward and backward, chained by hand.
+#
+# Run it as a script (`python tutorials/03_offset_sampling_keras_layer.py`) or open it as
+# a notebook.
 
-The first deformable layer many people met was ``ConvOffset2D`` from a popular Keras
-re-implementation of Dai et al. (2017): a plain 3x3 convolution predicts one (dy, dx)
-for every channel and pixel, and the feature map is resampled at the moved points.
-``dcn_ref.ops.offset_sample`` is that resampling step, with an explicit layout. Plan:
-
-1. the layer's idea, and ``offset_sample`` checked by hand (zero offsets, a shift by one);
-2. the classic pitfall: reshaping a (b, 2c, h, w) offset map into (b*c, h, w, 2) pairs
-   neighbouring pixels instead of (dy, dx), shown on a labelled array, and the
-   transpose that does it right;
-3. what the wrong pairing does to an image (a picture);
-4. the gradients: the clamp of "border" padding, and a finite-difference check;
-5. the whole layer (offset convolution + resampling) forward and backward, chained by hand.
-
-Run it as a script (``python tutorials/03_offset_sampling_keras_layer.py``) or open it as
-a notebook.
-"""
+# %%
 import os
 
 import numpy as np
@@ -29,7 +31,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. The idea: every channel and pixel moves by its own (dy, dx)
+# ## 1. The idea: every channel and pixel moves by its own (dy, dx)
 #
 # For an input x of shape (N, C, H, W) the layer computes
 #
@@ -56,7 +58,7 @@ print("input:\n", x[0, 0], "\nwith dx = 1:\n", shifted[0, 0])
 assert np.array_equal(shifted[0, 0], [[1, 2, 3, 3], [5, 6, 7, 7], [9, 10, 11, 11]])
 
 # %% [markdown]
-# # 2. The pitfall: a reshape is not a transpose
+# ## 2. The pitfall: a reshape is not a transpose
 #
 # The offset convolution hands over its 2C channels in one array. The sampler wants a
 # (dy, dx) pair per channel and pixel, e.g. an array (b*c, h, w, 2). The tempting line
@@ -122,7 +124,7 @@ assert tuple(engine_view[1, :, 4]) == ("dy1(1,1)", "dx1(1,1)")
 print("view (b*c, 2, h*w), channel 1, pixel 4 = (1, 1):", tuple(engine_view[1, :, 4]))
 
 # %% [markdown]
-# # 3. What the wrong pairing does to an image
+# ## 3. What the wrong pairing does to an image
 #
 # Feed `offset_sample` the pairs the wrong reshape makes (translated back to its
 # layout with the correct transpose, so that the only error is the reshape). First with
@@ -178,7 +180,7 @@ fig.tight_layout(rect=(0, 0, 1, 0.95))
 save_figure(fig, "03_offset_pairing")
 
 # %% [markdown]
-# # 4. Gradients
+# ## 4. Gradients
 #
 # `offset_sample_backward(dout, input, offset)` returns the gradients with respect to
 # `input` and `offset`. For one output pixel, with (y, x) = (i + dy, j + dx):
@@ -223,7 +225,7 @@ print(format_table(rows))
 assert all(row.passed for row in rows)
 
 # %% [markdown]
-# # 5. The whole layer, forward and backward
+# ## 5. The whole layer, forward and backward
 #
 # The layer is two ops in a row, and x feeds both: the offset convolution reads it, and
 # so does the sampler. The backward pass runs them in reverse and adds the two
@@ -264,7 +266,7 @@ print(f"layer gradient vs finite differences: x {rel_error(dx, numeric_dx):.1e},
 assert rel_error(dx, numeric_dx) < 1e-6 and rel_error(dw_offset, numeric_dw) < 1e-6
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * ConvOffset2D = a 3x3 convolution predicting 2C offset channels + a bilinear resampling
 #   of every channel at its own moved points (`offset_sample`, "border" padding).
@@ -276,7 +278,7 @@ assert rel_error(dx, numeric_dx) < 1e-6 and rel_error(dw_offset, numeric_dw) < 1
 # * A layer made of two ops is differentiated by chaining their backward passes; an input
 #   used twice collects the sum of both gradients.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. The Keras layer works on channels-last arrays (b, h, w, 2c). Label such an array
 #    and find which pairs `reshape(b*c, h, w, 2)` makes *without* the transpose to

@@ -1,24 +1,26 @@
-"""Tutorial 04: deformable convolution, DCNv1 and DCNv2, forward and backward.
+# %% [markdown]
+# # Tutorial 04: deformable convolution, DCNv1 and DCNv2, forward and backward
+#
+# A deformable convolution (Dai et al. 2017) is a convolution whose kernel taps do not sit
+# on a fixed grid: every tap of every output pixel is moved by a learned offset (dy, dx)
+# and reads the input there by bilinear interpolation (tutorial 01). DCNv2 (Zhu et al.
+# 2019) also multiplies every tap by a learned modulation, the mask. This tutorial uses
+# `dcn_ref.ops.deform_conv2d`, which has the signature and numbers of
+# `torchvision.ops.deform_conv2d`. Plan:
+#
+# 1. where the taps of one output pixel sample, drawn over the input, and checked;
+# 2. identities small enough to check by hand: zero offsets reproduce `conv2d`, an
+#    offset of 0.5 averages two neighbours, a constant mask scales the output;
+# 3. the backward pass with respect to input, offset, mask and weight: each formula,
+#    a case computed by hand, and a finite-difference check;
+# 4. offset groups: which channel of `offset` is the dy of which tap in which group,
+#    shown on labels and confirmed by experiment;
+# 5. the im2col + GEMM structure, and why it is fast.
+#
+# Run it as a script (`python tutorials/04_deformable_convolution.py`) or open it as a
+# notebook.
 
-A deformable convolution (Dai et al. 2017) is a convolution whose kernel taps do not sit
-on a fixed grid: every tap of every output pixel is moved by a learned offset (dy, dx)
-and reads the input there by bilinear interpolation (tutorial 01). DCNv2 (Zhu et al.
-2019) also multiplies every tap by a learned modulation, the mask. This tutorial uses
-``dcn_ref.ops.deform_conv2d``, which has the signature and numbers of
-``torchvision.ops.deform_conv2d``. Plan:
-
-1. where the taps of one output pixel sample, drawn over the input, and checked;
-2. identities small enough to check by hand: zero offsets reproduce ``conv2d``, an
-   offset of 0.5 averages two neighbours, a constant mask scales the output;
-3. the backward pass with respect to input, offset, mask and weight: each formula,
-   a case computed by hand, and a finite-difference check;
-4. offset groups: which channel of ``offset`` is the dy of which tap in which group,
-   shown on labels and confirmed by experiment;
-5. the im2col + GEMM structure, and why it is fast.
-
-Run it as a script (``python tutorials/04_deformable_convolution.py``) or open it as a
-notebook.
-"""
+# %%
 import os
 import time
 
@@ -33,7 +35,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. Where the taps sample
+# ## 1. Where the taps sample
 #
 # Take input (N, C_in, H, W), weight (C_out, C_in, kh, kw) and number the taps
 # k = i*kw + j. Tap (i, j) of output pixel (oy, ox) reads input channel c at
@@ -127,7 +129,7 @@ assert np.allclose(deform_conv2d(x, dilating, weight, padding=1),
                    conv2d(x, weight, padding=2, dilation=2), rtol=0, atol=1e-12)
 
 # %% [markdown]
-# # 2. Checks by hand
+# ## 2. Checks by hand
 #
 # **Zero offsets reproduce conv2d**, with any stride, padding, dilation and bias,
 # and a mask of ones reproduces DCNv1.
@@ -175,7 +177,7 @@ mask = np.full((1, 1, 2, 3), 0.25)
 assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 0.25 * out)
 
 # %% [markdown]
-# # 3. The backward pass
+# ## 3. The backward pass
 #
 # Write one column entry (channel c, tap k, output pixel l) as
 #
@@ -249,7 +251,7 @@ print(format_table(rows))
 assert all(row.passed for row in rows)
 
 # %% [markdown]
-# # 4. Offset groups
+# ## 4. Offset groups
 #
 # With G offset groups the input channels are split into G consecutive blocks of
 # C_in/G, and each block gets its own offsets: `offset` has 2*G*kh*kw channels and
@@ -301,7 +303,7 @@ for ch in range(2 * G * K):
 print("... every channel moves exactly the tap and the input channels its label names")
 
 # %% [markdown]
-# # 5. im2col + GEMM, and why it is fast
+# ## 5. im2col + GEMM, and why it is fast
 #
 # The one-hot weight above turned `deform_conv2d` into a deformable im2col: it returns
 # the column matrix `(C_in*K, L)` that the op builds internally, one bilinear sample per
@@ -362,7 +364,7 @@ print(f"{'  of which the GEMM alone':<58} {1e3 * gemm_only:8.2f} ms")
 print(f"{f'{C} calls with one output channel each (sample {C} times)':<58} {1e3 * per_channel:8.2f} ms")
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * Tap (i, j) of output pixel (oy, ox) reads at the conv2d window position plus
 #   (offset[2k], offset[2k+1]), k = i*kw + j, by bilinear interpolation with zero padding;
@@ -376,7 +378,7 @@ print(f"{f'{C} calls with one output channel each (sample {C} times)':<58} {1e3 
 # * Offset channel 2*(g*kh*kw + i*kw + j) (+1) is the dy (dx) of tap (i, j) in group g.
 # * The op is a deformable im2col followed by one GEMM.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Which offset field makes `deform_conv2d` with a 3x3 kernel equal `conv2d` with a
 #    3x3 kernel and dilation 3? Check it.

@@ -1,27 +1,29 @@
-"""Tutorial 05: the same maths on the GPU, and why atomics change the last bits.
+# %% [markdown]
+# # Tutorial 05: the same maths on the GPU, and why atomics change the last bits
+#
+# Every op of dcn_ref also runs as Numba CUDA kernels (`target="cuda"`). The kernels in
+# `dcn_ref/cuda/` call the very same per-sample functions of `dcn_ref/sampling.py` as the
+# CPU kernels. This tutorial looks at:
+#
+# 1. the simulator: running CUDA kernels without a GPU;
+# 2. one helper compiled for two targets (`register_jitable`);
+# 3. the thread-to-output mapping: which thread computes which column entry;
+# 4. the ops on the GPU agree with the CPU;
+# 5. atomics versus the deterministic gather: float addition is not associative, so
+#    atomic scatters change the last bits from run to run; `deterministic=True` gives
+#    bitwise equal gradients that agree with the atomic ones.
+#
+# Without a GPU it runs in Numba's CUDA simulator, which executes every GPU thread as a
+# Python thread: correct, but slow, so the sizes stay tiny there. Run it as a script
+# (`python tutorials/05_cuda_kernels.py`) or open it as a notebook.
 
-Every op of dcn_ref also runs as Numba CUDA kernels (``target="cuda"``). The kernels in
-``dcn_ref/cuda/`` call the very same per-sample functions of ``dcn_ref/sampling.py`` as the
-CPU kernels. This tutorial looks at:
-
-1. the simulator: running CUDA kernels without a GPU;
-2. one helper compiled for two targets (``register_jitable``);
-3. the thread-to-output mapping: which thread computes which column entry;
-4. the ops on the GPU agree with the CPU;
-5. atomics versus the deterministic gather: float addition is not associative, so
-   atomic scatters change the last bits from run to run; ``deterministic=True`` gives
-   bitwise equal gradients that agree with the atomic ones.
-
-Without a GPU it runs in Numba's CUDA simulator, which executes every GPU thread as a
-Python thread: correct, but slow, so the sizes stay tiny there. Run it as a script
-(``python tutorials/05_cuda_kernels.py``) or open it as a notebook.
-"""
+# %%
 import os
 import shutil
 import sys
 
 # %% [markdown]
-# # 1. GPU or simulator?
+# ## 1. GPU or simulator?
 #
 # Numba reads `NUMBA_ENABLE_CUDASIM` once, when it is first imported, so the choice
 # has to be made *before* `numba` (or `dcn_ref`, which imports it) is imported, and
@@ -60,7 +62,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 2. One helper, two targets
+# ## 2. One helper, two targets
 #
 # `dcn_ref.sampling.locate(y, x, height, width, mode)` finds the interpolation cell of
 # a point (tutorial 01). It is decorated with `numba.extending.register_jitable`, which
@@ -115,7 +117,7 @@ for mode in (sampling.ZEROS, sampling.BORDER):
 print("Python, CPU (njit) and CUDA (cuda.jit) agree bit for bit in both padding modes")
 
 # %% [markdown]
-# # 3. Which thread computes which column entry
+# ## 3. Which thread computes which column entry
 #
 # The GPU kernels launch one thread per output element. `launch(kernel, n, ...)` in
 # `dcn_ref/cuda/launch.py` starts ceil(n / THREADS_PER_BLOCK) blocks, and each thread
@@ -198,7 +200,7 @@ print("max |GPU columns - CPU columns| =", np.max(np.abs(columns_gpu.copy_to_hos
 assert np.allclose(columns_gpu.copy_to_host(), columns_cpu, rtol=0, atol=1e-12)
 
 # %% [markdown]
-# # 4. The ops on the GPU
+# ## 4. The ops on the GPU
 #
 # The public ops take `target="cuda"` for NumPy arrays (copying to the device and back),
 # or CUDA device arrays directly, in which case they return device arrays.
@@ -216,7 +218,7 @@ print(type(on_gpu).__name__, "-> max |GPU - CPU| =", np.max(np.abs(on_gpu.copy_t
 assert np.allclose(on_gpu.copy_to_host(), on_cpu, rtol=0, atol=1e-10)
 
 # %% [markdown]
-# # 5. Atomics, and why they change the last bits
+# ## 5. Atomics, and why they change the last bits
 #
 # In the backward pass every sample hands its gradient to the four pixels it read.
 # On the CPU one loop iteration owns a whole image plane and adds its samples in a fixed
@@ -263,7 +265,7 @@ fig.tight_layout()
 save_figure(fig, "05_summation_order")
 
 # %% [markdown]
-# ## The deterministic gather
+# ### The deterministic gather
 #
 # `deterministic=True` replaces the scatter by a gather (`dcn_ref/cuda/deterministic.py`):
 #
@@ -312,7 +314,7 @@ for det in (False, True):
 print("float64: atomic and deterministic GPU gradients equal the CPU's to 1e-10")
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * `NUMBA_ENABLE_CUDASIM=1`, set before Numba is imported, runs the CUDA kernels as
 #   Python threads: a GPU-free way to test and to step through them.
@@ -326,7 +328,7 @@ print("float64: atomic and deterministic GPU gradients equal the CPU's to 1e-10"
 #   `deterministic=True` gathers instead and is bitwise reproducible; both modes agree
 #   to rounding.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Which gradients of `deform_conv2d` would need atomics if the offset-gradient
 #    kernel used one thread per (q, c, k, l) instead of one per (q, k, l)?

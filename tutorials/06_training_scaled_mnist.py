@@ -1,27 +1,29 @@
-"""Tutorial 06: training on scaled MNIST, and where the deformable layers learn to look.
+# %% [markdown]
+# # Tutorial 06: training on scaled MNIST, and where the deformable layers learn to look
+#
+# The classic demonstration of deformable convolution: a CNN trained on ordinary digits
+# fails on digits that are shrunk and shifted; giving it deformable sampling and training
+# only the offsets lets it read the small digits again, and the learned sampling points
+# show how. This is a short version of `dcn-ref experiment scaled-mnist`, built from the
+# same library pieces step by step. Plan:
+#
+# 1. the data: the MNIST digits shipped with dcn_ref, and the scale-and-shift transform
+#    (checked by hand on a square);
+# 2. the plain CNN trained on normal digits with the library's trainer;
+# 3. its deformable twin (Keras' ConvOffset2D layers) starts from it: checked by hand to be
+#    the same network while its offsets are zero, then only the offsets and batch norms are
+#    fine-tuned on a mix of scaled and normal digits;
+# 4. accuracies on normal and scaled test digits;
+# 5. the sampling locations of one output unit, traced through the three deformable layers.
+#
+# Run it as a script (`python tutorials/06_training_scaled_mnist.py`) or open it as a
+# notebook. It trains for real: 16.5 minutes, measured on 2 cores shared with other work
+# (load average 5 to 8), and about 5 minutes on 2 idle cores (an estimate from the speeds
+# the experiment measured there: 4 epochs of the cnn, about a minute; 2 epochs of the
+# offset layers, about 3 minutes). `DCN_REF_FAST=1` runs the same code on fewer digits for
+# fewer epochs (85 s on the same busy machine).
 
-The classic demonstration of deformable convolution: a CNN trained on ordinary digits
-fails on digits that are shrunk and shifted; giving it deformable sampling and training
-only the offsets lets it read the small digits again, and the learned sampling points
-show how. This is a short version of ``dcn-ref experiment scaled-mnist``, built from the
-same library pieces step by step. Plan:
-
-1. the data: the MNIST digits shipped with dcn_ref, and the scale-and-shift transform
-   (checked by hand on a square);
-2. the plain CNN trained on normal digits with the library's trainer;
-3. its deformable twin (Keras' ConvOffset2D layers) starts from it: checked by hand to be
-   the same network while its offsets are zero, then only the offsets and batch norms are
-   fine-tuned on a mix of scaled and normal digits;
-4. accuracies on normal and scaled test digits;
-5. the sampling locations of one output unit, traced through the three deformable layers.
-
-Run it as a script (``python tutorials/06_training_scaled_mnist.py``) or open it as a
-notebook. It trains for real: 16.5 minutes, measured on 2 cores shared with other work
-(load average 5 to 8), and about 5 minutes on 2 idle cores (an estimate from the speeds
-the experiment measured there: 4 epochs of the cnn, about a minute; 2 epochs of the
-offset layers, about 3 minutes). ``DCN_REF_FAST=1`` runs the same code on fewer digits for
-fewer epochs (85 s on the same busy machine).
-"""
+# %%
 import os
 
 import numpy as np
@@ -40,7 +42,7 @@ CNN_EPOCHS, FINETUNE_EPOCHS = (1, 1) if FAST else (4, 2)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. Normal and scaled digits
+# ## 1. Normal and scaled digits
 #
 # `load_mnist()` returns the 5,000 training digits shipped with the package (500 a class)
 # and the official 10,000 test digits, as uint8 arrays (N, 28, 28). The scaled digits of
@@ -85,7 +87,7 @@ axes[1, 0].set_ylabel("scaled")
 save_figure(fig, "06_normal_and_scaled")
 
 # %% [markdown]
-# # 2. The plain CNN on normal digits
+# ## 2. The plain CNN on normal digits
 #
 # `models.cnn()` is the Keras model: four 3x3 convolutions (32, 64 with stride 2, 128,
 # 128 with stride 2), each followed by ReLU and batch norm, a global average pool and a
@@ -106,7 +108,7 @@ cnn_scaled = evaluate(cnn, as_input(scaled_test), test_labels)
 print(f"cnn: normal test digits {cnn_normal:.3f}, scaled {cnn_scaled:.3f}")
 
 # %% [markdown]
-# # 3. The deformable twin, started from the CNN
+# ## 3. The deformable twin, started from the CNN
 #
 # `models.deform_cnn("offset")` inserts a ConvOffset2D layer before conv12, conv21 and
 # conv22: a 3x3 convolution predicts a (dy, dx) for every channel and pixel, and the
@@ -149,7 +151,7 @@ for epoch in range(FINETUNE_EPOCHS):
     print(f"deform epoch {epoch + 1}: loss {stats.loss:.3f}, accuracy {stats.accuracy:.3f}")
 
 # %% [markdown]
-# # 4. Accuracies
+# ## 4. Accuracies
 
 # %%
 deform_normal = evaluate(deform, as_input(test_images), test_labels)
@@ -161,7 +163,7 @@ if not FAST:   # with a few epochs the effect is already clear; the full experim
     assert deform_scaled > cnn_scaled
 
 # %% [markdown]
-# # 5. Where one unit looks
+# ## 5. Where one unit looks
 #
 # Take the conv22 unit over the digit's centre. Its 3x3 taps read conv21's output at
 # 2p - 1 + (i, j) plus the offsets there; each of those points reads conv21's own 3x3
@@ -187,7 +189,7 @@ save_figure(fig, "06_sampling_locations")
 assert points.shape == (729, 2) and regular.shape == (729, 2)
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * The scaled digits are zoomed out by up to 2.5x and shifted; a CNN trained on normal
 #   digits loses much of its accuracy on them.
@@ -199,7 +201,7 @@ assert points.shape == (729, 2) and regular.shape == (729, 2)
 # * `dcn-ref experiment scaled-mnist` runs the full version: more epochs, the DCN model,
 #   a CNN fine-tuned on the same data as a control, checkpoints and figures.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Fine-tune without the normal digits in the mix. What happens to the accuracy on
 #    normal digits, and why?

@@ -1,26 +1,28 @@
-"""Tutorial 07: deformable RoI pooling and deformable position-sensitive RoI pooling.
+# %% [markdown]
+# # Tutorial 07: deformable RoI pooling and deformable position-sensitive RoI pooling
+#
+# The paper's second module (Dai et al. 2017, section 2.2) pools a region of interest (RoI)
+# into a fixed k x k grid of bins, as the detection heads of Faster R-CNN and R-FCN do, and
+# lets every bin move by a learned offset. dcn_ref has both flavours:
+# `deform_roi_pool` (the semantics of mmcv's DeformRoIPool; without offsets it is
+# `torchvision.ops.roi_align(aligned=True)`) and `deform_psroi_pool` (the original MXNet
+# DeformablePSROIPooling of R-FCN). Plan:
+#
+# 1. RoI align: the half-pixel-shifted RoI, its bins and their sample points, drawn over an
+#    image and checked by hand on a ramp;
+# 2. roi_align's own boundary rule for samples near and outside the image;
+# 3. deformable RoI pooling: offsets normalised by the RoI's size, x first; bins drawn
+#    before and after their offsets; the shift checked by hand;
+# 4. the backward pass: the offset gradient by hand on the ramp, finite differences, and
+#    gradient descent that recovers unknown offsets;
+# 5. position-sensitive RoI pooling: which channel each bin reads, MXNet's rounding and
+#    sub-bin corners, checked by hand;
+# 6. the layer: `DeformRoIPool` and its zero-initialised offset predictor.
+#
+# Run it as a script (`python tutorials/07_deformable_roi_pooling.py`) or open it as a
+# notebook.
 
-The paper's second module (Dai et al. 2017, section 2.2) pools a region of interest (RoI)
-into a fixed k x k grid of bins, as the detection heads of Faster R-CNN and R-FCN do, and
-lets every bin move by a learned offset. dcn_ref has both flavours:
-``deform_roi_pool`` (the semantics of mmcv's DeformRoIPool; without offsets it is
-``torchvision.ops.roi_align(aligned=True)``) and ``deform_psroi_pool`` (the original MXNet
-DeformablePSROIPooling of R-FCN). Plan:
-
-1. RoI align: the half-pixel-shifted RoI, its bins and their sample points, drawn over an
-   image and checked by hand on a ramp;
-2. roi_align's own boundary rule for samples near and outside the image;
-3. deformable RoI pooling: offsets normalised by the RoI's size, x first; bins drawn
-   before and after their offsets; the shift checked by hand;
-4. the backward pass: the offset gradient by hand on the ramp, finite differences, and
-   gradient descent that recovers unknown offsets;
-5. position-sensitive RoI pooling: which channel each bin reads, MXNet's rounding and
-   sub-bin corners, checked by hand;
-6. the layer: ``DeformRoIPool`` and its zero-initialised offset predictor.
-
-Run it as a script (``python tutorials/07_deformable_roi_pooling.py``) or open it as a
-notebook.
-"""
+# %%
 import numpy as np
 
 from dcn_ref.gradcheck import check_gradients, format_table
@@ -32,7 +34,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. RoI align: bins and sample points
+# ## 1. RoI align: bins and sample points
 #
 # A RoI is a row (batch_index, x1, y1, x2, y2) in the pixels of the original image. A
 # feature map of stride 16 sees it scaled by spatial_scale = 1/16. With pixel centres at
@@ -138,7 +140,7 @@ assert np.allclose(pooled[0, 0], by_hand, rtol=0, atol=1e-12)
 print("bins by hand == deform_roi_pool:\n", pooled[0, 0])
 
 # %% [markdown]
-# # 2. The boundary rule of roi_align
+# ## 2. The boundary rule of roi_align
 #
 # RoIs often stick out of the feature map. roi_align does not pad with zeros the way
 # `bilinear_sample(padding_mode="zeros")` does; its rule (torchvision's
@@ -167,7 +169,7 @@ for (cy, cx), expected in cases.items():
 # outputs and input gradients agree to 2e-15), and `tests/test_roi_ops.py` checks numbers
 # recorded from torchvision.
 #
-# # 3. Deformable RoI pooling
+# ## 3. Deformable RoI pooling
 #
 # The deformable version moves every bin as a whole. The offsets are *normalised*: a
 # network predicts offset (K, 2, ph, pw), and bin (i, j) of RoI k moves by
@@ -226,7 +228,7 @@ assert np.allclose(moved_pooled[0, 0], bilinear_inside(image[0, 0], moved_points
                    rtol=0, atol=1e-12)
 
 # %% [markdown]
-# # 4. The backward pass
+# ## 4. The backward pass
 #
 # With w = mask / (grid_h*grid_w), the weight of each sample in its bin, the output is
 # a sum of bilinear samples, so
@@ -297,7 +299,7 @@ fig.tight_layout()
 save_figure(fig, "07_offset_descent")
 
 # %% [markdown]
-# # 5. Position-sensitive RoI pooling (R-FCN)
+# ## 5. Position-sensitive RoI pooling (R-FCN)
 #
 # R-FCN makes the *score maps* position-sensitive: for output_dim classes and a G x G
 # group grid there are output_dim * G^2 input channels, and bin (i, j) of class ctop
@@ -342,7 +344,7 @@ print(f"{value:.6f} = 32/3 = {32 / 3:.6f}")
 assert abs(value - 32 / 3) < 1e-12
 
 # %% [markdown]
-# # 6. The layer
+# ## 6. The layer
 #
 # `dcn_ref.nn.DeformRoIPool` is the paper's module: pool without offsets, predict the
 # normalised offsets with a fully connected layer on the pooled features, pool again
@@ -361,7 +363,7 @@ print("fresh layer == roi_align; offset_weight gradient", layer.grads["offset_we
 assert np.abs(layer.grads["offset_weight"]).max() > 0   # the offsets would start to learn
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * RoI align cuts the half-pixel-shifted RoI into bins and averages grid_h x grid_w
 #   bilinear samples per bin; its boundary rule clamps samples in [-1, H] and drops the
@@ -374,7 +376,7 @@ assert np.abs(layer.grads["offset_weight"]).max() > 0   # the offsets would star
 # * PS-RoI pooling reads one channel group per bin; MXNet's deformable version rounds
 #   the RoI, samples sub-bin corners and skips samples outside the image.
 #
-# # Exercises
+# ## Exercises
 #
 # 1. With sampling_ratio = 0, how many samples does a bin of a 100 x 30 px RoI take at
 #    spatial_scale 1/16 and 7 x 7 bins? And at spatial_scale 1? Check your answer on

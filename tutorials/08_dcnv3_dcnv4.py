@@ -1,27 +1,29 @@
-"""Tutorial 08: DCNv3 and DCNv4, the deformable operators of InternImage and its successor.
+# %% [markdown]
+# # Tutorial 08: DCNv3 and DCNv4, the deformable operators of InternImage and its successor
+#
+# DCNv2 (tutorial 04) moves and weighs every tap of a convolution, and keeps a full weight
+# per tap: C_out x C_in x kh x kw numbers. DCNv3 (Wang et al. 2023, InternImage) keeps the
+# moving and the weighing but drops the per-tap weights: the channels are split into groups,
+# each group's samples are summed with P scalar weights (a softmax over the points, not a
+# sigmoid per tap), and the mixing of channels is left to linear projections before and
+# after. DCNv4 (Xiong et al. 2024) removes the softmax and packs offsets and weights into
+# one array. `dcn_ref.ops.dcnv3` and `dcnv4` follow InternImage's and OpenGVLab's
+# layouts exactly, which are not torchvision's. Plan:
+#
+# 1. from DCNv2 to DCNv3 to DCNv4: the formulas, and what each step removes;
+# 2. the three layouts side by side on labelled arrays: torchvision's (dy, dx) row-major
+#    taps, InternImage's (x, y) column-major points, DCNv4's packing with padding; and a
+#    conversion checked against `deform_conv2d`;
+# 3. where the points of one output pixel sample, drawn and checked;
+# 4. identities checked by hand: a one-hot weight gives a shifted input, offset_scale = 0
+#    collapses the points onto the centre, dcnv4 on the packed array is dcnv3 on the pair,
+#    remove_center drops the centre;
+# 5. the backward pass, against finite differences;
+# 6. the blocks: `dcn_ref.nn.DCNv3` and `DCNv4`, what a fresh block computes.
+#
+# Run it as a script (`python tutorials/08_dcnv3_dcnv4.py`) or open it as a notebook.
 
-DCNv2 (tutorial 04) moves and weighs every tap of a convolution, and keeps a full weight
-per tap: C_out x C_in x kh x kw numbers. DCNv3 (Wang et al. 2023, InternImage) keeps the
-moving and the weighing but drops the per-tap weights: the channels are split into groups,
-each group's samples are summed with P scalar weights (a softmax over the points, not a
-sigmoid per tap), and the mixing of channels is left to linear projections before and
-after. DCNv4 (Xiong et al. 2024) removes the softmax and packs offsets and weights into
-one array. ``dcn_ref.ops.dcnv3`` and ``dcnv4`` follow InternImage's and OpenGVLab's
-layouts exactly, which are not torchvision's. Plan:
-
-1. from DCNv2 to DCNv3 to DCNv4: the formulas, and what each step removes;
-2. the three layouts side by side on labelled arrays: torchvision's (dy, dx) row-major
-   taps, InternImage's (x, y) column-major points, DCNv4's packing with padding; and a
-   conversion checked against ``deform_conv2d``;
-3. where the points of one output pixel sample, drawn and checked;
-4. identities checked by hand: a one-hot weight gives a shifted input, offset_scale = 0
-   collapses the points onto the centre, dcnv4 on the packed array is dcnv3 on the pair,
-   remove_center drops the centre;
-5. the backward pass, against finite differences;
-6. the blocks: ``dcn_ref.nn.DCNv3`` and ``DCNv4``, what a fresh block computes.
-
-Run it as a script (``python tutorials/08_dcnv3_dcnv4.py``) or open it as a notebook.
-"""
+# %%
 import os
 
 import numpy as np
@@ -36,7 +38,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# # 1. From DCNv2 to DCNv3 to DCNv4
+# ## 1. From DCNv2 to DCNv3 to DCNv4
 #
 # **DCNv2** (tutorial 04), for output channel o at output pixel q, with taps k = 1..K
 # at the regular positions p_k of a kh x kw window:
@@ -75,7 +77,7 @@ print(f"DCNv3 block, 64 channels, 4 groups: {block3.num_params():>7,} parameters
 assert block3.num_params() < dcn2.num_params()
 
 # %% [markdown]
-# # 2. Three layouts for the same offsets
+# ## 2. Three layouts for the same offsets
 #
 # All three name a kernel position by its row r (0..kh-1) and column c (0..kw-1) and
 # move it by (dy, dx). They store the numbers differently:
@@ -187,7 +189,7 @@ assert np.allclose(ours, theirs.transpose(0, 2, 3, 1), rtol=0, atol=1e-12)
 # (This identity needs offset_scale = 1: DCNv3's `offset_scale` has no counterpart in
 # torchvision; section 4 shows what it does.)
 #
-# # 3. Where the points of one output pixel sample
+# ## 3. Where the points of one output pixel sample
 #
 # With half_h = dilation_h*(kh - 1)//2 (half_w alike), point p = (r, c) of output pixel
 # (ho, wo) samples
@@ -274,7 +276,7 @@ assert np.allclose(summed, (weights * expected).sum(axis=1), rtol=0, atol=1e-12)
 print("every point samples where the picture shows it; with the weights:", summed)
 
 # %% [markdown]
-# # 4. Identities, checked by hand
+# ## 4. Identities, checked by hand
 #
 # **Zero offsets and a one-hot weight give a shifted input.** With all offsets 0 and
 # weight 1 on point p = (r, c) only, output (ho, wo) reads input (ho - pad_h +
@@ -345,7 +347,7 @@ assert np.allclose(dcnv3(x, off8, m8, 3, padding=1, remove_center=True),
 print("remove_center == the full grid with a zero weight at p = 4")
 
 # %% [markdown]
-# # 5. The backward pass
+# ## 5. The backward pass
 #
 # The output is linear in the input and in the weights, and bilinear in each offset, so
 # the gradients are those of DCNv2 without the GEMM (tutorial 04):
@@ -376,7 +378,7 @@ for name, value, f in [("input", x, lambda v: dcnv3(v, offset, mask, **args)),
     assert err < 1e-7
 
 # %% [markdown]
-# # 6. The blocks
+# ## 6. The blocks
 #
 # `dcn_ref.nn.DCNv3` is InternImage's module around the op, channels last, with a
 # hand-written backward pass:
@@ -435,7 +437,7 @@ assert block4.params["offset_mask_weight"].shape == (56, 4)
 assert np.array_equal(block4.forward(x), np.zeros_like(x))
 
 # %% [markdown]
-# # Summary
+# ## Summary
 #
 # * DCNv3 drops DCNv2's per-tap weight: each of G channel groups sums its P samples with
 #   P scalar weights, softmax-normalised; linear projections mix the channels.
@@ -449,7 +451,7 @@ assert np.array_equal(block4.forward(x), np.zeros_like(x))
 # * A fresh DCNv3 block is a 3x3 mean filter between two projections; a fresh DCNv4
 #   block outputs 0 (all its point weights start at 0).
 #
-# # Exercises
+# ## Exercises
 #
 # 1. Write the inverse of `dcnv3_to_torchvision` and check that the two compose to the
 #    identity on random arrays.

@@ -1,20 +1,22 @@
-"""Tutorial 09: dcn_ref from PyTorch, and checking torchvision's kernel against it.
+# %% [markdown]
+# # Tutorial 09: dcn_ref from PyTorch, and checking torchvision's kernel against it
+#
+# `dcn_ref.torch` registers every op of dcn_ref as a PyTorch custom op whose gradient is
+# the library's hand-derived backward pass. Tensors go in and come out; `torch.autograd`,
+# `torch.compile` and `DistributedDataParallel` see ordinary ops. Plan:
+#
+# 1. a drop-in replacement: `dcn_ref.torch.deform_conv2d` where
+#    `torchvision.ops.deform_conv2d` was, same arguments, same numbers;
+# 2. checking torchvision's CPU kernel against dcn_ref in float64: forward and the five
+#    gradients, over offset groups, channel groups, masks, strides and dilations;
+# 3. what is registered, and PyTorch's own checks of it (`gradcheck`, `opcheck`);
+# 4. the module `DeformConv2d` loading a torchvision checkpoint, training beside
+#    torchvision's, and under `torch.compile`.
+#
+# Run it as a script (`python tutorials/09_pytorch_bridge.py`; needs `pip install
+# 'dcn-ref[torch]'`) or open it as a notebook.
 
-``dcn_ref.torch`` registers every op of dcn_ref as a PyTorch custom op whose gradient is
-the library's hand-derived backward pass. Tensors go in and come out; ``torch.autograd``,
-``torch.compile`` and ``DistributedDataParallel`` see ordinary ops. Plan:
-
-1. a drop-in replacement: ``dcn_ref.torch.deform_conv2d`` where
-   ``torchvision.ops.deform_conv2d`` was, same arguments, same numbers;
-2. checking torchvision's CPU kernel against dcn_ref in float64: forward and the five
-   gradients, over offset groups, channel groups, masks, strides and dilations;
-3. what is registered, and PyTorch's own checks of it (``gradcheck``, ``opcheck``);
-4. the module ``DeformConv2d`` loading a torchvision checkpoint, training beside
-   torchvision's, and under ``torch.compile``.
-
-Run it as a script (``python tutorials/09_pytorch_bridge.py``; needs ``pip install
-'dcn-ref[torch]'``) or open it as a notebook.
-"""
+# %%
 import os
 import time
 
@@ -28,7 +30,7 @@ FAST = os.environ.get("DCN_REF_FAST") == "1"  # fewer cases and steps, same code
 torch.manual_seed(0)
 
 # %% [markdown]
-# # 1. A drop-in replacement
+# ## 1. A drop-in replacement
 #
 # `dcn_ref.torch.deform_conv2d` has exactly the signature of
 # `torchvision.ops.deform_conv2d`: (input, offset, weight, bias=None, stride=(1, 1),
@@ -48,7 +50,7 @@ print(f"float32 output {tuple(ours.shape)}, max |ours - torchvision| = "
 assert ours.dtype == torch.float32 and torch.allclose(ours, theirs, atol=1e-5)
 
 # %% [markdown]
-# # 2. Checking torchvision's kernel against dcn_ref
+# ## 2. Checking torchvision's kernel against dcn_ref
 #
 # In float64 the two implementations should agree to rounding, forward and backward.
 # For each configuration we compare the output and the gradients with respect to input,
@@ -110,7 +112,7 @@ assert worst < 1e-12, worst
 print(f"worst relative difference {worst:.1e}: torchvision's CPU kernel agrees with dcn_ref")
 
 # %% [markdown]
-# # 3. What is registered
+# ## 3. What is registered
 #
 # Each op `f` is two custom ops, `torch.ops.dcn_ref.f` and `torch.ops.dcn_ref.f_backward`,
 # with fake (shape-only) implementations for tracing and an autograd formula that calls
@@ -131,7 +133,7 @@ op_args = (tensors["input"], tensors["offset"], tensors["weight"], tensors["bias
 print("opcheck:", torch.library.opcheck(torch.ops.dcn_ref.deform_conv2d.default, op_args))
 
 # %% [markdown]
-# # 4. The module, a checkpoint and a few training steps
+# ## 4. The module, a checkpoint and a few training steps
 #
 # `dcn_ref.torch.DeformConv2d` has the constructor, parameter names and state_dict of
 # `torchvision.ops.DeformConv2d`, so a torchvision checkpoint loads with `strict=True`.

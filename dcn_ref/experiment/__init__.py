@@ -184,19 +184,28 @@ def run(config, out, data_dir=None, resume=False, log=print, progress=True, comm
 
     Parameters
     ----------
-    config : Config; ``config.seed`` (0 to ``MAX_SEED``) is the first seed, the others
-        follow it.
-    out : folder for results, models, checkpoints and figures.
-    data_dir : None (the digits shipped with dcn_ref) or a folder of MNIST IDX files.
-    resume : continue the run in ``out`` from its newest usable checkpoints.
-    models : arm names (see ``ARMS``; any case) or ["all"]; "cnn" always trains (the others
+    config : Config
+        ``config.seed`` (0 to ``MAX_SEED``) is the first seed, the others follow it.
+    out : str or Path
+        The folder for results, models, checkpoints and figures.
+    data_dir : str, Path or None
+        A folder of MNIST IDX files; None: the digits shipped with dcn_ref.
+    resume : bool
+        Continue the run in ``out`` from its newest usable checkpoints.
+    models : sequence of str
+        Arm names (see ``ARMS``; any case) or ["all"]; "cnn" always trains (the others
         start from it).
-    seeds : int from 1 to ``MAX_SEEDS``, the number of seeds.
-    keep_checkpoints : "last" (each stage's last epoch) or "all".
+    seeds : int
+        The number of seeds, 1 to ``MAX_SEEDS``.
+    keep_checkpoints : str
+        "last" (each stage's last epoch) or "all".
 
-    Raises ExperimentError (with the exit status to use) when an argument or the data is
-    unusable, ``out`` holds another run's checkpoints without ``resume``, or a loss turns
-    non-finite. A run that fails removes the folders it created and left empty.
+    Raises
+    ------
+    ExperimentError
+        With the exit status to use, when an argument or the data is unusable, ``out``
+        holds another run's checkpoints without ``resume``, or a loss turns non-finite. A
+        run that fails removes the folders it created and left empty, and nothing else.
     """
     started = time.perf_counter()
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:

@@ -52,15 +52,20 @@ class Conv2D(ConvLayer):
 
     Parameters
     ----------
-    in_channels, out_channels : int
+    in_channels : int
+    out_channels : int
     kernel_size : int or (kh, kw)
     stride : int or (h, w)
-    padding : "same" (default; see ``resolve_padding``), int or (h, w)
+    padding : str, int or (h, w)
+        "same" (see ``resolve_padding``), or the zeros added on each side.
     bias : bool
     dilation : int or (h, w)
-    init : "glorot_uniform" (Keras' default) or "he_normal"; the bias starts at zero.
-    rng : numpy Generator, seed or None, for the initial weight.
-    dtype : float32 (default) or float64
+    init : str
+        "glorot_uniform" (Keras' default) or "he_normal"; the bias starts at zero.
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes

@@ -121,21 +121,35 @@ class DCNv3(DeformableBlock):
 
     Parameters
     ----------
-    channels : int, C (= group * group_channels).
-    kernel_size : int or (kh, kw), the sampling grid of the op; P = kh*kw points (one less
-        with ``remove_center``).
-    dw_kernel_size : int, (h, w) or None (default: kernel_size), the depthwise convolution
-        before the offset and mask projections; odd.
-    stride, pad, dilation : int or (h, w), of the op. The offsets are predicted at every input
-        pixel, so the op must keep H and W: stride 1 and 2*pad = dilation*(kernel_size - 1).
-    group : int, channel groups; each has its own offsets and point weights.
-    offset_scale : float, scales the regular grid and the offsets (see ``ops.dcnv3``).
-    center_feature_scale : bool, blend the op's output with the input projection by a learned
-        per-group gate (starts at sigmoid(0) = 1/2).
-    remove_center : bool, drop the grid's centre point (odd kernels only).
-    eps : float, of the layer norm (InternImage: 1e-6).
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    channels : int
+        C (``= group * group_channels``).
+    kernel_size : int or (kh, kw)
+        The sampling grid of the op: ``P = kh*kw`` points (one less with ``remove_center``).
+    dw_kernel_size : int, (h, w) or None
+        The depthwise convolution before the offset and mask projections (odd); None means
+        kernel_size.
+    stride : int or (h, w)
+        Of the op. The offsets are predicted at every input pixel, so the op must keep H and
+        W: stride 1 and ``2*pad = dilation*(kernel_size - 1)``.
+    pad : int or (h, w)
+        Of the op (see stride).
+    dilation : int or (h, w)
+        Of the op (see stride).
+    group : int
+        Channel groups; each has its own offsets and point weights.
+    offset_scale : float
+        Scales the regular grid and the offsets (see ``ops.dcnv3``).
+    center_feature_scale : bool
+        Blend the op's output with the input projection by a learned per-group gate (starts
+        at ``sigmoid(0) = 1/2``).
+    remove_center : bool
+        Drop the grid's centre point (odd kernels only).
+    eps : float
+        Of the layer norm (InternImage: 1e-6).
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
@@ -247,22 +261,41 @@ class DCNv4(DeformableBlock):
 
     Parameters
     ----------
-    channels, kernel_size, stride, pad, dilation, group, offset_scale, remove_center :
-        as for DCNv3 (any P and group width: the original kernels want group_channels
+    channels : int
+        As for DCNv3 (any P and group width: the original kernels want group_channels
         divisible by 16 and P of 8 or 9; this op does not).
-    dw_kernel_size : int, (h, w) or None (default): a depthwise convolution (no norm, no
-        activation) before the offset_mask projection; None: the projection reads the input.
-    center_feature_scale : bool, as for DCNv3, but the gate reads the op's output.
-    output_bias : bool, a bias in the output projection.
-    without_pointwise : bool, drop the value and output projections (the op alone, with its
-        offset_mask projection).
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    kernel_size : int or (kh, kw)
+        As for DCNv3.
+    stride : int or (h, w)
+        As for DCNv3.
+    pad : int or (h, w)
+        As for DCNv3.
+    dilation : int or (h, w)
+        As for DCNv3.
+    group : int
+        As for DCNv3.
+    offset_scale : float
+        As for DCNv3.
+    dw_kernel_size : int, (h, w) or None
+        A depthwise convolution (no norm, no activation) before the offset_mask projection;
+        None: the projection reads the input.
+    center_feature_scale : bool
+        As for DCNv3, but the gate reads the op's output.
+    remove_center : bool
+        As for DCNv3.
+    output_bias : bool
+        A bias in the output projection.
+    without_pointwise : bool
+        Drop the value and output projections (the op alone, with its offset_mask projection).
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
     -----
-    x (N, H, W, C) -> out (N, H, W, C), with D = group*P*3 rounded up to a multiple of 8::
+    x (N, H, W, C) -> out (N, H, W, C), with ``D = group*P*3`` rounded up to a multiple of 8::
 
         v  = x @ value_proj_weight.T + value_proj_bias               # (N, H, W, C)
         om = q @ offset_mask_weight.T + offset_mask_bias             # (N, H, W, D)
@@ -272,7 +305,7 @@ class DCNv4(DeformableBlock):
                                                            # with center_feature_scale
         out = y @ output_proj_weight.T + output_proj_bias
 
-    No softmax: the P weights of a group are used as they come. The last D - group*P*3
+    No softmax: the P weights of a group are used as they come. The last ``D - group*P*3``
     outputs of the offset_mask projection are padding the op ignores; their weights get
     zero gradient. Initialisation as the original: offset_mask zero (a fresh block sums the
     regular grid with weight 0, so its op output is 0), value and output projections Xavier

@@ -22,11 +22,16 @@ class ConvOffset2D(Layer):
 
     Parameters
     ----------
-    channels : int, C.
-    init_std : float, the weight starts as N(0, init_std**2) (Keras: 0.01).
-    padding_mode : "border" (Keras: coordinates clamped into the image) or "zeros".
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    channels : int
+        C.
+    init_std : float
+        The weight starts as ``N(0, init_std**2)`` (Keras: 0.01).
+    padding_mode : str
+        "border" (Keras: coordinates clamped into the image) or "zeros".
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
@@ -74,16 +79,25 @@ class DeformConv2D(ConvLayer):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size, stride, dilation : int or (h, w)
-    padding : int, (h, w) or "same"
-    offset_groups : int, G, dividing in_channels: channels of one group share offsets.
-    modulated : bool, add the DCNv2 mask (a sigmoid of a third convolution).
-    bias : bool, a bias for the main convolution (the offset and mask convolutions always
-        have one).
-    init : the main weight's initialiser, as for Conv2D.
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    in_channels : int
+    out_channels : int
+    kernel_size : int or (h, w)
+    stride : int or (h, w)
+    padding : int, (h, w) or str
+        The zeros added on each side, or "same".
+    dilation : int or (h, w)
+    offset_groups : int
+        G, dividing in_channels: the channels of one group share offsets.
+    modulated : bool
+        Add the DCNv2 mask (a sigmoid of a third convolution).
+    bias : bool
+        A bias for the main convolution (the offset and mask convolutions always have one).
+    init : str
+        The main weight's initialiser, as for Conv2D.
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes

@@ -11,11 +11,15 @@ class Dense(Layer):
 
     Parameters
     ----------
-    in_features, out_features : int
+    in_features : int
+    out_features : int
     bias : bool
-    init : "glorot_uniform" (Keras' default) or "he_normal"; the bias starts at zero.
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    init : str
+        "glorot_uniform" (Keras' default) or "he_normal"; the bias starts at zero.
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
@@ -80,12 +84,16 @@ class Linear(Layer):
 
     Parameters
     ----------
-    in_features, out_features : int
+    in_features : int
+    out_features : int
     bias : bool
-    init : "glorot_uniform" (Xavier uniform; Keras' default, InternImage's projections) or
+    init : str
+        "glorot_uniform" (Xavier uniform; Keras' default, InternImage's projections) or
         "he_normal"; the bias starts at zero.
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes

@@ -72,19 +72,24 @@ class DepthwiseConv2D(Layer):
 
     Parameters
     ----------
-    channels : int, C.
+    channels : int
+        C.
     kernel_size : int or (kh, kw)
-    padding : int, (h, w) or None (default): (kh - 1)//2 and (kw - 1)//2, which keeps H and
-        W for odd kernels (InternImage's choice).
+    padding : int, (h, w) or None
+        None: ``(kh - 1)//2`` and ``(kw - 1)//2``, which keeps H and W for odd kernels
+        (InternImage's choice).
     bias : bool
-    init : "glorot_uniform" or "he_normal" (fan_in = fan_out = kh*kw); the bias starts at 0.
-    rng : numpy Generator, seed or None.
-    dtype : float32 (default) or float64
+    init : str
+        "glorot_uniform" or "he_normal" (``fan_in = fan_out = kh*kw``); the bias starts at 0.
+    rng : numpy Generator, int or None
+        For the initial weights (a seed, or None for a fresh one).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
     -----
-    x (N, H, W, C) -> (N, H_out, W_out, C), H_out = H + 2*pad_h - kh + 1 (W_out alike);
+    x (N, H, W, C) -> (N, H_out, W_out, C), ``H_out = H + 2*pad_h - kh + 1`` (W_out alike);
     weight (C, 1, kh, kw), bias (C,). Forward and backward: ``depthwise_conv`` and
     ``depthwise_conv_backward``.
     """

@@ -12,18 +12,21 @@ class BatchNorm2D(Layer):
 
     Parameters
     ----------
-    channels : int, C.
-    momentum : float in [0, 1): the running statistics keep this share of their old value at
-        every training step (Keras' convention and default, 0.99; PyTorch's momentum is
-        1 - this).
-    eps : float, added to the variance (Keras' default 1e-3).
-    dtype : float32 (default) or float64
+    channels : int
+        C.
+    momentum : float
+        In [0, 1): the running statistics keep this share of their old value at every
+        training step (Keras' convention and default, 0.99; PyTorch's momentum is 1 - this).
+    eps : float
+        Added to the variance (Keras' default 1e-3).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
     -----
-    input x (N, C, H, W) -> output (N, C, H, W). In train mode, over the M = N*H*W values of
-    channel c::
+    input x (N, C, H, W) -> output (N, C, H, W). In train mode, over the ``M = N*H*W`` values
+    of channel c::
 
         mean = sum(x) / M,   var = sum((x - mean)**2) / M,   inv_std = 1 / sqrt(var + eps)
         xhat = (x - mean) * inv_std,   out = gamma * xhat + beta
@@ -118,10 +121,13 @@ class LayerNorm(Layer):
 
     Parameters
     ----------
-    channels : int, C.
-    eps : float, added to the variance. PyTorch's default, 1e-5; InternImage builds its
-        layer norms with 1e-6 (the DCNv3 block passes that).
-    dtype : float32 (default) or float64
+    channels : int
+        C.
+    eps : float
+        Added to the variance. PyTorch's default, 1e-5; InternImage builds its layer norms
+        with 1e-6 (the DCNv3 block passes that).
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes

@@ -5,8 +5,8 @@ from .layer import Layer
 
 
 class GlobalAvgPool2D(Layer):
-    """x (N, C, H, W) -> out (N, C), out[n, c] = mean of x[n, c];
-    dL/dx[n, c, i, j] = g[n, c] / (H*W)."""
+    """x (N, C, H, W) -> out (N, C), ``out[n, c]`` = the mean of ``x[n, c]``;
+    ``dL/dx[n, c, i, j] = g[n, c] / (H*W)``."""
 
     def __init__(self, name="avg_pool"):
         super().__init__(name)

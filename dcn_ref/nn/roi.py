@@ -27,11 +27,19 @@ class DeformRoIPool(Layer):
 
     Parameters
     ----------
-    channels : int, C.
+    channels : int
+        C.
     output_size : int or (ph, pw)
-    spatial_scale, sampling_ratio, gamma : as in ``dcn_ref.ops.deform_roi_pool``.
-    modulated : bool, also predict a mask (K, 1, ph, pw) = sigmoid(fc(pooled)).
-    dtype : float32 (default) or float64
+    spatial_scale : float
+        As in ``dcn_ref.ops.deform_roi_pool``.
+    sampling_ratio : int
+        As in ``dcn_ref.ops.deform_roi_pool``.
+    gamma : float
+        As in ``dcn_ref.ops.deform_roi_pool``.
+    modulated : bool
+        Also predict a mask ``(K, 1, ph, pw) = sigmoid(fc(pooled))``.
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes
@@ -43,7 +51,8 @@ class DeformRoIPool(Layer):
         mask = sigmoid(fc_mask(pooled ...)).reshape(K, 1, ph, pw)      # with modulated
         out = deform_roi_pool(x, rois, offset, gamma=gamma, mask=mask)
 
-    fc has weight (2*ph*pw, C*ph*pw) and bias (2*ph*pw,), both zero at the start (mask 0.5).
+    fc has weight ``(2*ph*pw, C*ph*pw)`` and bias ``(2*ph*pw,)``, both zero at the start
+    (mask 0.5).
     mmcv puts a three-layer MLP (hidden width 1024) where the paper and this layer have one
     fully connected layer. dL/dx sums two paths: the deformable pooling itself, and the
     plain pooling that feeds the offsets (and the mask).
@@ -112,15 +121,27 @@ class DeformPSRoIPool(Layer):
 
     Parameters
     ----------
-    in_channels : int, C_in.
-    output_dim : int, the output channels (the classes in R-FCN).
-    group_size : int, G: the score maps have output_dim*G*G channels.
-    pooled_size : int, P.
-    part_size : int, the offset grid (0: pooled_size); the offset maps have
-        2*output_dim*part_size**2 channels.
-    sample_per_part, trans_std, spatial_scale : as in ``dcn_ref.ops.deform_psroi_pool``.
-    rng : numpy Generator, seed or None, for the score weight (N(0, 0.01^2)).
-    dtype : float32 (default) or float64
+    in_channels : int
+        C_in.
+    output_dim : int
+        The output channels (the classes in R-FCN).
+    group_size : int
+        G: the score maps have ``output_dim*G*G`` channels.
+    pooled_size : int
+        P.
+    part_size : int
+        The offset grid (0: pooled_size); the offset maps have ``2*output_dim*part_size**2``
+        channels.
+    sample_per_part : int
+        As in ``dcn_ref.ops.deform_psroi_pool``.
+    trans_std : float
+        As in ``dcn_ref.ops.deform_psroi_pool``.
+    spatial_scale : float
+        As in ``dcn_ref.ops.deform_psroi_pool``.
+    rng : numpy Generator, int or None
+        For the score weight, ``N(0, 0.01^2)``.
+    dtype : numpy dtype
+        float32 or float64.
     name : str
 
     Notes

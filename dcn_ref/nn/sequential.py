@@ -13,7 +13,8 @@ class Sequential(Layer):
 
     Parameters
     ----------
-    layers : list of Layer, with unique names.
+    layers : list of Layer
+        With unique names.
     name : str
 
     Notes

@@ -39,14 +39,15 @@ def bilinear_sample(image, coords, padding_mode="zeros", *, target=None):
     coords : ndarray of shape (B, P, 2)
         ``coords[b, p] = (y, x)`` in pixels, pixel centres at integers (scipy.ndimage's
         convention).
-    padding_mode : "zeros" or "border"
+    padding_mode : str
         "zeros": the image is surrounded by zeros and interpolation continues across the
         edge, so points with y <= -1, y >= H, x <= -1 or x >= W give 0. Equals
         ``scipy.ndimage.map_coordinates(image[b], coords[b].T, order=1,
         mode="grid-constant")``.
         "border": the point is clamped into [0, H-1] x [0, W-1] first (as the Keras
         ConvOffset2D layer does); equals ``map_coordinates(..., order=1, mode="nearest")``.
-    target : None, "cpu" or "cuda"
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
@@ -79,7 +80,10 @@ def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *
     ----------
     grad_output : ndarray of shape (B, P)
         d loss / d out.
-    image, coords, padding_mode, target
+    image : ndarray of shape (B, H, W)
+    coords : ndarray of shape (B, P, 2)
+    padding_mode : str
+    target : str or None
         As in ``bilinear_sample``.
     deterministic : bool
         On the CUDA target, gather instead of scattering with atomics so that two runs

@@ -90,13 +90,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     input : ndarray of shape (N, C_in, H, W)
     weight : ndarray of shape (C_out, C_in/groups, kh, kw)
     bias : ndarray of shape (C_out,) or None
-    stride, padding, dilation : int or (h, w) pair
-    groups : int, dividing C_in and C_out
-    target : None, "cpu" or "cuda"
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+        Zeros added on each side.
+    dilation : int or (h, w) pair
+    groups : int
+        Channel groups; divides C_in and C_out.
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
-    out : ndarray of shape (N, C_out, H_out, W_out),
+    out : ndarray of shape (N, C_out, H_out, W_out)
         ``H_out = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (W_out alike).
 
     Notes
@@ -119,7 +124,14 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     Parameters
     ----------
     grad_output : ndarray of shape (N, C_out, H_out, W_out)
-    input, weight, bias, stride, padding, dilation, groups, target
+    input : ndarray of shape (N, C_in, H, W)
+    weight : ndarray of shape (C_out, C_in/groups, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    groups : int
+    target : str or None
         As in ``conv2d``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).

@@ -99,32 +99,37 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     Parameters
     ----------
     input : ndarray of shape (N, H, W, C)
-        C = group * group_channels; channels [g*Cg, (g+1)*Cg) form group g.
+        ``C = group * group_channels``; channels ``[g*Cg, (g+1)*Cg)`` form group g.
     offset : ndarray of shape (N, H_out, W_out, group*P*2)
-        Entry (g*P + p)*2 is the **x** (column) offset of point p in group g, the next
+        Entry ``(g*P + p)*2`` is the **x** (column) offset of point p in group g, the next
         entry its **y** (row) offset.
     mask : ndarray of shape (N, H_out, W_out, group*P)
         The points' raw weights (the DCNv3 module applies a softmax over P first; the op
         applies none).
-    kernel_size, stride, padding, dilation : int or (h, w) pair
-    group : int, dividing C
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+        Groups of channels that share points; divides C.
     offset_scale : float
         Scales the regular grid around its centre and the offsets alike.
     remove_center : bool
         Leave out the kernel's centre point (needs odd kernel sizes).
-    target : None, "cpu" or "cuda"
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
-    out : ndarray of shape (N, H_out, W_out, C),
+    out : ndarray of shape (N, H_out, W_out, C)
         ``H_out = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (W_out alike).
 
     Notes
     -----
-    P = kh*kw (less one with remove_center). Point p is kernel position (i, j), column i
-    and row j, enumerated **column-major** (j fastest), skipping (kw//2, kh//2) with
-    remove_center. With half_h = dilation_h*(kh - 1)//2 (half_w alike), point p of output
-    pixel (ho, wo) samples
+    ``P = kh*kw`` (less one with remove_center). Point p is kernel position (i, j), column
+    i and row j, enumerated **column-major** (j fastest), skipping ``(kw//2, kh//2)`` with
+    remove_center. With ``half_h = dilation_h*(kh - 1)//2`` (half_w alike), point p of
+    output pixel (ho, wo) samples
 
         y = ho*stride_h - pad_h + half_h + (j*dilation_h - half_h + dy) * offset_scale
         x = wo*stride_w - pad_w + half_w + (i*dilation_w - half_w + dx) * offset_scale
@@ -155,16 +160,26 @@ def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, pa
     Parameters
     ----------
     grad_output : ndarray of shape (N, H_out, W_out, C)
-    input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale,
-    remove_center, target : as in ``dcnv3``.
+    input : ndarray of shape (N, H, W, C)
+    offset : ndarray of shape (N, H_out, W_out, group*P*2)
+    mask : ndarray of shape (N, H_out, W_out, group*P)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    target : str or None
+        As in ``dcnv3``.
     deterministic : bool
         CUDA only: gather the input gradient instead of scattering it with atomics
         (bitwise reproducible). The CPU is always deterministic.
 
     Returns
     -------
-    DCNv3Grads(input (N, H, W, C), offset (N, H_out, W_out, group*P*2),
-    mask (N, H_out, W_out, group*P))
+    DCNv3Grads(input (N, H, W, C), offset ``(N, H_out, W_out, group*P*2)``,
+    mask ``(N, H_out, W_out, group*P)``)
 
     Notes
     -----

@@ -40,14 +40,22 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     Parameters
     ----------
     input : ndarray of shape (N, H, W, C)
-        C = group * group_channels, channels last.
-    offset_mask : ndarray of shape (N, H_out, W_out, D), D >= group*P*3
-        Group g's block starts at entry g*P*3: its 2P offsets as (x, y) pairs (point p's x
-        at g*P*3 + 2p, its y at g*P*3 + 2p + 1), then its P weights (point p's at
-        g*P*3 + 2P + p). Entries from group*P*3 on are padding (the DCNv4 module rounds D
-        up to a multiple of 8): ignored, and their gradient is 0.
-    kernel_size, stride, padding, dilation, group, offset_scale, remove_center, target :
-        as in ``dcnv3``.
+        ``C = group * group_channels``, channels last.
+    offset_mask : ndarray of shape (N, H_out, W_out, D)
+        ``D >= group*P*3``. Group g's block starts at entry ``g*P*3``: its 2P offsets as
+        (x, y) pairs (point p's x at ``g*P*3 + 2p``, its y at ``g*P*3 + 2p + 1``), then its
+        P weights (point p's at ``g*P*3 + 2P + p``). Entries from ``group*P*3`` on are
+        padding (the DCNv4 module rounds D up to a multiple of 8): ignored, and their
+        gradient is 0.
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    target : str or None
+        As in ``dcnv3``.
 
     Returns
     -------
@@ -78,7 +86,17 @@ def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, pad
     Parameters
     ----------
     grad_output : ndarray of shape (N, H_out, W_out, C)
-    input, offset_mask, ..., target : as in ``dcnv4``.
+    input : ndarray of shape (N, H, W, C)
+    offset_mask : ndarray of shape (N, H_out, W_out, D)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    target : str or None
+        As in ``dcnv4``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).
 

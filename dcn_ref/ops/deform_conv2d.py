@@ -69,16 +69,20 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     weight : ndarray of shape (C_out, C_in/groups, kh, kw)
         groups = C_in // weight.shape[1].
     bias : ndarray of shape (C_out,) or None
-    stride, padding, dilation : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+        Zeros added on each side.
+    dilation : int or (h, w) pair
     mask : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
-        DCNv2 modulation: raw multipliers (no sigmoid inside), channel g*kh*kw + i*kw + j
-        for tap (i, j) of group g. A NaN value leaves its tap out: it adds 0, and its
-        offset and mask get zero gradient (as for a NaN offset).
-    target : None, "cpu" or "cuda"
+        DCNv2 modulation: raw multipliers (no sigmoid inside), channel
+        ``g*kh*kw + i*kw + j`` for tap (i, j) of group g. A NaN value leaves its tap
+        out: it adds 0, and its offset and mask get zero gradient (as for a NaN offset).
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
-    out : ndarray of shape (N, C_out, H_out, W_out),
+    out : ndarray of shape (N, C_out, H_out, W_out)
         ``H_out = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (W_out alike).
 
     Notes
@@ -103,8 +107,16 @@ def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride
     Parameters
     ----------
     grad_output : ndarray of shape (N, C_out, H_out, W_out)
-    input, offset, weight, bias, stride, padding, dilation, mask, target : as in
-        ``deform_conv2d``.
+    input : ndarray of shape (N, C_in, H, W)
+    offset : ndarray of shape (N, 2*G*kh*kw, H_out, W_out)
+    weight : ndarray of shape (C_out, C_in/groups, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    mask : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
+    target : str or None
+        As in ``deform_conv2d``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).
 

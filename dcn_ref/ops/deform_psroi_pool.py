@@ -84,35 +84,38 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
 
     Parameters
     ----------
-    input : ndarray of shape (N, C, H, W), C = output_dim * group_size**2
-        Position-sensitive score maps: channel ``(ctop*group_size + gi)*group_size + gj``
-        holds output channel ctop for the bins of group (gi, gj).
+    input : ndarray of shape (N, C, H, W)
+        ``C = output_dim * group_size**2`` position-sensitive score maps: channel
+        ``(ctop*group_size + gi)*group_size + gj`` holds output channel ctop for the bins
+        of group (gi, gj).
     rois : ndarray of shape (K, 5)
         Rows (batch_index, x1, y1, x2, y2) in input pixels before ``spatial_scale``; the
         batch index a whole number in [0, N), x2 >= x1, y2 >= y1; K may be 0.
     trans : ndarray of shape (K, 2*num_classes, part_size, part_size) or None
         Normalised offsets; num_classes divides output_dim, and output channel ctop uses
-        class ``ctop // (output_dim / num_classes)``. **Channel 2*cls is the x-shift,
-        2*cls + 1 the y-shift** (MXNet's order).
-    spatial_scale : float > 0
+        class ``ctop // (output_dim / num_classes)``. **Channel** ``2*cls`` **is the
+        x-shift,** ``2*cls + 1`` **the y-shift** (MXNet's order).
+    spatial_scale : float
+        Positive.
     output_dim : int or None
-        Output channels; None means C // group_size**2.
-    group_size : int >= 1
-        The position-sensitive grid: bin (i, j) reads group ``(i*group_size // P,
+        Output channels; None means ``C // group_size**2``.
+    group_size : int
+        The position-sensitive grid (>= 1): bin (i, j) reads group ``(i*group_size // P,
         j*group_size // P)`` (P = pooled_size).
-    pooled_size : int >= 1
-        P: the output is P x P bins.
-    part_size : int >= 0
-        The offset grid: bin (i, j) uses offset part ``(i*part_size // P, j*part_size // P)``;
-        0 means pooled_size (MXNet's default).
-    sample_per_part : int >= 1
-        Each bin takes sample_per_part**2 samples.
+    pooled_size : int
+        P >= 1: the output is P x P bins.
+    part_size : int
+        The offset grid (>= 0): bin (i, j) uses offset part
+        ``(i*part_size // P, j*part_size // P)``; 0 means pooled_size (MXNet's default).
+    sample_per_part : int
+        Each bin takes ``sample_per_part**2`` samples (>= 1).
     trans_std : float
         The scale of the normalised offsets (MXNet's default 0; R-FCN uses 0.1).
     no_trans : bool or None
         MXNet's flag: True pools without offsets (trans must be None), False requires
         trans; None (the default) follows ``trans is None``.
-    target : None, "cpu" or "cuda"
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
@@ -123,12 +126,12 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
     As MXNet computes it (s = spatial_scale, round = C's round, halves away from zero):
     ``x_start = round(x1)*s - 0.5``, ``roi_w = max((round(x2) + 1)*s - 0.5 - x_start,
     0.1)``, ``bin_w = roi_w / P`` (y alike). Bin (i, j) of output channel ctop reads
-    input channel ``(ctop*group_size + gi)*group_size + gj`` at the sample_per_part**2
+    input channel ``(ctop*group_size + gi)*group_size + gj`` at the ``sample_per_part**2``
     points
 
         x = j*bin_w + x_start + trans_std * trans[k, 2*cls, pi, pj] * roi_w + iw * bin_w / sample_per_part
 
-    (y alike with channel 2*cls + 1, ih and roi_h): the top-left corners of its sub-bins.
+    (y alike with channel ``2*cls + 1``, ih and roi_h): the top-left corners of its sub-bins.
     Samples outside [-0.5, W - 0.5] x [-0.5, H - 0.5] are skipped; the others are clamped
     into the image and interpolated bilinearly; the output is their mean, 0 when none is
     inside. Coordinates are computed in float64, and the bin-to-part map with integer
@@ -156,8 +159,18 @@ def deform_psroi_pool_backward(grad_output, input, rois, trans=None, spatial_sca
     Parameters
     ----------
     grad_output : ndarray of shape (K, output_dim, P, P)
-    input, rois, trans, spatial_scale, output_dim, group_size, pooled_size, part_size,
-    sample_per_part, trans_std, no_trans, target
+    input : ndarray of shape (N, C, H, W)
+    rois : ndarray of shape (K, 5)
+    trans : ndarray of shape (K, 2*num_classes, part_size, part_size) or None
+    spatial_scale : float
+    output_dim : int or None
+    group_size : int
+    pooled_size : int
+    part_size : int
+    sample_per_part : int
+    trans_std : float
+    no_trans : bool or None
+    target : str or None
         As in ``deform_psroi_pool``.
     deterministic : bool
         On the CUDA target, replace the atomic scatter of the input gradient by a
@@ -165,8 +178,8 @@ def deform_psroi_pool_backward(grad_output, input, rois, trans=None, spatial_sca
 
     Returns
     -------
-    DeformPSRoIPoolGrads(input (N, C, H, W), trans (K, 2*num_classes, part_size, part_size)
-    or None). The rois get no gradient.
+    DeformPSRoIPoolGrads(input (N, C, H, W), trans ``(K, 2*num_classes, part_size,
+    part_size)`` or None). The rois get no gradient.
 
     Notes
     -----

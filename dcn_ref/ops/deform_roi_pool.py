@@ -77,7 +77,7 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     input : ndarray of shape (N, C, H, W)
     rois : ndarray of shape (K, 5)
         Rows (batch_index, x1, y1, x2, y2) in input pixels *before* ``spatial_scale``
-        (e.g. image pixels for a feature map of stride 16 and spatial_scale = 1/16). The
+        (e.g. image pixels for a feature map of stride 16 and ``spatial_scale = 1/16``). The
         batch index must be a whole number in [0, N); x2 >= x1, y2 >= y1; K may be 0.
     offset : ndarray of shape (K, 2, ph, pw) or None
         Normalised bin offsets. **Channel 0 is the x-shift, channel 1 the y-shift** (mmcv's
@@ -85,8 +85,9 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
         ``gamma * roi_w * offset[k, 0, i, j]`` pixels in x and ``gamma * roi_h *
         offset[k, 1, i, j]`` in y. None: no offsets (``torchvision.ops.roi_align``).
     output_size : int or (ph, pw)
-    spatial_scale : float > 0
-    sampling_ratio : int >= 0
+    spatial_scale : float
+        Positive.
+    sampling_ratio : int
         Each bin averages sampling_ratio x sampling_ratio samples; 0 means
         ``ceil(roi_h / ph)`` x ``ceil(roi_w / pw)`` (adaptive, per RoI).
     gamma : float
@@ -94,7 +95,8 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     mask : ndarray of shape (K, 1, ph, pw) or None
         Multiplies each bin (ModulatedDeformRoIPool: ``deform_roi_pool(...) * mask``). A
         NaN value makes its bin 0, with zero gradients from it.
-    target : None, "cpu" or "cuda"
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
@@ -135,7 +137,15 @@ def deform_roi_pool_backward(grad_output, input, rois, offset=None, output_size=
     ----------
     grad_output : ndarray of shape (K, C, ph, pw)
         d loss / d out.
-    input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, mask, target
+    input : ndarray of shape (N, C, H, W)
+    rois : ndarray of shape (K, 5)
+    offset : ndarray of shape (K, 2, ph, pw) or None
+    output_size : int or (ph, pw)
+    spatial_scale : float
+    sampling_ratio : int
+    gamma : float
+    mask : ndarray of shape (K, 1, ph, pw) or None
+    target : str or None
         As in ``deform_roi_pool``.
     deterministic : bool
         On the CUDA target, replace the atomic scatter of the input gradient by a

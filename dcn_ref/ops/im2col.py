@@ -24,12 +24,17 @@ def im2col(input, kernel_size, stride=1, padding=0, dilation=1, *, target=None):
     Parameters
     ----------
     input : ndarray of shape (N, C, H, W)
-    kernel_size, stride, padding, dilation : int or (h, w) pair
-    target : None, "cpu" or "cuda"
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
-    columns : ndarray of shape (N, C*kh*kw, L), L = H_out*W_out
+    columns : ndarray of shape (N, C*kh*kw, L)
+        ``L = H_out*W_out``;
         ``columns[n, c*kh*kw + i*kw + j, oy*W_out + ox] = x[n, c, oy*stride_h - pad_h +
         i*dilation_h, ox*stride_w - pad_w + j*dilation_w]`` (0 in the padding), so that
         ``conv2d(x, w) = w.reshape(C_out, C*kh*kw) @ columns`` image by image.
@@ -48,8 +53,13 @@ def col2im(columns, input_shape, kernel_size, stride=1, padding=0, dilation=1, *
     Parameters
     ----------
     columns : ndarray of shape (N, C*kh*kw, L)
-    input_shape : (N, C, H, W), the shape of the input of ``im2col``
-    kernel_size, stride, padding, dilation, target
+    input_shape : tuple of 4 ints
+        (N, C, H, W), the shape of the input of ``im2col``.
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    target : str or None
         As in ``im2col``.
 
     Returns

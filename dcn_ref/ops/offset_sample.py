@@ -39,8 +39,11 @@ def offset_sample(input, offset, padding_mode="border", *, target=None):
     input : ndarray of shape (N, C, H, W)
     offset : ndarray of shape (N, 2C, H, W)
         Channel 2c is dy and channel 2c+1 is dx for input channel c.
-    padding_mode : "border" (default, as the Keras layer, which clips coordinates) or "zeros"
-    target : None, "cpu" or "cuda"
+    padding_mode : str
+        "border" (as the Keras layer, which clamps the coordinates into the image) or
+        "zeros".
+    target : str or None
+        "cpu" or "cuda"; None: "cuda" for CUDA device arrays, else "cpu".
 
     Returns
     -------
@@ -51,7 +54,7 @@ def offset_sample(input, offset, padding_mode="border", *, target=None):
     -----
     This is a deformable im2col with a 1x1 kernel and one offset group per channel. The
     Keras layer's own layout pairs offsets differently (it reshapes (b, h, w, 2c) into
-    (b*c, h, w, 2)); here the pairing is explicit.
+    ``(b*c, h, w, 2)``); here the pairing is explicit.
     """
     call = Call(target, (input, offset))
     input, offset, mode, _ = _check(input, offset, padding_mode)
@@ -71,7 +74,10 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     Parameters
     ----------
     grad_output : ndarray of shape (N, C, H, W)
-    input, offset, padding_mode, target
+    input : ndarray of shape (N, C, H, W)
+    offset : ndarray of shape (N, 2C, H, W)
+    padding_mode : str
+    target : str or None
         As in ``offset_sample``.
     deterministic : bool
         CUDA only: gather instead of scattering with atomics (bitwise reproducible).

@@ -2,6 +2,7 @@
 drop-in modules.
 
     from dcn_ref.torch import deform_conv2d, DeformConv2d     # torchvision's names
+    from dcn_ref.torch.mmcv import DeformConv2dPack            # mmcv's names
 
 Importing this package imports torch (``pip install 'dcn-ref[torch]'``); importing
 ``dcn_ref`` alone never does. The ops are registered as ``torch.ops.dcn_ref.<name>``
@@ -18,6 +19,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .functional import (bilinear_sample, dcnv3, dcnv4, deform_conv2d, deform_psroi_pool,
                          deform_roi_pool, offset_sample)
 from .modules import DCNv3, DCNv4, DeformConv2d
+from .mmcv import (DeformConv2dPack, DeformRoIPool, DeformRoIPoolPack, ModulatedDeformConv2d,
+                   ModulatedDeformConv2dPack, ModulatedDeformRoIPoolPack, modulated_deform_conv2d)
 
 __all__ = ["deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",
-           "deform_roi_pool", "deform_psroi_pool", "DeformConv2d", "DCNv3", "DCNv4"]
+           "deform_roi_pool", "deform_psroi_pool", "DeformConv2d", "DCNv3", "DCNv4",
+           # mmcv's names (dcn_ref.torch.mmcv has all of them, its deform_conv2d included)
+           "modulated_deform_conv2d", "DeformConv2dPack", "ModulatedDeformConv2d",
+           "ModulatedDeformConv2dPack", "DeformRoIPool", "DeformRoIPoolPack",
+           "ModulatedDeformRoIPoolPack"]

@@ -115,7 +115,10 @@ def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0
         next channel its dx.
     weight : Tensor of shape (C_out, C_in/groups, kh, kw)
     bias : Tensor of shape (C_out,) or None
-    stride, padding, dilation : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+        Zeros added on each side.
+    dilation : int or (h, w) pair
     mask : Tensor of shape (N, G*kh*kw, H_out, W_out) or None
         DCNv2 modulation, raw multipliers.
 
@@ -135,9 +138,14 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     Parameters
     ----------
     input : Tensor of shape (N, H, W, C)
-    offset : Tensor of shape (N, H_out, W_out, group*P*2), (x, y) pairs per point
-    mask : Tensor of shape (N, H_out, W_out, group*P), raw weights (no softmax inside)
-    kernel_size, stride, padding, dilation : int or (h, w) pair
+    offset : Tensor of shape (N, H_out, W_out, group*P*2)
+        (x, y) pairs per point.
+    mask : Tensor of shape (N, H_out, W_out, group*P)
+        Raw weights (no softmax inside).
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
     group : int
     offset_scale : float
     remove_center : bool
@@ -160,8 +168,16 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     Parameters
     ----------
     input : Tensor of shape (N, H, W, C)
-    offset_mask : Tensor of shape (N, H_out, W_out, D), D >= group*P*3
-    kernel_size, stride, padding, dilation, group, offset_scale, remove_center : as in dcnv3
+    offset_mask : Tensor of shape (N, H_out, W_out, D)
+        ``D >= group*P*3``: per group, 2P offsets as (x, y) pairs, then P weights.
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+        As in ``dcnv3``.
 
     Returns
     -------
@@ -202,7 +218,7 @@ def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=Non
                       group_size=1, pooled_size=7, part_size=0, sample_per_part=1,
                       trans_std=0.0, no_trans=None):
     """Deformable position-sensitive RoI pooling (``dcn_ref.ops.deform_psroi_pool``): input
-    (N, C, H, W), rois (K, 5), trans (K, 2*num_classes, part_size, part_size) or None ->
+    (N, C, H, W), rois (K, 5), trans ``(K, 2*num_classes, part_size, part_size)`` or None ->
     (K, output_dim, pooled_size, pooled_size). ``rois`` gets no gradient."""
     _tensors(("trans",), input=input, rois=rois, trans=trans)
     return _deform_psroi_pool(input, rois, trans, float(spatial_scale),

@@ -28,8 +28,12 @@ class DeformConv2d(nn.Module):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size, stride, padding, dilation : int or (h, w) pair
+    in_channels : int
+    out_channels : int
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
     groups : int
         Channel groups of the weight; ``in_channels`` must be a multiple.
     bias : bool
@@ -39,8 +43,10 @@ class DeformConv2d(nn.Module):
     weight : Parameter of shape (out_channels, in_channels // groups, kh, kw)
     bias : Parameter of shape (out_channels,) or None
 
+    Notes
+    -----
     ``forward(input, offset, mask=None)`` takes input (N, in_channels, H, W), offset
-    (N, 2*G*kh*kw, H_out, W_out) and the optional DCNv2 mask (N, G*kh*kw, H_out, W_out).
+    ``(N, 2*G*kh*kw, H_out, W_out)`` and the optional DCNv2 mask ``(N, G*kh*kw, H_out, W_out)``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -144,14 +150,21 @@ class DCNv3(nn.Module):
     kernel_size : int
     dw_kernel_size : int or None
         The depthwise convolution of the offset branch; None means kernel_size.
-    stride, pad, dilation : int
-    group : int, a divisor of channels
+    stride : int
+    pad : int
+    dilation : int
+    group : int
+        A divisor of channels.
     offset_scale : float
-    act_layer : "GELU", "ReLU" or "SiLU"
-    norm_layer : "LN" or "BN"
+    act_layer : str
+        "GELU", "ReLU" or "SiLU".
+    norm_layer : str
+        "LN" or "BN".
     center_feature_scale : bool
     remove_center : bool
 
+    Notes
+    -----
     ``forward(input)``: input (N, H, W, channels) -> (N, H, W, channels) (stride 1). The
     offset branch is depthwise conv, norm, activation, then the linear layers ``offset``
     and ``mask``; the weights are a softmax over the points of each group.
@@ -214,19 +227,29 @@ class DCNv4(nn.Module):
 
     Parameters
     ----------
-    channels, kernel_size, stride, pad, dilation, group, offset_scale : as in DCNv3
+    channels : int
+    kernel_size : int
+    stride : int
+    pad : int
+    dilation : int
+    group : int
+        A divisor of channels.
+    offset_scale : float
     dw_kernel_size : int or None
         None: offsets and weights come from the input by one linear layer; else from a
         depthwise convolution of this size first.
-    center_feature_scale, remove_center : bool
+    center_feature_scale : bool
+    remove_center : bool
     output_bias : bool
     without_pointwise : bool
         Leave out the value and output projections.
 
-    ``forward(input, shape=None)``: input (N, L, channels) with L = H*W, shape (H, W) (None
-    means a square image) -> (N, L, channels). Unlike the original CUDA kernels, any
-    channels per group work. The linear layer ``offset_mask`` has D = ceil(3*group*P / 8)*8
-    outputs; the entries past 3*group*P are padding.
+    Notes
+    -----
+    ``forward(input, shape=None)``: input (N, L, channels) with ``L = H*W``, shape (H, W)
+    (None means a square image) -> (N, L, channels). Unlike the original CUDA kernels, any
+    channels per group work. The linear layer ``offset_mask`` has
+    ``D = ceil(3*group*P / 8)*8`` outputs; the entries past ``3*group*P`` are padding.
     """
 
     def __init__(self, channels=64, kernel_size=3, stride=1, pad=1, dilation=1, group=4,
