@@ -196,10 +196,15 @@ def at_most_4_gib():
      "got 10000000000.0"),
 ])
 def test_huge_counts_exit_2_with_one_line_at_once(tmp_path, args, message):
-    # as the README runs it: a process of its own, no --quiet; refused before any work
+    # as the README runs it: the console script, no --quiet; refused before any work
+    script = Path(sys.executable).with_name("dcn-ref")
+    assert script.exists(), f"no console script at {script}: pip install -e . installs it"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")])))
     args = [str(tmp_path / "d") if a == "DIR" else a for a in args]
-    result = subprocess.run([sys.executable, "-m", "dcn_ref", *args], capture_output=True,
-                            text=True, timeout=120, cwd=tmp_path, preexec_fn=at_most_4_gib)
+    result = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=env, preexec_fn=at_most_4_gib)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [message]
     assert result.stdout == ""

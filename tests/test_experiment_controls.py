@@ -224,7 +224,8 @@ def test_the_data_line_says_where_the_digits_come_from(tmp_path):
     assert line == (f"training on the 7 training digits in {foreign}; testing on the 7 test "
                     f"digits in {foreign}, normal and scaled")
     # other training digits, but the official test set: it says so
-    official = write_mnist(tmp_path / "official", digits, (shipped.test_images, shipped.test_labels))
+    official = write_mnist(tmp_path / "official", digits,
+                           (shipped.test_images, shipped.test_labels))
     assert _describe_data(load_mnist(official), official, 7, 10000).endswith(
         f"testing on the 10,000 digits of the official MNIST test set (in {official}), "
         f"normal and scaled")

@@ -140,7 +140,7 @@ def _warm_up(arms, config, log, wait=3.0):
     """Run each kind of model once on two blank digits, so that kernels compile here and not
     inside the first timed epoch; say so when that takes longer than ``wait`` seconds (the
     first run on a machine compiles for a minute or two; later runs read the cache). Then
-    time one batch of each: returns {arm name: clock.BatchTimes}."""
+    time one training batch of each: returns {arm name: clock.BatchTimes}."""
     fired = []
 
     def say():
@@ -162,8 +162,8 @@ def _warm_up(arms, config, log, wait=3.0):
         model.backward(np.ones_like(model.forward(x)))
         model.eval()
         model.forward(x)
-        times[arm.build] = clock.time_batch(model, np.zeros((clock.BATCH, 1, 28, 28),
-                                                             model.dtype))
+        batch = np.zeros((config.batch_size, 1, 28, 28), model.dtype)
+        times[arm.build] = clock.time_batch(model, batch)
     note.cancel()
     if fired:
         log(f"kernels ready after {time.perf_counter() - started:.0f} s")

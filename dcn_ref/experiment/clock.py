@@ -9,7 +9,7 @@ The time left adds, for every stage still to run, its epochs times the arm's tim
 (training, and the test-curve digits evaluated after it) and the arm's final evaluation of
 the test digits. Both come from the arm's own measured times once it has trained or been
 evaluated (its epochs' ``seconds`` in the history, also those read back from checkpoints
-on resume); an arm not measured yet is estimated from one batch of 32 images timed while
+on resume); an arm not measured yet is estimated from one training batch timed while
 the kernels were prepared (``time_batch``), corrected by how far that guess was off for
 the arms measured so far. The estimate is therefore rough until the first stage of every
 arm has run, and good from the second seed on.
@@ -18,9 +18,6 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-
-BATCH = 32
-
 
 class Stage(NamedTuple):
     """One stage of the run, for the clock: the arm's name, the seed, the number of epochs,
@@ -40,7 +37,7 @@ class BatchTimes(NamedTuple):
     evaluate: float
 
 
-def time_batch(model, images, repeat=2):
+def time_batch(model, images, repeat=1):
     """BatchTimes of ``model`` on ``images`` (n, 1, H, W), the fastest of ``repeat`` passes;
     its kernels should be compiled already. Leaves the model in eval mode."""
     n = len(images)

@@ -163,6 +163,8 @@ its parameter count (within {MATCH_TOLERANCE:.0%}), when those ran:
     else:
         compared = ""
     sampling = "".join(f", `sampling_{n}.png`" for n in deform)
+    share = config.normal_fraction / (1 + config.normal_fraction)
+    mix = f"{1 - share:.0%} : {share:.0%}"
     md = f"""# Scaled MNIST: deformable convolution against a plain CNN
 
 Command: `{command}`  ({duration(seconds, resumed)})
@@ -179,7 +181,7 @@ rates: weights shared with the cnn, and all of the matched controls' weights,
 {config.scaled_lr:g}, the offsets of the "offset" models {config.offset_lr:g}, those of the
 "dcn" models {config.dcn_lr:g}; same schedule) on the fine-tuning data: every training digit
 scaled afresh each epoch plus a random {config.normal_fraction:.0%} of them unscaled
-(scaled and normal digits mixed {1 / (1 + config.normal_fraction):.0%} : {config.normal_fraction / (1 + config.normal_fraction):.0%}).
+(scaled and normal digits mixed {mix}).
 The "dcn" models have {config.dcn_offset_groups} offset group(s)
 {"and DCNv2 masks" if config.dcn_modulated else "and no masks"}.
 
