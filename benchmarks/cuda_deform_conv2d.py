@@ -7,8 +7,6 @@ For each of the four benchmark shapes it prints forward and forward+backward med
 and how far our output is from torchvision's. Needs a CUDA GPU, torch and torchvision.
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -16,29 +14,21 @@ import torchvision
 from numba import cuda
 
 from dcn_ref import ops
-
-# name: (N, C_in, H, W, C_out, stride, with_mask); all 3x3, padding 1, offsets N(0, 2^2)
-SHAPES = {
-    "a": (32, 64, 14, 14, 128, 1, False),
-    "b": (32, 128, 14, 14, 128, 2, False),
-    "c": (2, 256, 50, 50, 256, 1, True),
-    "d": (8, 64, 56, 56, 64, 1, False),
-}
+from dcn_ref.bench import timing
+from dcn_ref.bench.shapes import SHAPES   # all 3x3, padding 1, offsets N(0, 2^2)
 
 
-def median_ms(fn, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
-    cuda.synchronize()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def synchronised(fn):
+    """``fn`` and then a wait for the GPU work of both libraries, so its time is measured."""
+    def call():
         fn()
         cuda.synchronize()
         torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return call
+
+
+def median_ms(fn, repeat):
+    return timing.median_ms(synchronised(fn), repeat, warmup=2)
 
 
 def main():

@@ -22,7 +22,8 @@ from collections import defaultdict
 import numpy as np
 
 from dcn_ref import ops
-from dcn_ref.bench_shapes import SHAPES, make_inputs, median_ms, threads_line
+from dcn_ref.bench.shapes import SHAPES, make_inputs, threads_line
+from dcn_ref.bench.timing import median_ms
 from dcn_ref.cpu import columns as cl
 from dcn_ref.cpu import gemm
 
@@ -40,9 +41,9 @@ class Timers:
             setattr(cl, name, self._timed(name, kernel))
 
     def _timed(self, name, kernel):
-        def call(*args):
+        def call(*args, **kwargs):
             start = time.perf_counter()
-            result = kernel(*args)
+            result = kernel(*args, **kwargs)
             self.spent[name] += (time.perf_counter() - start) * 1e3
             return result
         return call
@@ -96,9 +97,9 @@ def gemms_alone(shape, repeat):
 
     def three():                                             # as conv.py runs them
         with gemm.single_threaded_blas():
-            gemm.matmul_nt(work, columns, weight, gemm.blocks(), out)             # forward
-            gemm.matmul_tn_add(work, gout, columns, partial, grad_w)    # the weight's gradient
-            gemm.matmul_nn(work, gout, weight, gemm.blocks(), grad_columns)  # the columns'
+            gemm.matmul_nt(columns, weight, gemm.blocks(), out, work=work)           # forward
+            gemm.matmul_tn_add(gout, columns, partial, grad_w, work=work)  # the weight's gradient
+            gemm.matmul_nn(gout, weight, gemm.blocks(), grad_columns, work=work)  # the columns'
 
     ms = median_ms(three, repeat)
     return ms, 3 * 2 * rows * inner * shape.C_out / (ms * 1e-3) / 1e9

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numba  # noqa: E402
 import threadpoolctl  # noqa: E402
 
-from dcn_ref.bench_shapes import SHAPES, make_inputs, threads_line  # noqa: E402
-from dcn_ref.bench_realistic import our_calls, their_calls  # noqa: E402
+from dcn_ref.bench.calls import our_calls, their_calls  # noqa: E402
+from dcn_ref.bench.shapes import SHAPES, make_inputs, threads_line  # noqa: E402
 from dcn_ref.cpu import columns  # noqa: E402
 from dcn_ref.geometry import conv_geometry  # noqa: E402
 
@@ -131,7 +131,7 @@ def main():
 
     def kernel():
         for _ in range(20):
-            columns.im2col(cols.size, x_cl, 14, 14, geometry, cols)
+            columns.im2col(x_cl, 14, 14, geometry, cols, work=cols.size)
 
     big, w = np.ones((4096, 576), np.float32), np.ones((128, 576), np.float32)
     before = {"nothing": lambda: None, "a NumPy matrix product": lambda: big @ w.T,

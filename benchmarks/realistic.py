@@ -15,11 +15,11 @@ except ImportError:
     pass
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dcn_ref import bench_realistic  # noqa: E402
+from dcn_ref.bench import realistic  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="abcd")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    bench_realistic.run(list(args.shapes), rounds=args.rounds)
+    realistic.run(list(args.shapes), rounds=args.rounds)

@@ -152,7 +152,7 @@ def _bench(args):
               f"{args.repeat}", file=sys.stderr)
         return 2
     if args.realistic:
-        from . import bench_realistic
+        from .bench import realistic as bench_realistic
         bench_realistic.run(shapes, rounds=args.repeat)
         return 0
     bench.run(shapes, repeat=args.repeat, models=not args.no_models, memory=not args.no_memory)
@@ -161,7 +161,7 @@ def _bench(args):
 
 def _shapes_help():
     """The bench shapes, one a line, for ``dcn-ref bench --help``."""
-    from .bench_shapes import SHAPES
+    from .bench.shapes import SHAPES
     lines = [f"  ({name}) {shape.describe()}" for name, shape in SHAPES.items()]
     return ("the shapes, of deform_conv2d in float32: N images of C channels, H x W ->\n"
             "C_out channels; k3: 3x3 kernel, s2: stride 2, p1: padding 1, mask: a DCNv2 mask\n"

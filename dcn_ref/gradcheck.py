@@ -61,16 +61,18 @@ def numerical_vjp(f, x, grad_output, eps=1e-6):
     return numerical_entries(scalar, x, np.arange(x.size), eps).reshape(x.shape)
 
 
-def rel_error(a, b):
-    """max |a - b| / max(max |a|, max |b|): an error relative to the gradient's scale.
+def rel_error(a, b, scale=0.0):
+    """max |a - b| / max(max |a|, max |b|, scale): an error relative to the gradient's scale.
 
-    0 when both are all zeros; NaN anywhere gives NaN (a failure for any tolerance).
+    ``scale`` is for comparing a few entries of a gradient relative to the whole (the
+    whole's max |entry|). 0 when both are all zeros; NaN anywhere gives NaN (a failure
+    for any tolerance).
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.size == 0 and b.size == 0:
         return 0.0
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
+    scale = max(scale, np.max(np.abs(a)), np.max(np.abs(b)))
     diff = np.max(np.abs(a - b))
     if math.isnan(scale) or math.isnan(diff):
         return math.nan
@@ -225,10 +227,7 @@ def check_layer_gradients(layer, x, loss=None, labels=None, *, entries=None, eps
                  else rng.choice(array.size, min(entries, array.size), replace=False))
         numeric = numerical_entries(scalar, array, index, eps)
         chosen = analytic[name].reshape(-1)[index]
-        scale = max(np.max(np.abs(analytic[name])), np.max(np.abs(numeric)))
-        diff = np.max(np.abs(chosen - numeric))
-        err = math.nan if math.isnan(scale) or math.isnan(diff) else (
-            0.0 if scale == 0 else float(diff / scale))
+        err = rel_error(chosen, numeric, scale=np.max(np.abs(analytic[name])))
         rows.append(GradCheckRow(layer.name, name, err, bool(err <= tol)))
     layer.load_state_dict(saved_state)
     return rows

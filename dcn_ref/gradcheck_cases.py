@@ -121,8 +121,3 @@ def iter_checks(target="cpu", tol=1e-6, seed=0):
     for name, forward, backward, inputs, params in standard_cases(seed):
         yield from iter_gradient_checks(forward, backward, inputs, params, op=name,
                                         target=target, tol=tol)
-
-
-def check_all(target="cpu", tol=1e-6, seed=0):
-    """Every row of ``iter_checks``, as a list."""
-    return list(iter_checks(target, tol, seed))

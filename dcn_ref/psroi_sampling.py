@@ -21,11 +21,32 @@ their centres). Samples outside [-0.5, W-0.5] x [-0.5, H-0.5] are skipped, the o
 clamped into the image and interpolated, and the bin is their mean (0 when none is inside).
 """
 import math
+from typing import NamedTuple
 
 from numba.extending import register_jitable
 
 from .roi_sampling import add_to_corners, scaled_grad
-from .sampling import BORDER, bilinear_value, bilinear_value_and_grad, locate
+from .sampling import BORDER, Cell, bilinear_value, bilinear_value_and_grad, locate
+
+
+class PSRoIBox(NamedTuple):
+    """RoI r as MXNet sees it: its image n, top-left corner and size."""
+    n: int
+    y_start: float
+    x_start: float
+    roi_h: float
+    roi_w: float
+
+
+class PSRoIBin(NamedTuple):
+    """Where a bin of ``deform_psroi_pool`` samples: the image and input channel it reads,
+    its first sample point (after the offset) and the spacing of its samples."""
+    n: int
+    channel: int
+    y_first: float
+    x_first: float
+    step_h: float
+    step_w: float
 
 
 @register_jitable
@@ -41,63 +62,61 @@ def round_half_away(v):
 @register_jitable
 def psroi_cell(y, x, height, width):
     """``locate`` with MXNet's rule: skip points outside [-0.5, H-0.5] x [-0.5, W-0.5],
-    clamp the others into the image. Returns ``(inside, y0, x0, ly, lx, jy, jx)``."""
+    clamp the others into the image. Returns a ``Cell``."""
     if not (-0.5 <= y <= height - 0.5 and -0.5 <= x <= width - 0.5):
-        return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+        return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
     return locate(y, x, height, width, BORDER)
 
 
 @register_jitable
 def psroi_box(rois, r, spatial_scale):
-    """RoI r as MXNet sees it: ``(n, y_start, x_start, roi_h, roi_w)``, corners rounded to
-    whole pixels and the box made inclusive (x2 = x1 is one pixel wide), at least 0.1 wide."""
+    """The ``PSRoIBox`` of RoI r: corners rounded to whole pixels and the box made inclusive
+    (x2 = x1 is one pixel wide), at least 0.1 wide."""
     x_start = round_half_away(rois[r, 1]) * spatial_scale - 0.5
     y_start = round_half_away(rois[r, 2]) * spatial_scale - 0.5
     x_end = (round_half_away(rois[r, 3]) + 1.0) * spatial_scale - 0.5
     y_end = (round_half_away(rois[r, 4]) + 1.0) * spatial_scale - 0.5
-    return int(rois[r, 0]), y_start, x_start, max(y_end - y_start, 0.1), max(x_end - x_start, 0.1)
+    return PSRoIBox(int(rois[r, 0]), y_start, x_start, max(y_end - y_start, 0.1),
+                    max(x_end - x_start, 0.1))
 
 
 @register_jitable
 def psroi_bin(rois, trans, use_trans, geometry, r, ctop, i, j):
-    """Where bin (i, j) of output channel ctop of RoI r samples (a ``PSRoIPoolGeometry``).
-
-    Returns ``(n, channel, y_first, x_first, step_h, step_w)``: the image and input channel
-    read, the first sample point (after the offset) and the spacing of the samples.
-    """
+    """The ``PSRoIBin`` of bin (i, j) of output channel ctop of RoI r (a
+    ``PSRoIPoolGeometry``)."""
     pooled_size, group_size = geometry.pooled_size, geometry.group_size
     part_size = geometry.part_size
-    n, y_start, x_start, roi_h, roi_w = psroi_box(rois, r, geometry.spatial_scale)
-    bin_h = roi_h / pooled_size
-    bin_w = roi_w / pooled_size
+    box = psroi_box(rois, r, geometry.spatial_scale)
+    bin_h = box.roi_h / pooled_size
+    bin_w = box.roi_w / pooled_size
     dx = 0.0
     dy = 0.0
     if use_trans:
         cls = ctop // geometry.channels_each_class
         part_i = i * part_size // pooled_size
         part_j = j * part_size // pooled_size
-        dx = trans[r, 2 * cls, part_i, part_j] * geometry.trans_std * roi_w
-        dy = trans[r, 2 * cls + 1, part_i, part_j] * geometry.trans_std * roi_h
+        dx = trans[r, 2 * cls, part_i, part_j] * geometry.trans_std * box.roi_w
+        dy = trans[r, 2 * cls + 1, part_i, part_j] * geometry.trans_std * box.roi_h
     group_i = i * group_size // pooled_size
     group_j = j * group_size // pooled_size
     channel = (ctop * group_size + group_i) * group_size + group_j
-    return (n, channel, i * bin_h + y_start + dy, j * bin_w + x_start + dx,
-            bin_h / geometry.sample_per_part, bin_w / geometry.sample_per_part)
+    return PSRoIBin(box.n, channel, i * bin_h + box.y_start + dy, j * bin_w + box.x_start + dx,
+                    bin_h / geometry.sample_per_part, bin_w / geometry.sample_per_part)
 
 
 @register_jitable
-def psroi_sample(y_first, x_first, step_h, step_w, ih, iw, height, width):
-    """``psroi_cell`` of sample (ih, iw) of a bin."""
-    return psroi_cell(y_first + ih * step_h, x_first + iw * step_w, height, width)
+def psroi_sample(bin, ih, iw, height, width):
+    """``psroi_cell`` of sample (ih, iw) of a ``PSRoIBin``."""
+    return psroi_cell(bin.y_first + ih * bin.step_h, bin.x_first + iw * bin.step_w, height, width)
 
 
 @register_jitable
-def psroi_count(y_first, x_first, step_h, step_w, sample_per_part, height, width):
+def psroi_count(bin, sample_per_part, height, width):
     """How many of a bin's samples are inside (the divisor of its mean)."""
     count = 0
     for ih in range(sample_per_part):
         for iw in range(sample_per_part):
-            if psroi_sample(y_first, x_first, step_h, step_w, ih, iw, height, width)[0]:
+            if psroi_sample(bin, ih, iw, height, width).inside:
                 count += 1
     return count
 
@@ -106,16 +125,14 @@ def psroi_count(y_first, x_first, step_h, step_w, sample_per_part, height, width
 def psroi_value(input, rois, trans, use_trans, geometry, r, ctop, i, j):
     """out[r, ctop, i, j]: the mean of the bin's samples that are inside, 0 if none is."""
     H, W = input.shape[2], input.shape[3]
-    n, channel, y_first, x_first, step_h, step_w = psroi_bin(rois, trans, use_trans, geometry,
-                                                             r, ctop, i, j)
+    bin = psroi_bin(rois, trans, use_trans, geometry, r, ctop, i, j)
     total = 0.0
     count = 0
     for ih in range(geometry.sample_per_part):
         for iw in range(geometry.sample_per_part):
-            inside, y0, x0, ly, lx, _, _ = psroi_sample(y_first, x_first, step_h, step_w, ih, iw,
-                                                        H, W)
-            if inside:
-                total += bilinear_value(input, n, channel, y0, x0, ly, lx)
+            cell = psroi_sample(bin, ih, iw, H, W)
+            if cell.inside:
+                total += bilinear_value(input, bin.n, bin.channel, cell)
                 count += 1
     return total / count if count > 0 else 0.0
 
@@ -131,7 +148,7 @@ def psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i, 
     H, W = input.shape[2], input.shape[3]
     pooled_size, part_size = geometry.pooled_size, geometry.part_size
     sample_per_part, channels_each_class = geometry.sample_per_part, geometry.channels_each_class
-    _, _, _, roi_h, roi_w = psroi_box(rois, r, geometry.spatial_scale)
+    box = psroi_box(rois, r, geometry.spatial_scale)
     sum_y = 0.0
     sum_x = 0.0
     for ctop in range(cls * channels_each_class, (cls + 1) * channels_each_class):
@@ -141,23 +158,21 @@ def psroi_trans_grad(grad_output, input, rois, trans, geometry, r, cls, part_i, 
             for j in range(pooled_size):
                 if j * part_size // pooled_size != part_j:
                     continue
-                n, channel, y_first, x_first, step_h, step_w = psroi_bin(
-                    rois, trans, True, geometry, r, ctop, i, j)
-                count = psroi_count(y_first, x_first, step_h, step_w, sample_per_part, H, W)
+                bin = psroi_bin(rois, trans, True, geometry, r, ctop, i, j)
+                count = psroi_count(bin, sample_per_part, H, W)
                 if count == 0:
                     continue
                 g = grad_output[r, ctop, i, j] / count
                 for ih in range(sample_per_part):
                     for iw in range(sample_per_part):
-                        inside, y0, x0, ly, lx, jy, jx = psroi_sample(
-                            y_first, x_first, step_h, step_w, ih, iw, H, W)
-                        if inside:
-                            _, dv_dly, dv_dlx = bilinear_value_and_grad(input, n, channel, y0,
-                                                                        x0, ly, lx)
-                            sum_y += g * jy * dv_dly
-                            sum_x += g * jx * dv_dlx
+                        cell = psroi_sample(bin, ih, iw, H, W)
+                        if cell.inside:
+                            _, dv_dly, dv_dlx = bilinear_value_and_grad(input, bin.n, bin.channel,
+                                                                        cell)
+                            sum_y += g * cell.jy * dv_dly
+                            sum_x += g * cell.jx * dv_dlx
     trans_std = geometry.trans_std
-    return scaled_grad(trans_std * roi_w, sum_x), scaled_grad(trans_std * roi_h, sum_y)
+    return scaled_grad(trans_std * box.roi_w, sum_x), scaled_grad(trans_std * box.roi_h, sum_y)
 
 
 @register_jitable
@@ -183,17 +198,13 @@ def psroi_plane_grad(grad_output, rois, trans, use_trans, geometry, n, c, grad_i
             for j in range(pooled_size):
                 if j * group_size // pooled_size != group_j:
                     continue
-                _, _, y_first, x_first, step_h, step_w = psroi_bin(
-                    rois, trans, use_trans, geometry, r, ctop, i, j)
-                count = psroi_count(y_first, x_first, step_h, step_w, sample_per_part, H, W)
+                bin = psroi_bin(rois, trans, use_trans, geometry, r, ctop, i, j)
+                count = psroi_count(bin, sample_per_part, H, W)
                 if count == 0:
                     continue
                 g = grad_output[r, ctop, i, j] / count
                 for ih in range(sample_per_part):
                     for iw in range(sample_per_part):
-                        inside, y0, x0, ly, lx, _, _ = psroi_sample(
-                            y_first, x_first, step_h, step_w, ih, iw, H, W)
-                        if inside:
-                            add_to_corners(grad_input, n, c, y0, x0, ly, lx, g)
-
-
+                        cell = psroi_sample(bin, ih, iw, H, W)
+                        if cell.inside:
+                            add_to_corners(grad_input, n, c, cell, g)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .ops import (BilinearSampleGrads, Conv2dGrads, DeformConv2dGrads, OffsetSampleGrads)
+from .grads import BilinearSampleGrads, Conv2dGrads, DeformConv2dGrads, OffsetSampleGrads
 
 
 def pair(v):
@@ -181,6 +181,31 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     dtype = input.dtype
     return Conv2dGrads(grad_input.astype(dtype), grad_weight.astype(dtype),
                        None if grad_bias is None else grad_bias.astype(dtype))
+
+
+# -- im2col ------------------------------------------------------------------------------
+
+def im2col(input, kernel_size, stride=1, padding=0, dilation=1):
+    """The column matrix (N, C*kh*kw, H_out*W_out) straight from its definition: row
+    (c*kh + i)*kw + j, column oy*W_out + ox holds the pixel tap (i, j) of output pixel
+    (oy, ox) reads in channel c, 0 in the padding."""
+    (kh, kw), (sh, sw) = pair(kernel_size), pair(stride)
+    (ph, pw), (dh, dw) = pair(padding), pair(dilation)
+    N, C, H, W = input.shape
+    out_h = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    columns = np.zeros((N, C * kh * kw, out_h * out_w), input.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    for oy in range(out_h):
+                        for ox in range(out_w):
+                            y, x = oy * sh - ph + i * dh, ox * sw - pw + j * dw
+                            if 0 <= y < H and 0 <= x < W:
+                                row, column = (c * kh + i) * kw + j, oy * out_w + ox
+                                columns[n, row, column] = input[n, c, y, x]
+    return columns
 
 
 # -- deform_conv2d -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ops import DCNv3Grads, DCNv4Grads
+from .grads import DCNv3Grads, DCNv4Grads
 from .reference import bilinear, bilinear_grads, pair
 
 

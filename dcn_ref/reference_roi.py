@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 
-from .ops import DeformPSRoIPoolGrads, DeformRoIPoolGrads
+from .grads import DeformPSRoIPoolGrads, DeformRoIPoolGrads
 from .reference import pair
 
 

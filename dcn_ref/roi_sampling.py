@@ -44,10 +44,26 @@ gradients for its offset, its mask and the input, as a bin far outside.
 The position-sensitive op's maths is ``dcn_ref/psroi_sampling.py``.
 """
 import math
+from typing import NamedTuple
 
 from numba.extending import register_jitable
 
-from .sampling import BORDER, bilinear_value, bilinear_value_and_grad, corner, locate
+from .sampling import BORDER, Cell, bilinear_value, bilinear_value_and_grad, corner, locate
+
+
+class RoIBin(NamedTuple):
+    """Where a bin of ``deform_roi_pool`` lies and how it is sampled: the image n, the
+    bin's top-left corner (y, x) after its offset, its size, its grid of grid_h x grid_w
+    samples, and the RoI's size (the scale of the offsets)."""
+    n: int
+    y: float
+    x: float
+    bin_h: float
+    bin_w: float
+    grid_h: int
+    grid_w: int
+    roi_h: float
+    roi_w: float
 
 
 # -- deform_roi_pool ---------------------------------------------------------------------
@@ -56,11 +72,11 @@ from .sampling import BORDER, bilinear_value, bilinear_value_and_grad, corner, l
 def roi_align_cell(y, x, height, width):
     """``locate`` with roi_align's rule: nothing outside [-1, H] x [-1, W], clamped inside.
 
-    Returns ``(inside, y0, x0, ly, lx, jy, jx)`` as ``dcn_ref.sampling.locate``; NaN is
-    outside (every comparison with NaN is False).
+    Returns a ``Cell`` (``dcn_ref.sampling``); NaN is outside (every comparison with NaN
+    is False).
     """
     if not (-1.0 <= y <= height and -1.0 <= x <= width):
-        return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+        return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
     return locate(y, x, height, width, BORDER)
 
 
@@ -91,12 +107,7 @@ def roi_mask(mask, use_mask, r, i, j):
 
 @register_jitable
 def roi_align_bin(rois, offset, use_offset, geometry, r, i, j):
-    """Where bin (i, j) of RoI r lies and how it is sampled (a ``RoIPoolGeometry``).
-
-    Returns ``(n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, roi_h, roi_w)``: the image,
-    the bin's top-left corner after its offset, its size, the sampling grid and the RoI's
-    size (the scale of the offsets).
-    """
+    """The ``RoIBin`` of bin (i, j) of RoI r (a ``RoIPoolGeometry``)."""
     spatial_scale, gamma = geometry.spatial_scale, geometry.gamma
     pooled_h, pooled_w = geometry.pooled_h, geometry.pooled_w
     sampling_ratio = geometry.sampling_ratio
@@ -113,23 +124,24 @@ def roi_align_bin(rois, offset, use_offset, geometry, r, i, j):
     if use_offset:
         x_start += roi_shift(gamma, roi_w, offset[r, 0, i, j])   # channel 0: x
         y_start += roi_shift(gamma, roi_h, offset[r, 1, i, j])   # channel 1: y
-    return n, y_start + i * bin_h, x_start + j * bin_w, bin_h, bin_w, grid_h, grid_w, roi_h, roi_w
+    return RoIBin(n, y_start + i * bin_h, x_start + j * bin_w, bin_h, bin_w, grid_h, grid_w,
+                  roi_h, roi_w)
 
 
 @register_jitable
-def roi_align_sample(y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, iy, ix, height, width):
-    """``roi_align_cell`` of sample (iy, ix) of a bin: the centre of that sub-cell."""
-    y = y_bin + (iy + 0.5) * bin_h / grid_h
-    x = x_bin + (ix + 0.5) * bin_w / grid_w
+def roi_align_sample(bin, iy, ix, height, width):
+    """``roi_align_cell`` of sample (iy, ix) of a ``RoIBin``: the centre of that sub-cell."""
+    y = bin.y + (iy + 0.5) * bin.bin_h / bin.grid_h
+    x = bin.x + (ix + 0.5) * bin.bin_w / bin.grid_w
     return roi_align_cell(y, x, height, width)
 
 
 @register_jitable
-def roi_align_weight(mask, use_mask, grid_h, grid_w, r, i, j):
+def roi_align_weight(mask, use_mask, bin, r, i, j):
     """What each sample of bin (i, j) of RoI r counts in the output: mask / count (0 for a
     NaN mask)."""
     _, m = roi_mask(mask, use_mask, r, i, j)
-    return m / max(grid_h * grid_w, 1)
+    return m / max(bin.grid_h * bin.grid_w, 1)
 
 
 @register_jitable
@@ -138,16 +150,14 @@ def roi_align_value(input, rois, offset, mask, use_offset, use_mask, geometry, r
     H, W = input.shape[2], input.shape[3]
     if not roi_mask(mask, use_mask, r, i, j)[0]:
         return 0.0
-    n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, _, _ = roi_align_bin(
-        rois, offset, use_offset, geometry, r, i, j)
+    bin = roi_align_bin(rois, offset, use_offset, geometry, r, i, j)
     total = 0.0
-    for iy in range(grid_h):
-        for ix in range(grid_w):
-            inside, y0, x0, ly, lx, _, _ = roi_align_sample(y_bin, x_bin, bin_h, bin_w, grid_h,
-                                                            grid_w, iy, ix, H, W)
-            if inside:
-                total += bilinear_value(input, n, c, y0, x0, ly, lx)
-    return total * roi_align_weight(mask, use_mask, grid_h, grid_w, r, i, j)
+    for iy in range(bin.grid_h):
+        for ix in range(bin.grid_w):
+            cell = roi_align_sample(bin, iy, ix, H, W)
+            if cell.inside:
+                total += bilinear_value(input, bin.n, c, cell)
+    return total * roi_align_weight(mask, use_mask, bin, r, i, j)
 
 
 @register_jitable
@@ -162,28 +172,26 @@ def roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, use
     C, H, W = input.shape[1], input.shape[2], input.shape[3]
     if not roi_mask(mask, use_mask, r, i, j)[0]:
         return 0.0, 0.0, 0.0
-    n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, roi_h, roi_w = roi_align_bin(
-        rois, offset, use_offset, geometry, r, i, j)
+    bin = roi_align_bin(rois, offset, use_offset, geometry, r, i, j)
     sum_y = 0.0
     sum_x = 0.0
     sum_v = 0.0
-    for iy in range(grid_h):
-        for ix in range(grid_w):
-            inside, y0, x0, ly, lx, jy, jx = roi_align_sample(y_bin, x_bin, bin_h, bin_w, grid_h,
-                                                              grid_w, iy, ix, H, W)
-            if not inside:
+    for iy in range(bin.grid_h):
+        for ix in range(bin.grid_w):
+            cell = roi_align_sample(bin, iy, ix, H, W)
+            if not cell.inside:
                 continue
             for c in range(C):
                 g = grad_output[r, c, i, j]
-                v, dv_dly, dv_dlx = bilinear_value_and_grad(input, n, c, y0, x0, ly, lx)
-                sum_y += g * jy * dv_dly
-                sum_x += g * jx * dv_dlx
+                v, dv_dly, dv_dlx = bilinear_value_and_grad(input, bin.n, c, cell)
+                sum_y += g * cell.jy * dv_dly
+                sum_x += g * cell.jx * dv_dlx
                 sum_v += g * v
-    count = max(grid_h * grid_w, 1)
-    weight = roi_align_weight(mask, use_mask, grid_h, grid_w, r, i, j)
+    count = max(bin.grid_h * bin.grid_w, 1)
+    weight = roi_align_weight(mask, use_mask, bin, r, i, j)
     gamma = geometry.gamma
-    return (scaled_grad(gamma * roi_w, weight * sum_x), scaled_grad(gamma * roi_h, weight * sum_y),
-            sum_v / count)
+    return (scaled_grad(gamma * bin.roi_w, weight * sum_x),
+            scaled_grad(gamma * bin.roi_h, weight * sum_y), sum_v / count)
 
 
 @register_jitable
@@ -198,22 +206,19 @@ def roi_align_plane_grad(grad_output, rois, offset, mask, use_offset, use_mask, 
             continue
         for i in range(geometry.pooled_h):
             for j in range(geometry.pooled_w):
-                _, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, _, _ = roi_align_bin(
-                    rois, offset, use_offset, geometry, r, i, j)
-                g = grad_output[r, c, i, j] * roi_align_weight(mask, use_mask, grid_h, grid_w,
-                                                               r, i, j)
-                for iy in range(grid_h):
-                    for ix in range(grid_w):
-                        inside, y0, x0, ly, lx, _, _ = roi_align_sample(
-                            y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, iy, ix, H, W)
-                        if inside:
-                            add_to_corners(grad_input, n, c, y0, x0, ly, lx, g)
+                bin = roi_align_bin(rois, offset, use_offset, geometry, r, i, j)
+                g = grad_output[r, c, i, j] * roi_align_weight(mask, use_mask, bin, r, i, j)
+                for iy in range(bin.grid_h):
+                    for ix in range(bin.grid_w):
+                        cell = roi_align_sample(bin, iy, ix, H, W)
+                        if cell.inside:
+                            add_to_corners(grad_input, n, c, cell, g)
 
 
 # -- shared ------------------------------------------------------------------------------
 
 @register_jitable
-def add_to_corners(grad_image, n, c, y0, x0, ly, lx, g):
+def add_to_corners(grad_image, n, c, cell, g):
     """grad_image[n, c] += g times each corner's bilinear weight (corners inside only).
 
     Plain ``+=``: for callers that own plane (n, c). The atomic CUDA kernels use
@@ -221,6 +226,6 @@ def add_to_corners(grad_image, n, c, y0, x0, ly, lx, g):
     """
     H, W = grad_image.shape[2], grad_image.shape[3]
     for t in range(4):
-        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+        r, s, w, _, _ = corner(t, cell)
         if 0 <= r < H and 0 <= s < W:
             grad_image[n, c, r, s] += w * g

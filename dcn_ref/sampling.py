@@ -1,7 +1,9 @@
 """The maths of deformable sampling, written once for both targets.
 
 Every op in dcn_ref reads an image at fractional points with bilinear interpolation.
-The functions here are plain Python on scalars and single array elements.
+The functions here are plain Python on scalars and single array elements, handing each
+other NamedTuples that Numba compiles (a ``Cell``, a ``Corner``, a tap's ``TapGrads``, a
+call's ``SamplePoints``), so that a kernel reads ``cell.m`` or ``grads.d_dy`` by name.
 ``register_jitable`` leaves each one an ordinary Python function and tells Numba to
 compile it for whichever target calls it: the CPU kernels of ``dcn_ref.cpu``
 (``numba.njit``) and the GPU kernels of ``dcn_ref.cuda`` (``numba.cuda.jit``) call the
@@ -76,12 +78,68 @@ offset and mask get zero gradient, exactly as a NaN offset. A tap that touches n
 contributes 0 whatever its mask (no ``0 * inf``).
 """
 import math
+from typing import NamedTuple
 
 from numba.extending import register_jitable
 
 ZEROS = 0
 BORDER = 1
 PADDING_MODES = {"zeros": ZEROS, "border": BORDER}
+
+
+# -- what the functions below hand each other (NamedTuples compile for both targets) ---
+
+class Cell(NamedTuple):
+    """Where a sample point lies: every op's per-sample functions return one.
+
+    inside  False when the point touches no pixel (or its mask is NaN): it reads 0 and
+            gets zero gradient
+    y0, x0  the cell's top-left corner (ints)
+    ly, lx  the point's fractions inside the cell, in [0, 1)
+    jy, jx  d(coordinate used)/d(its offset): 1.0, 0.0 where BORDER clamped, DCNv3's
+            offset_scale
+    m       the point's mask value (1.0 without a mask) where inside, else 0.0, so that
+            nothing is ever ``0 * inf``
+    """
+    inside: bool
+    y0: int
+    x0: int
+    ly: float
+    lx: float
+    jy: float
+    jx: float
+    m: float
+
+
+class Corner(NamedTuple):
+    """Corner t of a cell: its pixel (row r, column s), its corner weight ``w = wy * wx``
+    and the weight's derivatives with respect to the fractions."""
+    r: int
+    s: int
+    w: float
+    dw_dly: float
+    dw_dlx: float
+
+
+class TapGrads(NamedTuple):
+    """The gradients of one tap: d/d dy, d/d dx and d/d mask."""
+    d_dy: float
+    d_dx: float
+    d_mask: float
+
+
+class SamplePoints(NamedTuple):
+    """Where the taps of a call read: the engine's offset (Q, K, 2, L) and mask (Q, K, L)
+    (read only when use_mask), the padding mode and the grid (a ``ConvGeometry``), and the
+    image's height and width. DCNv3/DCNv4 use it too, with their (N, H_out, W_out, D)
+    offsets and weights, ZEROS and a ``PointGeometry``."""
+    offset: object
+    mask: object
+    use_mask: bool
+    mode: int
+    geometry: object
+    height: int
+    width: int
 
 
 # -- one point ------------------------------------------------------------------------
@@ -100,65 +158,55 @@ def grid_point(k, l, geometry):
 
 @register_jitable
 def locate(y, x, height, width, mode):
-    """Find the interpolation cell of the point (y, x).
-
-    Returns ``(inside, y0, x0, ly, lx, jy, jx)``:
-      inside  False when the point touches no pixel (value 0, gradient 0);
-      y0, x0  the cell's top-left corner (ints);
-      ly, lx  the point's fractions inside the cell, in [0, 1);
-      jy, jx  d(coordinate used)/d(coordinate given): 1.0, or 0.0 where BORDER clamped.
-    """
+    """The ``Cell`` of the point (y, x) in an image of height x width (m = 1.0 inside)."""
     if mode == BORDER:
         if not (y == y and x == x):  # NaN
-            return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+            return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
         jy = 1.0 if 0.0 <= y < height - 1 else 0.0
         jx = 1.0 if 0.0 <= x < width - 1 else 0.0
         y = min(max(y, 0.0), height - 1.0)
         x = min(max(x, 0.0), width - 1.0)
     else:
         if not (-1.0 <= y < height and -1.0 <= x < width):  # also False for NaN
-            return False, 0, 0, 0.0, 0.0, 0.0, 0.0
+            return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
         jy = 1.0
         jx = 1.0
     # int(): math.floor gives an int on the CPU but a float on CUDA; the range test
     # above makes the conversion safe
     y0 = int(math.floor(y))
     x0 = int(math.floor(x))
-    return True, y0, x0, y - y0, x - x0, jy, jx
+    return Cell(True, y0, x0, y - y0, x - x0, jy, jx, 1.0)
 
 
 @register_jitable
-def corner(t, y0, x0, ly, lx):
-    """Corner ``t`` (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of a cell.
-
-    Returns ``(r, s, w, dw_dly, dw_dlx)``: the pixel (row r, column s), its corner weight
-    ``w = wy * wx`` (row factor wy, column factor wx) and the weight's derivatives with
-    respect to the fractions.
-    """
+def corner(t, cell):
+    """Corner ``t`` (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of a
+    cell, a ``Corner``: its pixel, its weight and the weight's derivatives."""
     down = t // 2
     right = t - 2 * down
+    ly, lx = cell.ly, cell.lx
     wy = ly if down else 1.0 - ly
     wx = lx if right else 1.0 - lx
     sy = 1.0 if down else -1.0  # d wy / d ly
     sx = 1.0 if right else -1.0  # d wx / d lx
-    return y0 + down, x0 + right, wy * wx, sy * wx, wy * sx
+    return Corner(cell.y0 + down, cell.x0 + right, wy * wx, sy * wx, wy * sx)
 
 
 @register_jitable
-def bilinear_value(image, q, c, y0, x0, ly, lx):
+def bilinear_value(image, q, c, cell):
     """Interpolated value of plane ``image[q, c]`` (an array (Q, C, H, W)) in a located cell."""
     height = image.shape[2]
     width = image.shape[3]
     v = 0.0
     for t in range(4):
-        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+        r, s, w, _, _ = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:
             v += w * image[q, c, r, s]
     return v
 
 
 @register_jitable
-def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
+def bilinear_value_and_grad(image, q, c, cell):
     """The value and its derivatives with respect to the fractions: (v, dv_dly, dv_dlx)."""
     height = image.shape[2]
     width = image.shape[3]
@@ -166,7 +214,7 @@ def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
     dv_dly = 0.0
     dv_dlx = 0.0
     for t in range(4):
-        r, s, w, dw_dly, dw_dlx = corner(t, y0, x0, ly, lx)
+        r, s, w, dw_dly, dw_dlx = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:
             pixel = image[q, c, r, s]
             v += w * pixel
@@ -175,45 +223,9 @@ def bilinear_value_and_grad(image, q, c, y0, x0, ly, lx):
     return v, dv_dly, dv_dlx
 
 
-# -- one element of the engine ----------------------------------------------------------
-
 @register_jitable
-def tap_cell(offset, q, k, l, height, width, mode, geometry):
-    """``locate`` the sample point of tap k of output pixel l in plane q."""
-    grid_y, grid_x = grid_point(k, l, geometry)
-    return locate(grid_y + offset[q, k, 0, l], grid_x + offset[q, k, 1, l], height, width, mode)
-
-
-@register_jitable
-def masked_tap_cell(offset, mask, use_mask, q, k, l, height, width, mode, geometry):
-    """``tap_cell`` with the tap's mask value: ``(inside, y0, x0, ly, lx, jy, jx, m)``.
-
-    ``inside`` is also False when the mask value is NaN; ``m`` is the mask value (1.0
-    without a mask) where ``inside``, else 0.0, so that nothing is ever ``0 * inf``.
-    """
-    inside, y0, x0, ly, lx, jy, jx = tap_cell(offset, q, k, l, height, width, mode, geometry)
-    m = mask[q, k, l] if use_mask else 1.0
-    if not (m == m):  # NaN
-        inside = False
-    if not inside:
-        m = 0.0
-    return inside, y0, x0, ly, lx, jy, jx, m
-
-
-@register_jitable
-def column_value(image, offset, mask, use_mask, mode, geometry, q, c, k, l):
-    """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
-    inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
-                                                      image.shape[2], image.shape[3], mode,
-                                                      geometry)
-    if not inside:
-        return 0.0
-    return m * bilinear_value(image, q, c, y0, x0, ly, lx)
-
-
-@register_jitable
-def tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3):
-    """The offset and mask gradients of one tap: (d/d dy, d/d dx, d/d mask).
+def tap_grads(cell, d0, d1, d2, d3):
+    """The gradients of one tap (a ``TapGrads``) from its cell and its corner sums.
 
     ``d0 .. d3`` are the corner sums D_t = sum over the tap's channels c of
     grad_columns[c] * pixel of channel c at corner t (0 for a corner outside the image).
@@ -222,50 +234,81 @@ def tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3):
         d/d dy   = m * jy * sum_t dw_dly_t * D_t       (d/d dx alike with jx, dw_dlx)
         d/d mask = sum_t w_t * D_t                     (the unmasked sample's gradient)
 
-    Every target's backward computes the tap's gradients here, whatever order it walks
-    the channels in.
+    Every op's backward on every target computes a tap's (or a DCNv3 point's) gradients
+    here, whatever order it walks the channels in.
     """
-    _, _, w0, dw_dly0, dw_dlx0 = corner(0, 0, 0, ly, lx)
-    _, _, w1, dw_dly1, dw_dlx1 = corner(1, 0, 0, ly, lx)
-    _, _, w2, dw_dly2, dw_dlx2 = corner(2, 0, 0, ly, lx)
-    _, _, w3, dw_dly3, dw_dlx3 = corner(3, 0, 0, ly, lx)
-    return (m * jy * (dw_dly0 * d0 + dw_dly1 * d1 + dw_dly2 * d2 + dw_dly3 * d3),
-            m * jx * (dw_dlx0 * d0 + dw_dlx1 * d1 + dw_dlx2 * d2 + dw_dlx3 * d3),
-            w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3)
+    c0, c1, c2, c3 = corner(0, cell), corner(1, cell), corner(2, cell), corner(3, cell)
+    dv_dly = c0.dw_dly * d0 + c1.dw_dly * d1 + c2.dw_dly * d2 + c3.dw_dly * d3
+    dv_dlx = c0.dw_dlx * d0 + c1.dw_dlx * d1 + c2.dw_dlx * d2 + c3.dw_dlx * d3
+    return TapGrads(d_dy=cell.m * cell.jy * dv_dly, d_dx=cell.m * cell.jx * dv_dlx,
+                    d_mask=c0.w * d0 + c1.w * d1 + c2.w * d2 + c3.w * d3)
+
+
+# -- one element of the engine ----------------------------------------------------------
+
+@register_jitable
+def tap_cell(points, q, k, l):
+    """The ``Cell`` of tap k of output pixel l in plane q (``SamplePoints``), with the tap's
+    mask value; a NaN mask value makes the tap touch no pixel."""
+    grid_y, grid_x = grid_point(k, l, points.geometry)
+    offset = points.offset
+    cell = locate(grid_y + offset[q, k, 0, l], grid_x + offset[q, k, 1, l], points.height,
+                  points.width, points.mode)
+    m = points.mask[q, k, l] if points.use_mask else 1.0
+    inside = cell.inside and m == m   # m == m: False for NaN
+    if not inside:
+        m = 0.0
+    return Cell(inside, cell.y0, cell.x0, cell.ly, cell.lx, cell.jy, cell.jx, m)
 
 
 @register_jitable
-def corner_pixel(image, q, c, y0, x0, t):
-    """Pixel of corner t of the cell (y0, x0) in plane ``image[q, c]``; 0 outside the image."""
-    r = y0 + t // 2
-    s = x0 + t % 2
+def column_value(image, points, q, c, k, l):
+    """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
+    cell = tap_cell(points, q, k, l)
+    if not cell.inside:
+        return 0.0
+    return cell.m * bilinear_value(image, q, c, cell)
+
+
+@register_jitable
+def corner_pixel(image, q, c, cell, t):
+    """Pixel of corner t of a cell in plane ``image[q, c]``; 0 outside the image."""
+    r = cell.y0 + t // 2
+    s = cell.x0 + t % 2
     if 0 <= r < image.shape[2] and 0 <= s < image.shape[3]:
         return image[q, c, r, s]
     return 0.0
 
 
 @register_jitable
-def tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry, q, k, l):
-    """Gradients of tap k of pixel l in plane q: (d/d dy, d/d dx, d/d mask) (``tap_grads``),
-    the corner sums taken over the Cq channels that share the sample point. All three are
-    0 for a tap that touches no pixel or has a NaN mask.
+def tap_coord_grad(grad_columns, image, points, q, k, l):
+    """The ``TapGrads`` of tap k of pixel l in plane q, the corner sums taken over the Cq
+    channels that share the sample point. All 0 for a tap that touches no pixel or has a
+    NaN mask.
     """
-    inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l,
-                                                        image.shape[2], image.shape[3], mode,
-                                                        geometry)
-    if not inside:
-        return 0.0, 0.0, 0.0
+    cell = tap_cell(points, q, k, l)
     d0 = 0.0
     d1 = 0.0
     d2 = 0.0
     d3 = 0.0
-    for c in range(image.shape[1]):
-        g = grad_columns[q, c, k, l]
-        d0 += g * corner_pixel(image, q, c, y0, x0, 0)
-        d1 += g * corner_pixel(image, q, c, y0, x0, 1)
-        d2 += g * corner_pixel(image, q, c, y0, x0, 2)
-        d3 += g * corner_pixel(image, q, c, y0, x0, 3)
-    return tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3)
+    if cell.inside:
+        for c in range(image.shape[1]):
+            g = grad_columns[q, c, k, l]
+            d0 += g * corner_pixel(image, q, c, cell, 0)
+            d1 += g * corner_pixel(image, q, c, cell, 1)
+            d2 += g * corner_pixel(image, q, c, cell, 2)
+            d3 += g * corner_pixel(image, q, c, cell, 3)
+    return tap_grads(cell, d0, d1, d2, d3)
+
+
+@register_jitable
+def write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads):
+    """Store a tap's ``TapGrads`` in the engine's grad_offset (Q, K, 2, L) and, when there
+    is a mask, grad_mask (Q, K, L)."""
+    grad_offset[q, k, 0, l] = grads.d_dy
+    grad_offset[q, k, 1, l] = grads.d_dx
+    if use_mask:
+        grad_mask[q, k, l] = grads.d_mask
 
 
 # -- DCNv3 / DCNv4: a sampling point of its own grid --------------------------------------
@@ -317,34 +360,56 @@ def point_location(dx, dy, ho, wo, i, j, geometry):
 
 
 @register_jitable
-def point_cell(offset, mask, n, ho, wo, g, p, i, j, height, width, geometry):
-    """Locate point p (kernel position (i, j)) of group g of output pixel (ho, wo) in an
-    image of height x width.
+def point_cell(points, n, ho, wo, g, p, i, j):
+    """The ``Cell`` of point p (kernel position (i, j)) of group g of output pixel (ho, wo)
+    (``SamplePoints`` of a ``PointGeometry``), zero padding.
 
-    Returns ``(inside, y0, x0, ly, lx, m)`` as ``locate`` (zero padding) plus the point's
-    weight m. A NaN weight counts as outside: the point contributes 0 and gets zero gradient.
+    Its m is the point's weight, and jy = jx = offset_scale (d y / d dy). A NaN weight
+    counts as outside: the point contributes 0 and gets zero gradient.
     """
-    o, w = point_entries(g, p, geometry)
-    m = mask[n, ho, wo, w]
-    y, x = point_location(offset[n, ho, wo, o], offset[n, ho, wo, o + 1], ho, wo, i, j, geometry)
-    inside, y0, x0, ly, lx, _, _ = locate(y, x, height, width, ZEROS)
-    return inside and m == m, y0, x0, ly, lx, m
+    geometry = points.geometry
+    o, e = point_entries(g, p, geometry)
+    m = points.mask[n, ho, wo, e]
+    y, x = point_location(points.offset[n, ho, wo, o], points.offset[n, ho, wo, o + 1], ho, wo,
+                          i, j, geometry)
+    cell = locate(y, x, points.height, points.width, ZEROS)
+    inside = cell.inside and m == m   # m == m: False for NaN
+    if not inside:
+        m = 0.0
+    scale = geometry.offset_scale
+    return Cell(inside, cell.y0, cell.x0, cell.ly, cell.lx, scale, scale, m)
 
 
 @register_jitable
-def point_value_and_grad(input, n, c, y0, x0, ly, lx):
-    """Channel c of image n of a channels-last input (N, H, W, C) in a located cell:
-    (v, dv_dly, dv_dlx), corners outside the image counting as 0."""
+def write_point_grads(grad_offset, grad_mask, n, ho, wo, g, p, geometry, grads):
+    """Store point p of group g's ``TapGrads`` in arrays shaped like DCNv3's offset and mask
+    (read through the ``PointGeometry``): the x offset's first, as the offsets are stored."""
+    o, e = point_entries(g, p, geometry)
+    grad_offset[n, ho, wo, o] = grads.d_dx
+    grad_offset[n, ho, wo, o + 1] = grads.d_dy
+    grad_mask[n, ho, wo, e] = grads.d_mask
+
+
+@register_jitable
+def point_corner_pixel(input, n, c, cell, t):
+    """Pixel of corner t of a cell in channel c of image n of a channels-last input
+    (N, H, W, C); 0 outside the image."""
+    r = cell.y0 + t // 2
+    s = cell.x0 + t % 2
+    if 0 <= r < input.shape[1] and 0 <= s < input.shape[2]:
+        return input[n, r, s, c]
+    return 0.0
+
+
+@register_jitable
+def point_value(input, n, c, cell):
+    """Channel c of image n of a channels-last input (N, H, W, C), interpolated in a
+    located cell (corners outside the image count as 0)."""
     height = input.shape[1]
     width = input.shape[2]
     v = 0.0
-    dv_dly = 0.0
-    dv_dlx = 0.0
     for t in range(4):
-        r, s, w, dw_dly, dw_dlx = corner(t, y0, x0, ly, lx)
+        r, s, w, _, _ = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:
-            pixel = input[n, r, s, c]
-            v += w * pixel
-            dv_dly += dw_dly * pixel
-            dv_dlx += dw_dlx * pixel
-    return v, dv_dly, dv_dlx
+            v += w * input[n, r, s, c]
+    return v

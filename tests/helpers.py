@@ -18,14 +18,20 @@ def assert_close(ours, reference, tol, what=""):
                              f"ours {ours[worst]!r} vs reference {reference[worst]!r}")
 
 
-def compare_grads(ours, reference, tol, what=""):
-    """Two gradient NamedTuples field by field: None in both, or arrays of one dtype, close."""
+def compare(ours, reference, tol, what=""):
+    """An array and its reference, or two gradient NamedTuples field by field: None in
+    both, or NumPy arrays of one dtype, close (``assert_close``)."""
+    if not hasattr(reference, "_fields"):
+        assert isinstance(ours, np.ndarray) and ours.dtype == reference.dtype, (
+            f"{what}: {type(ours).__name__} of dtype {getattr(ours, 'dtype', None)} vs "
+            f"reference dtype {reference.dtype}")
+        assert_close(ours, reference, tol, what)
+        return
     for name in reference._fields:
         a, b = getattr(ours, name), getattr(reference, name)
-        assert (a is None) == (b is None), f"{what}.{name}"
+        assert (a is None) == (b is None), f"{what}.{name}: one of ours/reference is None"
         if a is not None:
-            assert isinstance(a, np.ndarray) and a.dtype == b.dtype
-            assert_close(a, b, tol, f"{what}.{name}")
+            compare(a, b, tol, f"{what}.{name}")
 
 
 def assert_cuda_equals_cpu(forward, backward, rng, *args, tol=1e-10, **kwargs):
@@ -36,7 +42,7 @@ def assert_cuda_equals_cpu(forward, backward, rng, *args, tol=1e-10, **kwargs):
     g = rng.standard_normal(cpu.shape)
     cpu_grads = backward(g, *args, **kwargs)
     for deterministic in (False, True):
-        compare_grads(backward(g, *args, **kwargs, target="cuda", deterministic=deterministic),
+        compare(backward(g, *args, **kwargs, target="cuda", deterministic=deterministic),
                       cpu_grads, tol, f"deterministic={deterministic}")
 
 

@@ -93,7 +93,7 @@ def test_help_is_plain_text():
 
 
 def test_bench_help_says_what_the_shapes_are():
-    from dcn_ref.bench_shapes import SHAPES
+    from dcn_ref.bench.shapes import SHAPES
     result = dcn_ref_script("bench", "--help")
     for name, shape in SHAPES.items():
         assert f"({name}) {shape.describe()}" in result.stdout, result.stdout

@@ -9,7 +9,7 @@ from dcn_ref import reference_dcnv3 as ref
 from dcn_ref.gradcheck import check_gradients
 
 from dcnv3_cases import dcnv3_case, pack
-from helpers import assert_close, compare_grads
+from helpers import assert_close, compare
 
 CASES = {
     "3x2 kernel, stride (2, 1), dilation (1, 2), 2 groups, scale 0.5":
@@ -35,9 +35,9 @@ def test_dcnv3_equals_the_loop_reference(name):
     assert_close(out, ref.dcnv3(**inputs, **params), 1e-10, "forward")
     g = rng.standard_normal(out.shape)
     grads = ops.dcnv3_backward(g, **inputs, **params)
-    compare_grads(grads, ref.dcnv3_backward(g, **inputs, **params), 1e-10, "backward")
+    compare(grads, ref.dcnv3_backward(g, **inputs, **params), 1e-10, "backward")
     # the CPU is always deterministic: the flag is accepted and changes nothing
-    compare_grads(ops.dcnv3_backward(g, **inputs, **params, deterministic=True), grads, 0.0,
+    compare(ops.dcnv3_backward(g, **inputs, **params, deterministic=True), grads, 0.0,
                   "deterministic=True")
 
 
@@ -49,7 +49,7 @@ def test_dcnv4_equals_the_loop_reference(name):
     out = ops.dcnv4(inputs["input"], offset_mask, **params)
     assert_close(out, ref.dcnv4(inputs["input"], offset_mask, **params), 1e-10, "forward")
     g = rng.standard_normal(out.shape)
-    compare_grads(ops.dcnv4_backward(g, inputs["input"], offset_mask, **params),
+    compare(ops.dcnv4_backward(g, inputs["input"], offset_mask, **params),
                   ref.dcnv4_backward(g, inputs["input"], offset_mask, **params), 1e-10, "backward")
 
 
@@ -157,14 +157,14 @@ def test_an_image_with_no_pixel_reads_zero_with_zero_gradient(H, W):
     assert not out.any()
     g = rng.standard_normal(out.shape)
     grads = ops.dcnv3_backward(g, **inputs, **params)
-    compare_grads(grads, ref.dcnv3_backward(g, **inputs, **params), 0.0, "backward")
+    compare(grads, ref.dcnv3_backward(g, **inputs, **params), 0.0, "backward")
     assert [getattr(grads, n).shape for n in grads._fields] == [v.shape for v in inputs.values()]
     assert not any(getattr(grads, n).any() for n in grads._fields)
     packed = pack(inputs["offset"], inputs["mask"], 2, extra=2, fill=np.inf)
     assert_close(ops.dcnv4(inputs["input"], packed, **params),
                  ref.dcnv4(inputs["input"], packed, **params), 0.0, "dcnv4")
     grads4 = ops.dcnv4_backward(g, inputs["input"], packed, **params)
-    compare_grads(grads4, ref.dcnv4_backward(g, inputs["input"], packed, **params), 0.0, "dcnv4")
+    compare(grads4, ref.dcnv4_backward(g, inputs["input"], packed, **params), 0.0, "dcnv4")
     assert grads4.offset_mask.shape == packed.shape and not grads4.offset_mask.any()
 
 
@@ -178,7 +178,7 @@ def test_non_contiguous_inputs_are_accepted_and_no_input_is_modified():
     out = ops.dcnv3(**strided, **params)
     assert_close(out, ops.dcnv3(**inputs, **params), 0.0, "forward")
     g = np.repeat(rng.standard_normal(out.shape), 2, axis=1)[:, ::2]
-    compare_grads(ops.dcnv3_backward(g, **strided, **params),
+    compare(ops.dcnv3_backward(g, **strided, **params),
                   ops.dcnv3_backward(np.ascontiguousarray(g), **inputs, **params), 0.0, "backward")
     packed = pack(strided["offset"], strided["mask"], 3, extra=1)[:, :, :, :]
     packed_view = np.repeat(packed, 2, axis=0)[::2]

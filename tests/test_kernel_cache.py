@@ -40,7 +40,7 @@ def test_editing_sampling_py_recompiles_the_cached_kernel(tmp_path):
     # every corner's weight doubled: the same point now reads 4.0
     sampling = package / "sampling.py"
     source = sampling.read_text()
-    line = "    return y0 + down, x0 + right, wy * wx, sy * wx, wy * sx\n"
+    line = "    return Corner(cell.y0 + down, cell.x0 + right, wy * wx, sy * wx, wy * sx)\n"
     assert source.count(line) == 1
     sampling.write_text(source.replace(line, line.replace("wy * wx,", "2.0 * wy * wx,")))
     assert run_copy(tmp_path) == 4.0

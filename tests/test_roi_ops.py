@@ -7,20 +7,11 @@ import pytest
 from dcn_ref import ops, reference_roi
 from dcn_ref.gradcheck import check_gradients
 
-from helpers import assert_close
+from helpers import assert_close, compare
 from roi_cases import distance_to, psroi_case, psroi_sample_points, roi_case, roi_sample_points
 
 GRAD_TOL = 1e-6
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
-
-
-def compare(ours, theirs, tol, what):
-    for name in ours._fields:
-        a, b = getattr(ours, name), getattr(theirs, name)
-        assert (a is None) == (b is None), f"{what}.{name}: one of ours/reference is None"
-        if a is not None:
-            assert a.dtype == b.dtype, f"{what}.{name}: dtype {a.dtype} vs {b.dtype}"
-            assert_close(a, b, tol, f"{what}.{name}")
 
 
 def assert_all_pass(rows):

@@ -5,20 +5,9 @@ import pytest
 from dcn_ref import ops, reference
 from dcn_ref.gradcheck import off_kink
 
-from helpers import assert_close, deform_case, random_deform_case
+from helpers import compare, deform_case, random_deform_case
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
-
-
-def compare(ours, theirs, tol, what):
-    for name in type(ours)._fields if hasattr(ours, "_fields") else [None]:
-        a = getattr(ours, name) if name else ours
-        b = getattr(theirs, name) if name else theirs
-        if a is None or b is None:
-            assert a is None and b is None, f"{what}.{name}: one of ours/reference is None"
-            continue
-        assert a.dtype == b.dtype, f"{what}.{name}: dtype {a.dtype} vs {b.dtype}"
-        assert_close(a, b, tol, f"{what}.{name}" if name else what)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

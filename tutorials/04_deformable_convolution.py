@@ -190,7 +190,8 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 # * **the columns**:  dcol = W^T dout,  shape `(C_in*K, L)`.
 # * **input**: v_ckl is a weighted sum of four pixels, so each pixel receives
 #   dcol * m * (its bilinear weight) from every sample that read it. This is the
-#   deformable col2im (`deform_col2im` in `dcn_ref/cpu/columns.py`, channels last, and in `dcn_ref/cuda/deform.py`).
+#   deformable col2im: `deform_col2im` in `dcn_ref/cpu/columns.py` (channels last) and
+#   `deform_col2im_atomic` in `dcn_ref/cuda/deform.py` (one GPU thread a column entry).
 # * **offset**: moving the sample point changes v at the rate of the bilinear
 #   derivative (tutorial 01), and all C_in/G channels of the offset group share the point:
 #
@@ -198,10 +199,35 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 #
 # * **mask**:  dL/d m_kl = sum_c dcol[c, k, l] * v_ckl   (the unmasked sample).
 #
-# The per-sample maths (cell, corner weights, their derivatives, the sums over the
-# channels of a group) is written once in `dcn_ref/sampling.py`: see `locate`, `corner`,
-# `tap_grads` (a tap's offset and mask gradients from its four corner sums) and
-# `tap_coord_grad`.
+# **The formulas as loops.** `dcn_ref.reference.deform_conv2d_backward` is the slow loop
+# version that the fast kernels are tested against, written straight from these formulas.
+# For every tap of every output pixel (`_deform_taps` in `dcn_ref/reference.py`), every
+# channel c of its offset group and every output channel o, it adds one term to each
+# gradient; with go = dout[o] and w = W[o, c, tap], the sum over o of go * w is dcol:
+#
+#     grad_weight[o, c, i, j]          += go * m * value        dW = dout col^T, col = m v
+#     grad_offset[n, 2 * tap, oy, ox]  += go * w * m * dv_dy    dL/d dy = m sum_c dcol dv/dy
+#     grad_mask[n, tap, oy, ox]        += go * w * value        dL/dm = sum_c dcol v
+#     grad_input[n, c, r, s]           += go * w * m * weight_rs    each of the four pixels:
+#                                                               dcol * m * its weight
+#
+# Here is its loop, printed from the library's source:
+
+# %%
+import inspect  # noqa: E402
+
+from dcn_ref import reference  # noqa: E402
+
+source = inspect.getsource(reference.deform_conv2d_backward)
+print(source[source.index("    for n, oy, ox"):source.index("    grad_bias")])
+
+# %% [markdown]
+# The fast kernels compute the same sums in another order. The per-sample maths (cell,
+# corner weights, their derivatives, a tap's offset and mask gradients from its four
+# corner sums over the group's channels) is written once, for both targets, in
+# `dcn_ref/sampling.py`: `locate`, `corner`, `tap_grads` and `tap_coord_grad`. The page
+# "Reading the code" of the documentation (`docs/reading.md`) follows them down to the
+# kernels.
 #
 # **By hand.** One channel, a 1x1 kernel of weight w = 2, a mask of 0.5, the offset
 # dx = 0.25 everywhere, on an image that grows by 10 per row and 3 per column. Let
@@ -230,6 +256,10 @@ print("dw", g.weight.ravel(), " db", g.bias, " dm", g.mask[0, 0, 1, 1],
 assert g.weight.ravel()[0] == 6.875 and g.bias[0] == 1.0 and g.mask[0, 0, 1, 1] == 27.5
 assert list(g.offset[0, :, 1, 1]) == [10.0, 3.0]
 assert np.array_equal(g.input[0, 0], expected_dx)
+loops = reference.deform_conv2d_backward(dout, x, offset, w, b, mask=mask)
+assert all(np.allclose(getattr(loops, name), getattr(g, name), rtol=0, atol=1e-12)
+           for name in g._fields)
+print("the loop reference gives the same gradients")
 
 # %% [markdown]
 # **Finite differences** on a case with everything switched on: two convolution

@@ -70,11 +70,15 @@ rng = np.random.default_rng(0)
 # calls it. So it can be called three ways: from Python, from an `@numba.njit` CPU
 # function, and from a `@cuda.jit` kernel (in the simulator the kernel is Python again).
 #
-# By hand first: the point (1.25, 2.5) of a 4x5 image lies in the cell with corner
-# (1, 2), at fractions (0.25, 0.5), inside, and nothing was clamped.
+# It returns a `Cell`, a `typing.NamedTuple` that Numba compiles for both targets, so the
+# callers read `cell.y0` or `cell.inside` by name. By hand first: the point (1.25, 2.5) of
+# a 4x5 image lies in the cell with corner (1, 2), at fractions (0.25, 0.5), inside, and
+# nothing was clamped (`jy`, `jx` = 1); without a mask its `m` is 1.
 
 # %%
-assert sampling.locate(1.25, 2.5, 4, 5, sampling.ZEROS) == (True, 1, 2, 0.25, 0.5, 1.0, 1.0)
+cell = sampling.locate(1.25, 2.5, 4, 5, sampling.ZEROS)
+assert cell == sampling.Cell(inside=True, y0=1, x0=2, ly=0.25, lx=0.5, jy=1.0, jx=1.0, m=1.0)
+print(cell)
 
 # %% [markdown]
 # Two tiny callers written here, one per target. What they share is the helper alone:
@@ -86,26 +90,24 @@ assert sampling.locate(1.25, 2.5, 4, 5, sampling.ZEROS) == (True, 1, 2, 0.25, 0.
 @numba.njit
 def locate_all_cpu(points, height, width, mode, out):
     for p in range(points.shape[0]):                       # a plain loop on the CPU
-        inside, y0, x0, ly, lx, _, _ = sampling.locate(points[p, 0], points[p, 1],
-                                                       height, width, mode)
-        out[p, 0], out[p, 1], out[p, 2], out[p, 3] = y0, x0, ly, lx
-        out[p, 4] = 1.0 if inside else 0.0
+        cell = sampling.locate(points[p, 0], points[p, 1], height, width, mode)
+        out[p, 0], out[p, 1], out[p, 2], out[p, 3] = cell.y0, cell.x0, cell.ly, cell.lx
+        out[p, 4] = 1.0 if cell.inside else 0.0
 
 
 @cuda.jit
 def locate_all_gpu(points, height, width, mode, out):
     p = cuda.grid(1)                                       # one thread per point
     if p < points.shape[0]:
-        inside, y0, x0, ly, lx, _, _ = sampling.locate(points[p, 0], points[p, 1],
-                                                       height, width, mode)
-        out[p, 0], out[p, 1], out[p, 2], out[p, 3] = y0, x0, ly, lx
-        out[p, 4] = 1.0 if inside else 0.0
+        cell = sampling.locate(points[p, 0], points[p, 1], height, width, mode)
+        out[p, 0], out[p, 1], out[p, 2], out[p, 3] = cell.y0, cell.x0, cell.ly, cell.lx
+        out[p, 4] = 1.0 if cell.inside else 0.0
 
 
 points = np.array([[1.25, 2.5], [-0.5, 3.0], [3.99, -1.0], [5.0, 1.0], [0.0, 0.0]])
 for mode in (sampling.ZEROS, sampling.BORDER):
-    from_python = np.array([[y0, x0, ly, lx, float(inside)] for inside, y0, x0, ly, lx, _, _ in
-                            (sampling.locate(y, x, 4, 5, mode) for y, x in points)])
+    cells = [sampling.locate(y, x, 4, 5, mode) for y, x in points]
+    from_python = np.array([[c.y0, c.x0, c.ly, c.lx, float(c.inside)] for c in cells])
     from_cpu = np.zeros((len(points), 5))
     locate_all_cpu(points, 4, 5, mode, from_cpu)
     from_gpu = cuda.to_device(np.zeros((len(points), 5)))

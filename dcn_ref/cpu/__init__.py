@@ -23,7 +23,7 @@ from ..kernel_args import or_stand_in
 from . import columns as _columns
 from . import dcnv3_kernels as _dcnv3
 from . import planar as _planar
-from .conv import _channels_last
+from .conv import channels_last
 from .conv import (conv2d, conv2d_backward, deform_conv2d,  # noqa: F401  (the target's interface)
                    deform_conv2d_backward)
 from .roi import (deform_psroi_pool, deform_psroi_pool_backward, deform_roi_pool,  # noqa: F401
@@ -67,7 +67,8 @@ def zeros(shape, dtype):
 def deform_im2col(image, offset, mask, mode, geometry, columns):
     """columns (Q, Cq, K, L) = samples of image (Q, Cq, H, W) at offset (Q, K, 2, L)."""
     mask, use_mask = or_stand_in(mask, (1, 1, 1), image, np.empty)
-    _planar.deform_im2col(columns.size, image, offset, mask, use_mask, mode, geometry, columns)
+    _planar.deform_im2col(image, offset, mask, use_mask, mode, geometry, columns,
+                          work=columns.size)
 
 
 def sample_backward(grad_columns, image, offset, mask, mode, geometry, grad_image, grad_offset,
@@ -76,8 +77,8 @@ def sample_backward(grad_columns, image, offset, mask, mode, geometry, grad_imag
     (Q, K, 2, L) and, when there is a mask, grad_mask (Q, K, L) written."""
     mask, use_mask = or_stand_in(mask, (1, 1, 1), image, np.empty)
     grad_mask, _ = or_stand_in(grad_mask, (1, 1, 1), image, np.empty)
-    _planar.deform_backward(grad_columns.size, grad_columns, image, offset, mask, use_mask, mode,
-                            geometry, grad_image, grad_offset, grad_mask)
+    _planar.deform_backward(grad_columns, image, offset, mask, use_mask, mode, geometry,
+                            grad_image, grad_offset, grad_mask, work=grad_columns.size)
 
 
 # -- convolutions in the textbook layout, for dcn_ref.ops.im2col -------------------------
@@ -86,7 +87,8 @@ def im2col(x, geometry):
     """columns (N, C, K, L) in the textbook layout (the kernels' own is channels last)."""
     K, L = geometry.taps, geometry.pixels
     columns = np.empty((1, x.shape[0], L, K, x.shape[1]), x.dtype)
-    _columns.im2col(columns.size, _channels_last(x), x.shape[2], x.shape[3], geometry, columns)
+    _columns.im2col(channels_last(x), x.shape[2], x.shape[3], geometry, columns,
+                    work=columns.size)
     return np.ascontiguousarray(columns[0].transpose(0, 3, 2, 1))
 
 
@@ -94,8 +96,8 @@ def col2im(columns, geometry, input_shape, deterministic=True):
     """(N, C, H, W): columns (N, C, K, L) added back to the pixels they came from."""
     N, C, H, W = input_shape
     grad_x_cl = np.zeros((N, H * W + 1, C), columns.dtype)
-    channels_last = np.ascontiguousarray(columns.transpose(0, 3, 2, 1))[None]   # (1, N, L, K, C)
-    _columns.col2im(columns.size, channels_last, H, W, geometry, grad_x_cl)
+    columns_cl = np.ascontiguousarray(columns.transpose(0, 3, 2, 1))[None]   # (1, N, L, K, C)
+    _columns.col2im(columns_cl, H, W, geometry, grad_x_cl, work=columns.size)
     return np.ascontiguousarray(grad_x_cl[:, : H * W].transpose(0, 2, 1)).reshape(input_shape)
 
 
@@ -108,7 +110,7 @@ def _point_work(input, geometry):
 def dcnv3(input, offset, mask, geometry):
     """out (N, H_out, W_out, C): the weighted samples of input (N, H, W, C)."""
     out = np.empty((input.shape[0], geometry.out_h, geometry.out_w, input.shape[3]), input.dtype)
-    _dcnv3.dcnv3_forward(_point_work(input, geometry), input, offset, mask, geometry, out)
+    _dcnv3.dcnv3_forward(input, offset, mask, geometry, out, work=_point_work(input, geometry))
     return out
 
 
@@ -116,5 +118,5 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
                    deterministic=False):
     """grad_input += the input gradient; every point's entries of grad_offset and grad_mask
     (shaped like offset and mask, possibly the same array) written."""
-    _dcnv3.dcnv3_backward(_point_work(input, geometry), grad_out, input, offset, mask, geometry,
-                          grad_input, grad_offset, grad_mask)
+    _dcnv3.dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_offset,
+                          grad_mask, work=_point_work(input, geometry))

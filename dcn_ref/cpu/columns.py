@@ -15,7 +15,7 @@ and written as contiguous vectors: a sample costs four vector loads (its four co
 and one vector store, whatever the number of channels. A corner outside the image points
 at the zero row, so it adds exactly nothing and needs no branch.
 
-The per-sample maths is ``dcn_ref.sampling`` (``masked_tap_cell``, ``corner``).
+The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``, ``tap_grads``).
 
 The channel loops run over views that start at index 0 (``row = out[lo:hi]``, then
 ``row[i]`` for i in range(hi - lo)), never over ``out[i - base]`` with i from a runtime
@@ -23,49 +23,48 @@ start: Numba checks every index for a negative value to wrap around, and it can 
 check only when the index provably starts at 0; with the check in the loop LLVM does not
 vectorise it, and the loop runs about half as fast. The arithmetic is the same either way.
 """
+from typing import NamedTuple
+
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import corner, grid_point, masked_tap_cell, tap_grads
+from ..sampling import (Cell, SamplePoints, TapGrads, corner, grid_point, tap_cell, tap_grads,
+                        write_tap_grads)
 from .compile import kernel
 
 
+class CornerRows(NamedTuple):
+    """A tap located for the channels-last columns: its ``Cell`` and its four corners as
+    rows of x_cl and their weights, corner by corner (tuples of four)."""
+    cell: Cell
+    rows: tuple
+    weights: tuple
+
+
 @register_jitable
-def corner_row(t, inside, y0, x0, ly, lx, height, width):
+def corner_row(t, cell, height, width):
     """Corner t of a located cell as (row of x_cl, corner weight); the zero row (weight 0)
     when the sample touches no pixel, the zero row with the true weight when only this
     corner is outside."""
-    if not inside:
+    if not cell.inside:
         return height * width, 0.0
-    r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+    r, s, w, _, _ = corner(t, cell)
     row = r * width + s if 0 <= r < height and 0 <= s < width else height * width
     return row, w
 
 
 @register_jitable
-def tap_corner_rows(offset, mask, use_mask, q, k, l, height, width, mode, geometry):
-    """Locate tap k of output pixel l in plane q and return its four corners as rows of x_cl:
-    (inside, m, jy, jx, ly, lx, rows, weights), the last two tuples of four, corner by
-    corner (see ``corner_row``); m is the tap's mask value (``masked_tap_cell``: a NaN mask
-    makes the tap touch no pixel, and m is 0 then)."""
-    inside, y0, x0, ly, lx, jy, jx, m = masked_tap_cell(offset, mask, use_mask, q, k, l, height,
-                                                        width, mode, geometry)
-    r0, w0 = corner_row(0, inside, y0, x0, ly, lx, height, width)
-    r1, w1 = corner_row(1, inside, y0, x0, ly, lx, height, width)
-    r2, w2 = corner_row(2, inside, y0, x0, ly, lx, height, width)
-    r3, w3 = corner_row(3, inside, y0, x0, ly, lx, height, width)
-    return inside, m, jy, jx, ly, lx, (r0, r1, r2, r3), (w0, w1, w2, w3)
-
-
-@register_jitable
-def write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx, d0, d1, d2, d3):
-    """Store a tap's offset and mask gradients (``sampling.tap_grads``) from the dot products
-    D_t of the channels' gradients with its four corners."""
-    d_dy, d_dx, d_mask = tap_grads(m, jy, jx, ly, lx, d0, d1, d2, d3)
-    grad_offset[q, k, 0, l] = d_dy
-    grad_offset[q, k, 1, l] = d_dx
-    if use_mask:
-        grad_mask[q, k, l] = d_mask
+def tap_corner_rows(points, q, k, l):
+    """The ``CornerRows`` of tap k of output pixel l in plane q (``SamplePoints``); the
+    cell's m is the tap's mask value (``tap_cell``: a NaN mask makes the tap touch no
+    pixel, and m is 0 then)."""
+    cell = tap_cell(points, q, k, l)
+    height, width = points.height, points.width
+    r0, w0 = corner_row(0, cell, height, width)
+    r1, w1 = corner_row(1, cell, height, width)
+    r2, w2 = corner_row(2, cell, height, width)
+    r3, w3 = corner_row(3, cell, height, width)
+    return CornerRows(cell, (r0, r1, r2, r3), (w0, w1, w2, w3))
 
 
 @register_jitable
@@ -76,7 +75,23 @@ def channel_segment(c, stop, c_per_group):
     return g, min(stop, (g + 1) * c_per_group)
 
 
+@register_jitable
+def corner_views(image_cl, n, rows):
+    """The four corner rows (a tuple of row numbers) of image n of a channels-last array."""
+    return image_cl[n, rows[0]], image_cl[n, rows[1]], image_cl[n, rows[2]], image_cl[n, rows[3]]
+
+
+@register_jitable
+def masked_factors(cell, weights, cast):
+    """m * w_t for the four corners, in the data's dtype (float32 stays SIMD-wide)."""
+    m = cell.m
+    return cast(m * weights[0]), cast(m * weights[1]), cast(m * weights[2]), cast(m * weights[3])
+
+
 # -- deformable convolution ---------------------------------------------------------------
+# offset (n*G, K, 2, L) and mask (n*G, K, L) in the engine's layout; each task reads them as
+# ``SamplePoints`` (built inside the parallel loop: Numba's parallel loops take arrays and
+# scalars, not tuples holding arrays).
 
 @kernel
 def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
@@ -89,13 +104,13 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
     for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
         n = nl // L
         l = nl % L
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                _, m, _, _, _, _, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l, height,
-                                                         width, mode, geometry)
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                a, b, c_, d = corner_views(x_cl, n, r)
                 c = g * Cq
                 while c < (g + 1) * Cq:              # the offset group's channels, by conv group
                     cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
@@ -106,6 +121,55 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
                         out[i] = f0 * va[i] + f1 * vb[i] + f2 * vc[i] + f3 * vd[i]
                     c = stop
 
+
+@register_jitable(inline="always")
+def scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
+                     f0, f1, f2, f3):
+    """The image gradient of one tap over channels c_start..c_stop of its offset group:
+    corner row t of grad_x_cl (ga .. gd) += f_t * grad_columns, walked in runs of one conv
+    group (``channel_segment``)."""
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see the module's note
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            ua[i] += f0 * v
+            ub[i] += f1 * v
+            uc[i] += f2 * v
+            ud[i] += f3 * v
+        c = stop
+
+
+@register_jitable(inline="always")
+def corner_sums(grad_columns, n, l, k, c_start, c_stop, c_per_group, a, b, c_, d):
+    """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
+    sum_c grad_columns * corner row t of x_cl (a .. d), in channel order (its sums cannot
+    vectorise without reordering them, which gradient-checked code does not do)."""
+    d0 = d1 = d2 = d3 = a.dtype.type(0.0)
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see the module's note
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            d0 += v * va[i]
+            d1 += v * vb[i]
+            d2 += v * vc[i]
+            d3 += v * vd[i]
+        c = stop
+    return d0, d1, d2, d3
+
+
+# The three kernels of the backward. Split: deform_col2im (the image gradient, parallel
+# over channel chunks) and deform_coord_grad (offsets and masks, parallel over pixels);
+# fused: deform_backward, both in one pass, parallel over (image, offset group) only, so
+# the ops pick it when there are enough of those to keep every thread busy. All three walk
+# a tap's channels with ``tap_channels``.
 
 @kernel
 def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geometry, chunk,
@@ -121,78 +185,48 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geo
     Cq = C // G
     per_group = (Cq + chunk - 1) // chunk
     for task in prange(n_img * G * per_group):  # (image, offset group, channel chunk)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         n = task // (G * per_group)
         g = (task // per_group) % G
         c_start = g * Cq + (task % per_group) * chunk
         c_stop = min(c_start + chunk, (g + 1) * Cq)
         q = n * G + g
-        cast = grad_x_cl.dtype.type
         for k in range(K):
             for l in range(L):
-                inside, m, _, _, _, _, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                              height, width, mode, geometry)
-                if not inside:
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                if not cell.inside:
                     continue
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
-                c = c_start
-                while c < c_stop:
-                    cg, stop = channel_segment(c, c_stop, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        v = src[i]
-                        va[i] += f0 * v
-                        vb[i] += f1 * v
-                        vc[i] += f2 * v
-                        vd[i] += f3 * v
-                    c = stop
+                ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
+                f0, f1, f2, f3 = masked_factors(cell, w, grad_x_cl.dtype.type)
+                scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc,
+                                 gd, f0, f1, f2, f3)
 
 
 @kernel
 def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
                       grad_offset, grad_mask):
-    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L).
-
-    For a sample, D_t = sum over the group's channels of grad_columns * x at corner t (four
-    dot products of contiguous vectors); then d/d dy = m * sum_t dw_t/dy D_t, d/d mask =
-    sum_t w_t D_t (the unmasked sample's gradient).
-    """
+    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L): for a
+    sample, the corner sums D_t over the group's channels (four dot products of contiguous
+    vectors), then ``sampling.tap_grads``."""
     groups, n_img, L, K, c_per_group = grad_columns.shape
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
     Cq = C // G
     for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         n = nl // L
         l = nl % L
-        zero = x_cl.dtype.type(0.0)
         for g in range(G):
             q = n * G + g
             for k in range(K):
-                inside, m, jy, jx, ly, lx, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                                  height, width, mode, geometry)
-                if not inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, ly,
-                                    lx, 0.0, 0.0, 0.0, 0.0)
-                    continue
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
-                d0 = d1 = d2 = d3 = zero
-                c = g * Cq
-                while c < (g + 1) * Cq:
-                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        v = src[i]
-                        d0 += v * va[i]
-                        d1 += v * vb[i]
-                        d2 += v * vc[i]
-                        d3 += v * vd[i]
-                    c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx,
-                                d0, d1, d2, d3)
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                grads = TapGrads(0.0, 0.0, 0.0)
+                if cell.inside:
+                    a, b, c_, d = corner_views(x_cl, n, r)
+                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, g * Cq, (g + 1) * Cq,
+                                                 c_per_group, a, b, c_, d)
+                    grads = tap_grads(cell, d0, d1, d2, d3)
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
 
 
 @kernel
@@ -200,52 +234,30 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
                     grad_x_cl, grad_offset, grad_mask):
     """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
     each sample's four corner rows are read once for both. A task writes only its image's
-    rows, in its group's channels, and its own offsets, so tasks never collide; worth it
-    when there are enough (image, group) pairs to keep every thread busy."""
+    rows, in its group's channels, and its own offsets, so tasks never collide."""
     groups, n_img, L, K, c_per_group = grad_columns.shape
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
     Cq = C // G
-    cast = x_cl.dtype.type
     for q in prange(n_img * G):  # task (image n, offset group g)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         n = q // G
         g = q % G
         for k in range(K):
             for l in range(L):
-                inside, m, jy, jx, ly, lx, r, w = tap_corner_rows(offset, mask, use_mask, q, k, l,
-                                                                  height, width, mode, geometry)
-                if not inside:
-                    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, 0.0, 0.0, 0.0, ly,
-                                    lx, 0.0, 0.0, 0.0, 0.0)
-                    continue
-                f0, f1, f2, f3 = cast(m * w[0]), cast(m * w[1]), cast(m * w[2]), cast(m * w[3])
-                a, b, c_, d = x_cl[n, r[0]], x_cl[n, r[1]], x_cl[n, r[2]], x_cl[n, r[3]]
-                ga, gb, gc, gd = grad_x_cl[n, r[0]], grad_x_cl[n, r[1]], grad_x_cl[n, r[2]], grad_x_cl[n, r[3]]
-                d0 = d1 = d2 = d3 = cast(0.0)
-                c = g * Cq
-                while c < (g + 1) * Cq:
-                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
-                    # Two loops over the (cached) channels: the scatter alone vectorises,
-                    # the sums, whose order is kept exact (no fastmath), cannot.
-                    for i in range(stop - c):
-                        v = src[i]
-                        ua[i] += f0 * v
-                        ub[i] += f1 * v
-                        uc[i] += f2 * v
-                        ud[i] += f3 * v
-                    for i in range(stop - c):
-                        v = src[i]
-                        d0 += v * va[i]
-                        d1 += v * vb[i]
-                        d2 += v * vc[i]
-                        d3 += v * vd[i]
-                    c = stop
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, m, jy, jx, ly, lx,
-                                d0, d1, d2, d3)
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                grads = TapGrads(0.0, 0.0, 0.0)
+                if cell.inside:
+                    c0, c1 = g * Cq, (g + 1) * Cq
+                    ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
+                    f0, f1, f2, f3 = masked_factors(cell, w, x_cl.dtype.type)
+                    scatter_channels(grad_columns, n, l, k, c0, c1, c_per_group, ga, gb, gc, gd,
+                                     f0, f1, f2, f3)
+                    a, b, c_, d = corner_views(x_cl, n, r)
+                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, c0, c1, c_per_group, a,
+                                                 b, c_, d)
+                    grads = tap_grads(cell, d0, d1, d2, d3)
+                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------

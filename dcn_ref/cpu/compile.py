@@ -113,7 +113,11 @@ def _njit_cached(fn, parallel):
 
 
 class Kernel:
-    """A kernel compiled serial and parallel; ``kernel(work, *args)`` runs the right one."""
+    """A kernel compiled serial and parallel; ``kernel(*args, work=n)`` runs the right one.
+
+    ``work`` is the number of inner-loop iterations the call will do (a keyword, so that a
+    call's arguments line up with the kernel's parameters).
+    """
 
     def __init__(self, fn):
         # a second function object with its own name, so that the two builds get separate
@@ -127,7 +131,7 @@ class Kernel:
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 
-    def __call__(self, work, *args):
+    def __call__(self, *args, work):
         run = self.parallel if work >= PARALLEL_MIN_WORK else self.serial
         return run(*args)
 

@@ -49,10 +49,10 @@ def _weight_back(grad_w, weight_shape, groups):
 
 def _transpose(src, dst):
     """dst (n, B, A) = src (n, A, B) transposed, with the blocked parallel kernel."""
-    cl.transpose_last_two(src.size, src, dst)
+    cl.transpose_last_two(src, dst, work=src.size)
 
 
-def _channels_last(x):
+def channels_last(x):
     """(n, C, H, W) -> (n, H*W + 1, C) with a zero last row."""
     n, c, h, w = x.shape
     x_cl = np.empty((n, h * w + 1, c), x.dtype)
@@ -108,11 +108,11 @@ class _Conv:
         for n0, n1 in self.chunks():
             n = n1 - n0
             columns = self.empty_columns(n)
-            fill_columns(n0, n1, _channels_last(self.x[n0:n1]), columns)
+            fill_columns(n0, n1, channels_last(self.x[n0:n1]), columns)
             out_g = np.empty((n * self.L, m), self.x.dtype)
             for g in range(self.groups):
-                gemm.matmul_nt(self.gemm_work(n), columns[g].reshape(n * self.L, -1),
-                               self.weight_g[g], blocks, out_g)
+                gemm.matmul_nt(columns[g].reshape(n * self.L, -1), self.weight_g[g], blocks, out_g,
+                               work=self.gemm_work(n))
                 _transpose(out_g.reshape(n, self.L, m), out[n0:n1, g * m:(g + 1) * m])
         return out
 
@@ -133,7 +133,7 @@ class _Conv:
         blocks = gemm.blocks()
         for n0, n1 in self.chunks():
             n = n1 - n0
-            x_cl = _channels_last(self.x[n0:n1])
+            x_cl = channels_last(self.x[n0:n1])
             gout_cl = np.empty((self.groups, n, self.L, m), self.x.dtype)       # channels last
             for g in range(self.groups):
                 _transpose(grad_out[n0:n1, g * m:(g + 1) * m], gout_cl[g])
@@ -141,13 +141,13 @@ class _Conv:
             columns = self.empty_columns(n)
             fill_columns(n0, n1, x_cl, columns)
             for g in range(self.groups):
-                gemm.matmul_tn_add(self.gemm_work(n), gout_cl[g],
-                                   columns[g].reshape(n * self.L, -1), partial, grad_w[g])
+                gemm.matmul_tn_add(gout_cl[g], columns[g].reshape(n * self.L, -1), partial,
+                                   grad_w[g], work=self.gemm_work(n))
             del columns                                     # before its gradient: a smaller peak
             grad_columns = self.empty_columns(n)
             for g in range(self.groups):
-                gemm.matmul_nn(self.gemm_work(n), gout_cl[g], self.weight_g[g], blocks,
-                               grad_columns[g].reshape(n * self.L, -1))
+                gemm.matmul_nn(gout_cl[g], self.weight_g[g], blocks,
+                               grad_columns[g].reshape(n * self.L, -1), work=self.gemm_work(n))
             grad_x_cl = np.zeros_like(x_cl)
             scatter_columns(n0, n1, x_cl, grad_columns, grad_x_cl)
             _transpose(grad_x_cl[:, : self.H * self.W],
@@ -160,7 +160,7 @@ def conv2d(x, weight, bias, geometry):
     conv = _Conv(x, weight, geometry)
 
     def fill(n0, n1, x_cl, columns):
-        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, geometry, columns)
+        cl.im2col(x_cl, conv.H, conv.W, geometry, columns, work=conv.work(n1 - n0))
 
     return conv.forward(fill, bias)
 
@@ -170,10 +170,10 @@ def conv2d_backward(grad_out, x, weight, has_bias, geometry, deterministic=False
     conv = _Conv(x, weight, geometry)
 
     def fill(n0, n1, x_cl, columns):
-        cl.im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, geometry, columns)
+        cl.im2col(x_cl, conv.H, conv.W, geometry, columns, work=conv.work(n1 - n0))
 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
-        cl.col2im(conv.work(n1 - n0), grad_columns, conv.H, conv.W, geometry, grad_x_cl)
+        cl.col2im(grad_columns, conv.H, conv.W, geometry, grad_x_cl, work=conv.work(n1 - n0))
 
     return conv.backward(grad_out, fill, scatter, has_bias)
 
@@ -185,8 +185,8 @@ def deform_conv2d(x, offset, mask, weight, bias, geometry):
 
     def fill(n0, n1, x_cl, columns):
         m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
-        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, views.offsets(offset, n0, n1),
-                         m, use_mask, ZEROS, geometry, columns)
+        cl.deform_im2col(x_cl, conv.H, conv.W, views.offsets(offset, n0, n1), m, use_mask, ZEROS,
+                         geometry, columns, work=conv.work(n1 - n0))
 
     return conv.forward(fill, bias)
 
@@ -203,8 +203,8 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry
 
     def fill(n0, n1, x_cl, columns):
         m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
-        cl.deform_im2col(conv.work(n1 - n0), x_cl, conv.H, conv.W, views.offsets(offset, n0, n1),
-                         m, use_mask, ZEROS, geometry, columns)
+        cl.deform_im2col(x_cl, conv.H, conv.W, views.offsets(offset, n0, n1), m, use_mask, ZEROS,
+                         geometry, columns, work=conv.work(n1 - n0))
 
     def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
         n = n1 - n0
@@ -213,13 +213,13 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry
         goff = views.offsets(grad_offset, n0, n1)
         gmask, _ = or_stand_in(views.masks(grad_mask, n0, n1), (1, 1, 1), x, np.empty)
         if n * G >= 2 * numba.get_num_threads():     # enough (image, group) tasks: one pass
-            cl.deform_backward(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
-                               ZEROS, geometry, grad_x_cl, goff, gmask)
+            cl.deform_backward(grad_columns, x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
+                               geometry, grad_x_cl, goff, gmask, work=conv.work(n))
             return
-        cl.deform_col2im(conv.work(n), grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS,
-                         geometry, _chunk_size(conv.C // G, n * G), grad_x_cl)
-        cl.deform_coord_grad(conv.work(n), grad_columns, x_cl, conv.H, conv.W, off, m, use_mask,
-                             ZEROS, geometry, goff, gmask)
+        cl.deform_col2im(grad_columns, conv.H, conv.W, off, m, use_mask, ZEROS, geometry,
+                         _chunk_size(conv.C // G, n * G), grad_x_cl, work=conv.work(n))
+        cl.deform_coord_grad(grad_columns, x_cl, conv.H, conv.W, off, m, use_mask, ZEROS,
+                             geometry, goff, gmask, work=conv.work(n))
 
     grad_input, grad_weight, grad_bias = conv.backward(grad_out, fill, scatter, has_bias)
     return grad_input, grad_offset, grad_weight, grad_bias, grad_mask

@@ -69,8 +69,8 @@ def deform_roi_pool(input, rois, offset, mask, geometry, out):
     """Write out (R, C, ph, pw)."""
     offset, use_offset = or_stand_in(offset, (1, 2, 1, 1), input, np.empty)
     mask, use_mask = or_stand_in(mask, (1, 1, 1, 1), input, np.empty)
-    _roi_align_forward(_roi_align_work(out, geometry), input, rois, offset, mask, use_offset,
-                       use_mask, geometry, out)
+    _roi_align_forward(input, rois, offset, mask, use_offset, use_mask, geometry, out,
+                       work=_roi_align_work(out, geometry))
 
 
 def deform_roi_pool_backward(grad_output, input, rois, offset, mask, geometry, grad_input,
@@ -81,13 +81,13 @@ def deform_roi_pool_backward(grad_output, input, rois, offset, mask, geometry, g
     has_coords = offset is not None or mask is not None
     offset, use_offset = or_stand_in(offset, (1, 2, 1, 1), input, np.empty)
     mask, use_mask = or_stand_in(mask, (1, 1, 1, 1), input, np.empty)
-    _roi_align_input_grad(work, grad_output, rois, offset, mask, use_offset, use_mask, geometry,
-                          grad_input)
+    _roi_align_input_grad(grad_output, rois, offset, mask, use_offset, use_mask, geometry,
+                          grad_input, work=work)
     if has_coords:
         grad_offset, _ = or_stand_in(grad_offset, (1, 2, 1, 1), input, np.empty)
         grad_mask, _ = or_stand_in(grad_mask, (1, 1, 1, 1), input, np.empty)
-        _roi_align_coord_grad(work, grad_output, input, rois, offset, mask, use_offset, use_mask,
-                              geometry, grad_offset, grad_mask)
+        _roi_align_coord_grad(grad_output, input, rois, offset, mask, use_offset, use_mask,
+                              geometry, grad_offset, grad_mask, work=work)
 
 
 # -- deform_psroi_pool --------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _psroi_work(out, geometry):
 def deform_psroi_pool(input, rois, trans, geometry, out):
     """Write out (R, output_dim, pooled_size, pooled_size)."""
     trans, use_trans = or_stand_in(trans, (1, 2, 1, 1), input, np.empty)
-    _psroi_forward(_psroi_work(out, geometry), input, rois, trans, use_trans, geometry, out)
+    _psroi_forward(input, rois, trans, use_trans, geometry, out, work=_psroi_work(out, geometry))
 
 
 def deform_psroi_pool_backward(grad_output, input, rois, trans, geometry, grad_input, grad_trans,
@@ -146,6 +146,6 @@ def deform_psroi_pool_backward(grad_output, input, rois, trans, geometry, grad_i
     work = _psroi_work(grad_output, geometry)
     has_trans = trans is not None
     trans, use_trans = or_stand_in(trans, (1, 2, 1, 1), input, np.empty)
-    _psroi_input_grad(work, grad_output, rois, trans, use_trans, geometry, grad_input)
+    _psroi_input_grad(grad_output, rois, trans, use_trans, geometry, grad_input, work=work)
     if has_trans:
-        _psroi_trans_grad(work, grad_output, input, rois, trans, geometry, grad_trans)
+        _psroi_trans_grad(grad_output, input, rois, trans, geometry, grad_trans, work=work)

@@ -9,7 +9,8 @@ one plane per image and group, sample s = (ho*W_out + wo)*P + p).
 """
 from numba import cuda
 
-from ..sampling import corner, point_cell, point_entries, point_position, point_value_and_grad
+from ..sampling import (ZEROS, SamplePoints, corner, point_cell, point_corner_pixel,
+                        point_position, point_value, tap_grads, write_point_grads)
 from .deterministic import counting_sort, index_dtype
 from .launch import launch, unravel
 
@@ -23,20 +24,21 @@ def dcnv3_forward(input, offset, mask, geometry, out):
         return
     n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
     g = c // geometry.group_channels
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
     total = 0.0
     for p in range(geometry.points):
         i, j = point_position(p, geometry)
-        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
-        if inside:
-            v, _, _ = point_value_and_grad(input, n, c, y0, x0, ly, lx)
-            total += m * v
+        cell = point_cell(points, n, ho, wo, g, p, i, j)
+        if cell.inside:
+            total += cell.m * point_value(input, n, c, cell)
     out[n, ho, wo, c] = total
 
 
 @cuda.jit
 def dcnv3_point_grads(grad_out, input, offset, mask, geometry, grad_offset, grad_mask):
     """Thread (n, ho, wo, g*P + p) writes the offset and weight gradients of point p of
-    group g, summing over the group's channels. No two threads write the same entry."""
+    group g: ``sampling.tap_grads`` of its corner sums over the group's channels. No two
+    threads write the same entry."""
     H, W = input.shape[1], input.shape[2]
     G, P, Cg = geometry.group, geometry.points, geometry.group_channels
     idx = cuda.grid(1)
@@ -45,24 +47,22 @@ def dcnv3_point_grads(grad_out, input, offset, mask, geometry, grad_offset, grad
     n, ho, wo, gp = unravel(idx, geometry.out_h, geometry.out_w, G * P)
     g = gp // P
     p = gp - g * P
-    o, k = point_entries(g, p, geometry)
     i, j = point_position(p, geometry)
-    inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
-    d_v = 0.0
-    d_ly = 0.0
-    d_lx = 0.0
-    if inside:
+    cell = point_cell(SamplePoints(offset, mask, True, ZEROS, geometry, H, W), n, ho, wo, g, p,
+                      i, j)
+    d0 = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    d3 = 0.0
+    if cell.inside:
         for c in range(g * Cg, (g + 1) * Cg):
             go = grad_out[n, ho, wo, c]
-            v, v_ly, v_lx = point_value_and_grad(input, n, c, y0, x0, ly, lx)
-            d_v += go * v
-            d_ly += go * v_ly
-            d_lx += go * v_lx
-    else:
-        m = 0.0
-    grad_offset[n, ho, wo, o] = m * geometry.offset_scale * d_lx
-    grad_offset[n, ho, wo, o + 1] = m * geometry.offset_scale * d_ly
-    grad_mask[n, ho, wo, k] = d_v
+            d0 += go * point_corner_pixel(input, n, c, cell, 0)
+            d1 += go * point_corner_pixel(input, n, c, cell, 1)
+            d2 += go * point_corner_pixel(input, n, c, cell, 2)
+            d3 += go * point_corner_pixel(input, n, c, cell, 3)
+    write_point_grads(grad_offset, grad_mask, n, ho, wo, g, p, geometry,
+                      tap_grads(cell, d0, d1, d2, d3))
 
 
 @cuda.jit
@@ -79,15 +79,16 @@ def dcnv3_input_grad_atomic(grad_out, offset, mask, geometry, grad_input):
     n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
     g = c // geometry.group_channels
     go = grad_out[n, ho, wo, c]
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
     for p in range(geometry.points):
         i, j = point_position(p, geometry)
-        inside, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, p, i, j, H, W, geometry)
-        if not inside:
+        cell = point_cell(points, n, ho, wo, g, p, i, j)
+        if not cell.inside:
             continue
         for t in range(4):
-            r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+            r, s, w, _, _ = corner(t, cell)
             if 0 <= r < H and 0 <= s < W:
-                cuda.atomic.add(grad_input, (n, r, s, c), m * w * go)
+                cuda.atomic.add(grad_input, (n, r, s, c), cell.m * w * go)
 
 
 @cuda.jit
@@ -103,10 +104,9 @@ def dcnv3_point_cells(offset, mask, geometry, height, width, cell_of):
     s = idx - q * n_samples
     pixel = s // P
     i, j = point_position(s % P, geometry)
-    inside, y0, x0, _, _, _ = point_cell(offset, mask, q // G, pixel // geometry.out_w,
-                                         pixel % geometry.out_w, q % G, s % P, i, j, height,
-                                         width, geometry)
-    cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
+    cell = point_cell(SamplePoints(offset, mask, True, ZEROS, geometry, height, width), q // G,
+                      pixel // geometry.out_w, pixel % geometry.out_w, q % G, s % P, i, j)
+    cell_of[q, s] = (cell.y0 + 1) * (width + 1) + (cell.x0 + 1) if cell.inside else -1
 
 
 @cuda.jit
@@ -129,6 +129,7 @@ def dcnv3_input_grad_gather(grad_out, offset, mask, geometry, cell_start, cell_c
     n, r, s, c = unravel(idx, H, W, C)
     g = c // geometry.group_channels
     q = n * G + g
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
     total = 0.0
     for t in range(4):
         # the cells that have (r, s) as their corner t have their top-left corner at
@@ -145,10 +146,8 @@ def dcnv3_input_grad_gather(grad_out, offset, mask, geometry, cell_start, cell_c
             ho = pixel // geometry.out_w
             wo = pixel - ho * geometry.out_w
             i, j = point_position(sample % P, geometry)
-            _, y0, x0, ly, lx, m = point_cell(offset, mask, n, ho, wo, g, sample % P, i, j, H,
-                                              W, geometry)
-            _, _, w, _, _ = corner(t, y0, x0, ly, lx)
-            total += m * w * grad_out[n, ho, wo, c]
+            cell = point_cell(points, n, ho, wo, g, sample % P, i, j)
+            total += cell.m * corner(t, cell).w * grad_out[n, ho, wo, c]
     grad_input[n, r, s, c] += total
 
 

@@ -6,20 +6,21 @@ memory (l fastest), so neighbouring threads write neighbouring addresses.
 """
 from numba import cuda
 
-from ..sampling import column_value, corner, masked_tap_cell, tap_coord_grad
+from ..sampling import SamplePoints, column_value, corner, tap_cell, tap_coord_grad, write_tap_grads
 from .launch import unravel
 
 
 @cuda.jit
 def deform_im2col(image, offset, mask, use_mask, mode, geometry, columns):
     """Thread (q, c, k, l) writes columns[q, c, k, l]."""
-    Q, Cq = image.shape[:2]
+    Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     idx = cuda.grid(1)
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    columns[q, c, k, l] = column_value(image, offset, mask, use_mask, mode, geometry, q, c, k, l)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+    columns[q, c, k, l] = column_value(image, points, q, c, k, l)
 
 
 @cuda.jit
@@ -36,13 +37,12 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, g
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    inside, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
-                                                      mode, geometry)
-    if not inside:
+    cell = tap_cell(SamplePoints(offset, mask, use_mask, mode, geometry, H, W), q, k, l)
+    if not cell.inside:
         return
-    g = grad_columns[q, c, k, l] * m
+    g = grad_columns[q, c, k, l] * cell.m
     for t in range(4):
-        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+        r, s, w, _, _ = corner(t, cell)
         if 0 <= r < H and 0 <= s < W:
             cuda.atomic.add(grad_image, (q, c, r, s), w * g)
 
@@ -52,15 +52,12 @@ def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometr
                       grad_offset, grad_mask):
     """Thread (q, k, l) sums over the Cq channels of its sample point. No two threads
     write the same element, so there are no atomics and no ordering question."""
-    Q = image.shape[0]
+    Q, _, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     idx = cuda.grid(1)
     if idx >= Q * K * L:
         return
     _, q, k, l = unravel(idx, Q, K, L)
-    d_dy, d_dx, d_mask = tap_coord_grad(grad_columns, image, offset, mask, use_mask, mode,
-                                        geometry, q, k, l)
-    grad_offset[q, k, 0, l] = d_dy
-    grad_offset[q, k, 1, l] = d_dx
-    if use_mask:
-        grad_mask[q, k, l] = d_mask
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+    write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
+                    tap_coord_grad(grad_columns, image, points, q, k, l))

@@ -19,7 +19,7 @@ gather, a second evaluation of every sample's cell; the README gives measured fi
 import numpy as np
 from numba import cuda
 
-from ..sampling import corner, masked_tap_cell
+from ..sampling import SamplePoints, corner, tap_cell
 from .launch import unravel
 
 
@@ -72,10 +72,10 @@ def bucket_samples(offset, mask, use_mask, mode, geometry, height, width, cell_o
     q = cuda.grid(1)
     if q >= Q:
         return
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
     for s in range(K * L):
-        inside, y0, x0, _, _, _, _, _ = masked_tap_cell(offset, mask, use_mask, q, s // L, s % L,
-                                                        height, width, mode, geometry)
-        cell_of[q, s] = (y0 + 1) * (width + 1) + (x0 + 1) if inside else -1
+        cell = tap_cell(points, q, s // L, s % L)
+        cell_of[q, s] = (cell.y0 + 1) * (width + 1) + (cell.x0 + 1) if cell.inside else -1
     counting_sort(q, cell_of, cell_start, cell_count, order)
 
 
@@ -89,6 +89,7 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, geometry, cell
     if idx >= Q * Cq * H * W:
         return
     q, c, r, s = unravel(idx, Cq, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
     total = 0.0
     for t in range(4):
         # the cell whose corner t is this pixel has its top-left corner at
@@ -103,8 +104,6 @@ def gather_image_grad(grad_columns, offset, mask, use_mask, mode, geometry, cell
             sample = order[q, e]
             k = sample // L
             l = sample % L
-            _, y0, x0, ly, lx, _, _, m = masked_tap_cell(offset, mask, use_mask, q, k, l, H, W,
-                                                         mode, geometry)
-            _, _, w, _, _ = corner(t, y0, x0, ly, lx)
-            total += w * (grad_columns[q, c, k, l] * m)
+            cell = tap_cell(points, q, k, l)
+            total += corner(t, cell).w * (grad_columns[q, c, k, l] * cell.m)
     grad_image[q, c, r, s] += total

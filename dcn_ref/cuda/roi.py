@@ -25,11 +25,11 @@ from .memory import empty
 
 
 @cuda.jit(device=True)
-def _atomic_add_to_corners(grad_input, n, c, y0, x0, ly, lx, g):
+def _atomic_add_to_corners(grad_input, n, c, cell, g):
     """grad_input[n, c] += g times each corner's bilinear weight, with atomics."""
     H, W = grad_input.shape[2], grad_input.shape[3]
     for t in range(4):
-        r, s, w, _, _ = corner(t, y0, x0, ly, lx)
+        r, s, w, _, _ = corner(t, cell)
         if 0 <= r < H and 0 <= s < W:
             cuda.atomic.add(grad_input, (n, c, r, s), w * g)
 
@@ -58,15 +58,13 @@ def _roi_align_input_grad_atomic(grad_output, rois, offset, mask, use_offset, us
     if idx >= R * C * pooled_h * pooled_w:
         return
     r, c, i, j = unravel(idx, C, pooled_h, pooled_w)
-    n, y_bin, x_bin, bin_h, bin_w, grid_h, grid_w, _, _ = roi_align_bin(
-        rois, offset, use_offset, geometry, r, i, j)
-    g = grad_output[r, c, i, j] * roi_align_weight(mask, use_mask, grid_h, grid_w, r, i, j)
-    for iy in range(grid_h):
-        for ix in range(grid_w):
-            inside, y0, x0, ly, lx, _, _ = roi_align_sample(y_bin, x_bin, bin_h, bin_w, grid_h,
-                                                            grid_w, iy, ix, H, W)
-            if inside:
-                _atomic_add_to_corners(grad_input, n, c, y0, x0, ly, lx, g)
+    bin = roi_align_bin(rois, offset, use_offset, geometry, r, i, j)
+    g = grad_output[r, c, i, j] * roi_align_weight(mask, use_mask, bin, r, i, j)
+    for iy in range(bin.grid_h):
+        for ix in range(bin.grid_w):
+            cell = roi_align_sample(bin, iy, ix, H, W)
+            if cell.inside:
+                _atomic_add_to_corners(grad_input, bin.n, c, cell, g)
 
 
 @cuda.jit
@@ -149,19 +147,17 @@ def _psroi_input_grad_atomic(grad_output, rois, trans, use_trans, geometry, grad
     if idx >= R * output_dim * pooled_size * pooled_size:
         return
     r, ctop, i, j = unravel(idx, output_dim, pooled_size, pooled_size)
-    n, channel, y_first, x_first, step_h, step_w = psroi_bin(rois, trans, use_trans, geometry,
-                                                             r, ctop, i, j)
+    bin = psroi_bin(rois, trans, use_trans, geometry, r, ctop, i, j)
     sample_per_part = geometry.sample_per_part
-    count = psroi_count(y_first, x_first, step_h, step_w, sample_per_part, H, W)
+    count = psroi_count(bin, sample_per_part, H, W)
     if count == 0:
         return
     g = grad_output[r, ctop, i, j] / count
     for ih in range(sample_per_part):
         for iw in range(sample_per_part):
-            inside, y0, x0, ly, lx, _, _ = psroi_sample(y_first, x_first, step_h, step_w, ih, iw,
-                                                        H, W)
-            if inside:
-                _atomic_add_to_corners(grad_input, n, channel, y0, x0, ly, lx, g)
+            cell = psroi_sample(bin, ih, iw, H, W)
+            if cell.inside:
+                _atomic_add_to_corners(grad_input, bin.n, bin.channel, cell, g)
 
 
 @cuda.jit

@@ -1,5 +1,7 @@
-"""The ops of dcn_ref (contract: SPEC.md). Each op ``f`` has ``f_backward(grad_output,
-<the inputs of f>)`` returning a NamedTuple of gradients named after the inputs."""
+"""The ops of dcn_ref. Their conventions (layouts, coordinates, borders and kinks,
+non-finite values, signatures) are stated in ``docs/conventions.md``. Each op ``f``
+has ``f_backward(grad_output, <the inputs of f>)`` returning a NamedTuple of gradients
+named after the inputs (``dcn_ref/grads.py``)."""
 from .bilinear_sample import BilinearSampleGrads, bilinear_sample, bilinear_sample_backward
 from .conv2d import Conv2dGrads, conv2d, conv2d_backward
 from .dcnv3 import DCNv3Grads, dcnv3, dcnv3_backward

@@ -3,6 +3,7 @@ from typing import NamedTuple
 
 from .. import sampling
 from ..geometry import conv_geometry
+from ..grads import BilinearSampleGrads
 from ..targets import Call
 from . import _args
 
@@ -11,9 +12,12 @@ from . import _args
 _POINT_GRID = conv_geometry((1, 1), (1, 1), stride=(0, 0), padding=(0, 0), dilation=(0, 0))
 
 
-class BilinearSampleGrads(NamedTuple):
+class SampleArgs(NamedTuple):
+    """The checked arguments of a bilinear_sample call (arrays on their device)."""
     image: object
     coords: object
+    mode: int                 # sampling.ZEROS or sampling.BORDER
+    grad_output: object
 
 
 def _check(image, coords, padding_mode, grad_output=None):
@@ -27,7 +31,7 @@ def _check(image, coords, padding_mode, grad_output=None):
         grad_output = _args.float_array(grad_output, "grad_output", 2, "(B, P)")
         _args.expect_shape(grad_output, "grad_output", (B, coords.shape[1]), "(B, P)")
     _args.same_dtype(image=image, coords=coords, grad_output=grad_output)
-    return image, coords, mode, grad_output
+    return SampleArgs(image, coords, mode, grad_output)
 
 
 def bilinear_sample(image, coords, padding_mode="zeros", *, target=None):
@@ -61,14 +65,14 @@ def bilinear_sample(image, coords, padding_mode="zeros", *, target=None):
     pixel: every point of it gives 0, in either padding mode.
     """
     call = Call(target, (image, coords))
-    image, coords, mode, _ = _check(image, coords, padding_mode)
-    B, H, W = image.shape
-    P = coords.shape[1]
+    args = _check(image, coords, padding_mode)
+    B, H, W = args.image.shape
+    P = args.coords.shape[1]
     be = call.backend
-    image4 = call.put(image).reshape(B, 1, H, W)      # (Q=B, Cq=1, H, W)
-    offset4 = call.put(coords).reshape(B, P, 2, 1)    # (Q=B, K=P, 2, L=1)
-    columns = be.empty((B, 1, P, 1), image.dtype)     # (Q, Cq, K, L)
-    be.deform_im2col(image4, offset4, None, mode, _POINT_GRID, columns)
+    image4 = call.put(args.image).reshape(B, 1, H, W)      # (Q=B, Cq=1, H, W)
+    offset4 = call.put(args.coords).reshape(B, P, 2, 1)    # (Q=B, K=P, 2, L=1)
+    columns = be.empty((B, 1, P, 1), args.image.dtype)     # (Q, Cq, K, L)
+    be.deform_im2col(image4, offset4, None, args.mode, _POINT_GRID, columns)
     return call.get(columns.reshape(B, P))
 
 
@@ -101,16 +105,16 @@ def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *
     and 0 where "border" clamped y. NaN points get zero gradient.
     """
     call = Call(target, (grad_output, image, coords))
-    image, coords, mode, grad_output = _check(image, coords, padding_mode, grad_output)
-    B, H, W = image.shape
-    P = coords.shape[1]
+    args = _check(image, coords, padding_mode, grad_output)
+    B, H, W = args.image.shape
+    P = args.coords.shape[1]
     be = call.backend
-    image4 = call.put(image).reshape(B, 1, H, W)
-    offset4 = call.put(coords).reshape(B, P, 2, 1)
-    grad_columns = call.put(grad_output).reshape(B, 1, P, 1)
-    grad_image = be.zeros((B, 1, H, W), image.dtype)
-    grad_coords = be.empty((B, P, 2, 1), image.dtype)
-    be.sample_backward(grad_columns, image4, offset4, None, mode, _POINT_GRID, grad_image,
+    image4 = call.put(args.image).reshape(B, 1, H, W)
+    offset4 = call.put(args.coords).reshape(B, P, 2, 1)
+    grad_columns = call.put(args.grad_output).reshape(B, 1, P, 1)
+    grad_image = be.zeros((B, 1, H, W), args.image.dtype)
+    grad_coords = be.empty((B, P, 2, 1), args.image.dtype)
+    be.sample_backward(grad_columns, image4, offset4, None, args.mode, _POINT_GRID, grad_image,
                        grad_coords, None, deterministic)
     return BilinearSampleGrads(image=call.get(grad_image.reshape(B, H, W)),
                                coords=call.get(grad_coords.reshape(B, P, 2)))

@@ -3,14 +3,9 @@ import numbers
 from typing import NamedTuple
 
 from ..geometry import ConvGeometry, conv_geometry
+from ..grads import Conv2dGrads
 from ..targets import Call
 from . import _args
-
-
-class Conv2dGrads(NamedTuple):
-    input: object
-    weight: object
-    bias: object
 
 
 class ConvArgs(NamedTuple):

@@ -10,19 +10,28 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import PointGeometry
+from ..grads import DCNv3Grads
 from ..targets import Call
 from . import _args
 
 
-class DCNv3Grads(NamedTuple):
+class PointGrid(NamedTuple):
+    """What dcnv3 and dcnv4 share, checked: the input and the grid of points."""
+    input: object
+    geometry: PointGeometry   # the storage strides still 0: each op fills in its own
+
+
+class DCNv3Args(NamedTuple):
+    """The checked arguments of a dcnv3 call (arrays on their device)."""
     input: object
     offset: object
     mask: object
+    geometry: PointGeometry
+    grad_output: object
 
 
 def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scale, remove_center):
-    """Validate what dcnv3 and dcnv4 share; return (input, PointGeometry) with the storage
-    strides still 0 (each op fills in its own layout)."""
+    """Validate what dcnv3 and dcnv4 share; return a ``PointGrid``."""
     input = _args.float_array(input, "input", 4, "(N, H, W, C)")
     N, H, W, C = input.shape
     kh, kw = _args.pair(kernel_size, "kernel_size", 1)
@@ -53,7 +62,7 @@ def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scal
         out_w=out_w, group=int(group), group_channels=C // int(group),
         points=kh * kw - int(bool(remove_center)), offset_scale=float(offset_scale),
         remove_center=bool(remove_center), offset_stride=0, mask_start=0, mask_stride=0)
-    return input, geometry
+    return PointGrid(input, geometry)
 
 
 def has_pixels(input):
@@ -87,7 +96,7 @@ def _check(input, offset, mask, kernel_size, stride, padding, dilation, group, o
         grad_output = check_grad_output(grad_output, input, geometry)
     _args.same_dtype(input=input, offset=offset, mask=mask, grad_output=grad_output)
     geometry = geometry._replace(offset_stride=2 * P, mask_start=0, mask_stride=P)
-    return input, offset, mask, geometry, grad_output
+    return DCNv3Args(input, offset, mask, geometry, grad_output)
 
 
 def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
@@ -143,13 +152,13 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     infinite and huge offsets act as far outside the image.
     """
     call = Call(target, (input, offset, mask))
-    input, offset, mask, geometry, _ = _check(input, offset, mask, kernel_size, stride, padding,
-                                              dilation, group, offset_scale, remove_center)
-    be, put = call.backend, call.put
-    if not has_pixels(input):
-        return call.get(be.zeros((input.shape[0], geometry.out_h, geometry.out_w,
-                                  input.shape[3]), input.dtype))
-    return call.get(be.dcnv3(put(input), put(offset), put(mask), geometry))
+    args = _check(input, offset, mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center)
+    be, put, geometry = call.backend, call.put, args.geometry
+    if not has_pixels(args.input):
+        return call.get(be.zeros((args.input.shape[0], geometry.out_h, geometry.out_w,
+                                  args.input.shape[3]), args.input.dtype))
+    return call.get(be.dcnv3(put(args.input), put(args.offset), put(args.mask), geometry))
 
 
 def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, padding=0,
@@ -197,14 +206,15 @@ def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, pa
     gradient. The two differ only on that set of measure zero.
     """
     call = Call(target, (grad_output, input, offset, mask))
-    input, offset, mask, geometry, grad_output = _check(
-        input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale,
-        remove_center, grad_output)
+    args = _check(input, offset, mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center, grad_output)
     be, put = call.backend, call.put
-    grad_input = be.zeros(input.shape, input.dtype)
-    grad_offset = be.zeros(offset.shape, input.dtype)
-    grad_mask = be.zeros(mask.shape, input.dtype)
-    if has_pixels(input):
-        be.dcnv3_backward(put(grad_output), put(input), put(offset), put(mask), geometry,
-                          grad_input, grad_offset, grad_mask, deterministic)
+    dtype = args.input.dtype
+    grad_input = be.zeros(args.input.shape, dtype)
+    grad_offset = be.zeros(args.offset.shape, dtype)
+    grad_mask = be.zeros(args.mask.shape, dtype)
+    if has_pixels(args.input):
+        be.dcnv3_backward(put(args.grad_output), put(args.input), put(args.offset),
+                          put(args.mask), args.geometry, grad_input, grad_offset, grad_mask,
+                          deterministic)
     return DCNv3Grads(call.get(grad_input), call.get(grad_offset), call.get(grad_mask))

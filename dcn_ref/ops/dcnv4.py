@@ -5,14 +5,19 @@ The kernels are DCNv3's: a ``PointGeometry`` whose strides address the packed ar
 """
 from typing import NamedTuple
 
+from ..geometry import PointGeometry
+from ..grads import DCNv4Grads
 from ..targets import Call
 from . import _args
 from .dcnv3 import check_grad_output, check_grid, has_pixels
 
 
-class DCNv4Grads(NamedTuple):
+class DCNv4Args(NamedTuple):
+    """The checked arguments of a dcnv4 call (arrays on their device)."""
     input: object
     offset_mask: object
+    geometry: PointGeometry
+    grad_output: object
 
 
 def _check(input, offset_mask, kernel_size, stride, padding, dilation, group, offset_scale,
@@ -30,7 +35,7 @@ def _check(input, offset_mask, kernel_size, stride, padding, dilation, group, of
         grad_output = check_grad_output(grad_output, input, geometry)
     _args.same_dtype(input=input, offset_mask=offset_mask, grad_output=grad_output)
     geometry = geometry._replace(offset_stride=3 * P, mask_start=2 * P, mask_stride=3 * P)
-    return input, offset_mask, geometry, grad_output
+    return DCNv4Args(input, offset_mask, geometry, grad_output)
 
 
 def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
@@ -68,14 +73,14 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     widths; here any kernel size, P and group_channels work.
     """
     call = Call(target, (input, offset_mask))
-    input, offset_mask, geometry, _ = _check(input, offset_mask, kernel_size, stride, padding,
-                                             dilation, group, offset_scale, remove_center)
-    be = call.backend
-    if not has_pixels(input):
-        return call.get(be.zeros((input.shape[0], geometry.out_h, geometry.out_w,
-                                  input.shape[3]), input.dtype))
-    packed = call.put(offset_mask)
-    return call.get(be.dcnv3(call.put(input), packed, packed, geometry))
+    args = _check(input, offset_mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center)
+    be, geometry = call.backend, args.geometry
+    if not has_pixels(args.input):
+        return call.get(be.zeros((args.input.shape[0], geometry.out_h, geometry.out_w,
+                                  args.input.shape[3]), args.input.dtype))
+    packed = call.put(args.offset_mask)
+    return call.get(be.dcnv3(call.put(args.input), packed, packed, geometry))
 
 
 def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, padding=0,
@@ -111,14 +116,13 @@ def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, pad
     on points exactly at -1).
     """
     call = Call(target, (grad_output, input, offset_mask))
-    input, offset_mask, geometry, grad_output = _check(
-        input, offset_mask, kernel_size, stride, padding, dilation, group, offset_scale,
-        remove_center, grad_output)
+    args = _check(input, offset_mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center, grad_output)
     be, put = call.backend, call.put
-    packed = put(offset_mask)
-    grad_input = be.zeros(input.shape, input.dtype)
-    grad_packed = be.zeros(offset_mask.shape, input.dtype)   # padding entries stay 0
-    if has_pixels(input):
-        be.dcnv3_backward(put(grad_output), put(input), packed, packed, geometry, grad_input,
-                          grad_packed, grad_packed, deterministic)
+    packed = put(args.offset_mask)
+    grad_input = be.zeros(args.input.shape, args.input.dtype)
+    grad_packed = be.zeros(args.offset_mask.shape, args.input.dtype)   # padding entries stay 0
+    if has_pixels(args.input):
+        be.dcnv3_backward(put(args.grad_output), put(args.input), packed, packed, args.geometry,
+                          grad_input, grad_packed, grad_packed, deterministic)
     return DCNv4Grads(call.get(grad_input), call.get(grad_packed))

@@ -2,17 +2,10 @@
 from typing import NamedTuple
 
 from ..geometry import ConvGeometry
+from ..grads import DeformConv2dGrads
 from ..targets import Call
 from . import _args
 from .conv2d import check_conv_args, check_grad_output
-
-
-class DeformConv2dGrads(NamedTuple):
-    input: object
-    offset: object
-    weight: object
-    bias: object
-    mask: object
 
 
 class DeformConvArgs(NamedTuple):

@@ -5,13 +5,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import PSRoIPoolGeometry
+from ..grads import DeformPSRoIPoolGrads
 from ..targets import Call
 from . import _args, _rois
-
-
-class DeformPSRoIPoolGrads(NamedTuple):
-    input: object
-    trans: object
 
 
 class PSRoIPoolArgs(NamedTuple):

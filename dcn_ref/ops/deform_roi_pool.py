@@ -5,14 +5,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import RoIPoolGeometry
+from ..grads import DeformRoIPoolGrads
 from ..targets import Call
 from . import _args, _rois
-
-
-class DeformRoIPoolGrads(NamedTuple):
-    input: object
-    offset: object
-    mask: object
 
 
 class RoIPoolArgs(NamedTuple):

@@ -3,6 +3,7 @@ from typing import NamedTuple
 
 from .. import sampling
 from ..geometry import conv_geometry
+from ..grads import OffsetSampleGrads
 from ..targets import Call
 from . import _args
 
@@ -13,9 +14,12 @@ def _identity_grid(height, width):
                          dilation=(1, 1))
 
 
-class OffsetSampleGrads(NamedTuple):
+class OffsetSampleArgs(NamedTuple):
+    """The checked arguments of an offset_sample call (arrays on their device)."""
     input: object
     offset: object
+    mode: int                 # sampling.ZEROS or sampling.BORDER
+    grad_output: object
 
 
 def _check(input, offset, padding_mode, grad_output=None):
@@ -28,7 +32,7 @@ def _check(input, offset, padding_mode, grad_output=None):
         grad_output = _args.float_array(grad_output, "grad_output", 4, "(N, C, H, W)")
         _args.expect_shape(grad_output, "grad_output", (N, C, H, W), "(N, C, H, W)")
     _args.same_dtype(input=input, offset=offset, grad_output=grad_output)
-    return input, offset, mode, grad_output
+    return OffsetSampleArgs(input, offset, mode, grad_output)
 
 
 def offset_sample(input, offset, padding_mode="border", *, target=None):
@@ -57,13 +61,13 @@ def offset_sample(input, offset, padding_mode="border", *, target=None):
     ``(b*c, h, w, 2)``); here the pairing is explicit.
     """
     call = Call(target, (input, offset))
-    input, offset, mode, _ = _check(input, offset, padding_mode)
-    N, C, H, W = input.shape
+    args = _check(input, offset, padding_mode)
+    N, C, H, W = args.input.shape
     be = call.backend
-    image = call.put(input).reshape(N * C, 1, H, W)          # (Q, Cq=1, H, W)
-    offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)   # (Q, K=1, 2, L)
-    out = be.empty((N * C, 1, 1, H * W), input.dtype)        # (Q, Cq, K, L)
-    be.deform_im2col(image, offset4, None, mode, _identity_grid(H, W), out)
+    image = call.put(args.input).reshape(N * C, 1, H, W)          # (Q, Cq=1, H, W)
+    offset4 = call.put(args.offset).reshape(N * C, 1, 2, H * W)   # (Q, K=1, 2, L)
+    out = be.empty((N * C, 1, 1, H * W), args.input.dtype)        # (Q, Cq, K, L)
+    be.deform_im2col(image, offset4, None, args.mode, _identity_grid(H, W), out)
     return call.get(out.reshape(N, C, H, W))
 
 
@@ -93,16 +97,16 @@ def offset_sample_backward(grad_output, input, offset, padding_mode="border", *,
     (0 where "border" clamped the coordinate).
     """
     call = Call(target, (grad_output, input, offset))
-    input, offset, mode, grad_output = _check(input, offset, padding_mode, grad_output)
-    N, C, H, W = input.shape
+    args = _check(input, offset, padding_mode, grad_output)
+    N, C, H, W = args.input.shape
     be = call.backend
-    image = call.put(input).reshape(N * C, 1, H, W)
-    offset4 = call.put(offset).reshape(N * C, 1, 2, H * W)
-    grad_columns = call.put(grad_output).reshape(N * C, 1, 1, H * W)
+    image = call.put(args.input).reshape(N * C, 1, H, W)
+    offset4 = call.put(args.offset).reshape(N * C, 1, 2, H * W)
+    grad_columns = call.put(args.grad_output).reshape(N * C, 1, 1, H * W)
     geometry = _identity_grid(H, W)
-    grad_input = be.zeros((N * C, 1, H, W), input.dtype)
-    grad_offset = be.empty((N * C, 1, 2, H * W), input.dtype)
-    be.sample_backward(grad_columns, image, offset4, None, mode, geometry, grad_input,
+    grad_input = be.zeros((N * C, 1, H, W), args.input.dtype)
+    grad_offset = be.empty((N * C, 1, 2, H * W), args.input.dtype)
+    be.sample_backward(grad_columns, image, offset4, None, args.mode, geometry, grad_input,
                        grad_offset, None, deterministic)
     return OffsetSampleGrads(input=call.get(grad_input.reshape(N, C, H, W)),
                              offset=call.get(grad_offset.reshape(N, 2 * C, H, W)))

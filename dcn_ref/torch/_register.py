@@ -22,6 +22,7 @@ import re
 import torch
 
 from .. import ops
+from ..grads import BY_OP
 from ._convert import device_of, kernels_on, to_array, to_tensor
 
 NAMESPACE = "dcn_ref"
@@ -45,7 +46,7 @@ def _run(fn, args, is_tensor):
         return fn(*arrays), device
 
 
-def register(name, arguments, fake, grads):
+def register(name, arguments, fake):
     """Define ``dcn_ref::<name>`` and ``dcn_ref::<name>_backward`` (see the module docstring).
 
     Parameters
@@ -57,13 +58,12 @@ def register(name, arguments, fake, grads):
         arguments, e.g. "Tensor image, Tensor coords, str padding_mode".
     fake : callable
         ``fake(*args)``: an empty tensor of the output's shape, dtype and device.
-    grads : tuple of str
-        The fields of the op's gradient NamedTuple (the differentiable inputs, in order).
 
     Returns
     -------
     The forward op (``torch.ops.dcn_ref.<name>``).
     """
+    grads = BY_OP[name]._fields     # the differentiable inputs, as the op's backward names them
     parsed = _parse(arguments)
     names = [n for n, _ in parsed]
     is_tensor = [t for _, t in parsed]

@@ -71,34 +71,34 @@ _deform_conv2d = register(
     "deform_conv2d",
     "Tensor input, Tensor offset, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
     "int[] dilation, Tensor? mask",
-    _fake_deform_conv2d, ("input", "offset", "weight", "bias", "mask"))
+    _fake_deform_conv2d)
 _dcnv3 = register(
     "dcnv3",
     "Tensor input, Tensor offset, Tensor mask, int[] kernel_size, int[] stride, int[] padding, "
     "int[] dilation, int group, float offset_scale, bool remove_center",
-    _fake_dcnv3, ("input", "offset", "mask"))
+    _fake_dcnv3)
 _dcnv4 = register(
     "dcnv4",
     "Tensor input, Tensor offset_mask, int[] kernel_size, int[] stride, int[] padding, "
     "int[] dilation, int group, float offset_scale, bool remove_center",
-    _fake_dcnv4, ("input", "offset_mask"))
+    _fake_dcnv4)
 _bilinear_sample = register(
     "bilinear_sample", "Tensor image, Tensor coords, str padding_mode",
-    _fake_bilinear_sample, ("image", "coords"))
+    _fake_bilinear_sample)
 _offset_sample = register(
     "offset_sample", "Tensor input, Tensor offset, str padding_mode",
-    _fake_offset_sample, ("input", "offset"))
+    _fake_offset_sample)
 _deform_roi_pool = register(
     "deform_roi_pool",
     "Tensor input, Tensor rois, Tensor? offset, int[] output_size, float spatial_scale, "
     "int sampling_ratio, float gamma, Tensor? mask",
-    _fake_deform_roi_pool, ("input", "offset", "mask"))
+    _fake_deform_roi_pool)
 _deform_psroi_pool = register(
     "deform_psroi_pool",
     "Tensor input, Tensor rois, Tensor? trans, float spatial_scale, int? output_dim, "
     "int group_size, int pooled_size, int part_size, int sample_per_part, float trans_std, "
     "bool? no_trans",
-    _fake_deform_psroi_pool, ("input", "trans"))
+    _fake_deform_psroi_pool)
 
 
 # -- the public functions ----------------------------------------------------------------

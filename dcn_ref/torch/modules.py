@@ -16,11 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..ops._args import pair
 from .functional import dcnv3, dcnv4, deform_conv2d
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class DeformConv2d(nn.Module):
@@ -60,10 +57,10 @@ class DeformConv2d(nn.Module):
                              f"got {groups}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.dilation = _pair(dilation)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
         self.groups = groups
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups,
                                                *self.kernel_size))
@@ -96,13 +93,6 @@ class _ChannelsLast(nn.Module):
 
     def forward(self, x):
         return x.permute(0, 2, 3, 1)
-
-
-class _ChannelsFirst(nn.Module):
-    """(N, H, W, C) -> (N, C, H, W)."""
-
-    def forward(self, x):
-        return x.permute(0, 3, 1, 2)
 
 
 def _norm(channels, norm_layer):

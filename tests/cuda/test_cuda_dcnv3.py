@@ -10,7 +10,7 @@ from numba import cuda
 from dcn_ref import ops
 
 from dcnv3_cases import dcnv3_case, pack
-from helpers import assert_close, assert_cuda_equals_cpu, compare_grads
+from helpers import assert_close, assert_cuda_equals_cpu, compare
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
 
@@ -41,7 +41,7 @@ def test_float32_equals_cpu():
     assert_close(ours, cpu, 1e-5, "forward")
     g = rng.standard_normal(cpu.shape).astype(np.float32)
     for deterministic in (False, True):
-        compare_grads(ops.dcnv3_backward(g, **inputs, **params, target="cuda",
+        compare(ops.dcnv3_backward(g, **inputs, **params, target="cuda",
                                          deterministic=deterministic),
                       ops.dcnv3_backward(g, **inputs, **params), 1e-5, "float32")
 
@@ -74,7 +74,7 @@ def test_hostile_offsets_and_weights_are_safe_on_the_gpu_path():
     for deterministic in (False, True):
         grads = ops.dcnv3_backward(g, **inputs, **params, target="cuda", deterministic=deterministic)
         assert all(np.isfinite(a).all() for a in grads)
-        compare_grads(grads, ops.dcnv3_backward(g, **inputs, **params), 1e-10, "grads")
+        compare(grads, ops.dcnv3_backward(g, **inputs, **params), 1e-10, "grads")
 
 
 def test_device_arrays_and_an_empty_batch():

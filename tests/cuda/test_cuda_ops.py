@@ -9,7 +9,7 @@ from numba import cuda
 from dcn_ref import ops
 from dcn_ref.gradcheck import off_kink
 
-from helpers import assert_close, assert_cuda_equals_cpu, compare_grads, deform_case
+from helpers import assert_close, assert_cuda_equals_cpu, compare, deform_case
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
 
@@ -55,10 +55,10 @@ def test_samplers_equal_cpu(padding_mode):
     g2 = rng.standard_normal(x.shape)
     cpu_grads2 = ops.offset_sample_backward(g2, x, offset, padding_mode)
     for deterministic in (False, True):
-        compare_grads(ops.bilinear_sample_backward(g, image, coords, padding_mode, target="cuda",
+        compare(ops.bilinear_sample_backward(g, image, coords, padding_mode, target="cuda",
                                                    deterministic=deterministic),
                       cpu_grads, 1e-10, "bilinear_sample_backward")
-        compare_grads(ops.offset_sample_backward(g2, x, offset, padding_mode, target="cuda",
+        compare(ops.offset_sample_backward(g2, x, offset, padding_mode, target="cuda",
                                                  deterministic=deterministic),
                       cpu_grads2, 1e-10, "offset_sample_backward")
 
@@ -72,7 +72,7 @@ def test_float32_equals_cpu():
     assert ours.dtype == np.float32
     assert_close(ours, cpu, 1e-5, "forward")
     g = rng.standard_normal(cpu.shape).astype(np.float32)
-    compare_grads(ops.deform_conv2d_backward(g, **inputs, **params, target="cuda"),
+    compare(ops.deform_conv2d_backward(g, **inputs, **params, target="cuda"),
                   ops.deform_conv2d_backward(g, **inputs, **params), 1e-5, "float32")
 
 
@@ -106,7 +106,7 @@ def test_hostile_offsets_are_safe_on_the_gpu_path():
         grads = ops.deform_conv2d_backward(g, **inputs, **params, target="cuda",
                                            deterministic=deterministic)
         assert all(np.isfinite(a).all() for a in grads if a is not None)
-        compare_grads(grads, ops.deform_conv2d_backward(g, **inputs, **params), 1e-10, "grads")
+        compare(grads, ops.deform_conv2d_backward(g, **inputs, **params), 1e-10, "grads")
     coords = np.array([[[np.nan, 1.0], [np.inf, 0.5], [-1e30, 1.0], [1.5, -np.inf]]])
     image = rng.standard_normal((1, 3, 3))
     for mode in ("zeros", "border"):
@@ -114,7 +114,7 @@ def test_hostile_offsets_are_safe_on_the_gpu_path():
                      ops.bilinear_sample(image, coords, mode), 0, mode)
         ours = ops.bilinear_sample_backward(np.ones((1, 4)), image, coords, mode, target="cuda",
                                             deterministic=True)
-        compare_grads(ours, ops.bilinear_sample_backward(np.ones((1, 4)), image, coords, mode),
+        compare(ours, ops.bilinear_sample_backward(np.ones((1, 4)), image, coords, mode),
                       0, mode)
 
 

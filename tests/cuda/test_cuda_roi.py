@@ -8,7 +8,7 @@ from numba import cuda
 
 from dcn_ref import ops
 
-from helpers import assert_close, assert_cuda_equals_cpu, compare_grads
+from helpers import assert_close, assert_cuda_equals_cpu, compare
 from roi_cases import psroi_case, roi_case
 
 NASTY = [np.nan, np.inf, -np.inf, 1e30, -1e30]
@@ -48,7 +48,7 @@ def test_float32_equals_cpu():
     assert ours.dtype == np.float32
     assert_close(ours, cpu, 1e-5, "forward")
     g = rng.standard_normal(cpu.shape).astype(np.float32)
-    compare_grads(ops.deform_roi_pool_backward(g, **inputs, **params, target="cuda"),
+    compare(ops.deform_roi_pool_backward(g, **inputs, **params, target="cuda"),
                   ops.deform_roi_pool_backward(g, **inputs, **params), 1e-5, "float32")
 
 
@@ -95,7 +95,7 @@ def test_hostile_offsets_are_safe_on_the_gpu_path():
         grads = ops.deform_roi_pool_backward(g, **inputs, **params, target="cuda",
                                              deterministic=deterministic)
         assert all(np.isfinite(a).all() for a in grads)
-        compare_grads(grads, cpu_grads, 1e-10, "roi grads")
+        compare(grads, cpu_grads, 1e-10, "roi grads")
     inputs, params = psroi_case(rng, N=1, output_dim=1, group_size=2, pooled_size=2, K=2)
     flat = inputs["trans"].reshape(-1)
     flat[::2] = np.resize(NASTY, flat[::2].size)
@@ -103,7 +103,7 @@ def test_hostile_offsets_are_safe_on_the_gpu_path():
     assert_close(ops.deform_psroi_pool(**inputs, **params, target="cuda"), cpu, 1e-10, "psroi")
     cpu_grads = ops.deform_psroi_pool_backward(np.ones_like(cpu), **inputs, **params)
     for deterministic in (False, True):
-        compare_grads(ops.deform_psroi_pool_backward(np.ones_like(cpu), **inputs, **params,
+        compare(ops.deform_psroi_pool_backward(np.ones_like(cpu), **inputs, **params,
                                                      target="cuda", deterministic=deterministic),
                       cpu_grads, 1e-10, "psroi grads")
 

@@ -269,32 +269,14 @@ def col2im_of(grad_output, input, **params):
         raise ValueError(str(exc).replace("columns:", "grad_output:", 1)) from None
 
 
-def im2col_loops(input, kernel_size, stride, padding, dilation):
-    """The column matrix straight from its definition."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    N, C, H, W = input.shape
-    out_h, out_w = _out(H, kh, sh, ph, dh), _out(W, kw, sw, pw, dw)
-    cols = np.zeros((N, C * kh * kw, out_h * out_w), input.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(kh):
-                for j in range(kw):
-                    for oy in range(out_h):
-                        for ox in range(out_w):
-                            y, x = oy * sh - ph + i * dh, ox * sw - pw + j * dw
-                            if 0 <= y < H and 0 <= x < W:
-                                cols[n, (c * kh + i) * kw + j, oy * out_w + ox] = input[n, c, y, x]
-    return cols
-
-
 def col2im_loops(grad_output, input, **params):
-    """The adjoint of ``im2col_loops``, column by column: sum_e grad[e] * d cols[e] / d x."""
+    """The adjoint of ``reference.im2col``, column by column: sum_e grad[e] * d cols[e] / d x."""
     grad = np.zeros(input.shape, np.float64)
     flat = grad.reshape(-1)
     for p in range(flat.size):
         unit = np.zeros(input.shape, np.float64)
         unit.reshape(-1)[p] = 1.0
-        flat[p] = np.sum(im2col_loops(unit, **params) * grad_output)
+        flat[p] = np.sum(reference.im2col(unit, **params) * grad_output)
     return Grads(grad.astype(input.dtype))
 
 
@@ -374,7 +356,7 @@ FAMILIES = {f.name: f for f in [
            ops.deform_psroi_pool_backward,
            (reference_roi.deform_psroi_pool, reference_roi.deform_psroi_pool_backward), ("trans",),
            far_ok=psroi_far_ok),
-    Family("im2col", draw_im2col, ops.im2col, col2im_of, (im2col_loops, col2im_loops)),
+    Family("im2col", draw_im2col, ops.im2col, col2im_of, (reference.im2col, col2im_loops)),
     Family("dcnv3", draw_dcnv3, ops.dcnv3, ops.dcnv3_backward,
            (reference_dcnv3.dcnv3, reference_dcnv3.dcnv3_backward), ("offset",),
            far_ok=dcnv3_far_ok),

@@ -13,9 +13,9 @@ torchvision are imported before any of our kernels runs. Our figures are taken t
 and each figure is the median over the rounds. The last column is torchvision's
 interleaved forward+backward over ours.
 """
-import numpy as np
-
-from .bench_shapes import SHAPES, make_inputs, median_ms, threads_line
+from .calls import our_calls, their_calls
+from .shapes import SHAPES, make_inputs, threads_line
+from .timing import interleaved_ms, median_ms
 
 try:                                     # torch first: the process a user runs, not ours alone
     import torch
@@ -26,70 +26,9 @@ except ImportError:                      # pragma: no cover - depends on the env
 OPS = ("deform_conv2d", "conv2d")
 
 
-def our_calls(shape, a):
-    """{(op, 'fwd' or 'f+b'): call} for our CPU ops."""
-    from . import ops
-    p = {"stride": shape.stride, "padding": 1}
-
-    def deform():
-        return ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, mask=a["mask"], **p)
-
-    def deform_both():
-        deform()
-        ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
-                                   mask=a["mask"], **p)
-
-    def conv():
-        return ops.conv2d(a["input"], a["weight"], None, **p)
-
-    def conv_both():
-        conv()
-        ops.conv2d_backward(a["grad"], a["input"], a["weight"], None, **p)
-
-    return {("deform_conv2d", "fwd"): deform, ("deform_conv2d", "f+b"): deform_both,
-            ("conv2d", "fwd"): conv, ("conv2d", "f+b"): conv_both}
-
-
-def their_calls(shape, a):
-    """The same for torchvision and torch (autograd for the backward), or {} without them."""
-    if torch is None:
-        return {}
-    t = {k: None if v is None else torch.tensor(v, requires_grad=True) for k, v in a.items()}
-    p = {"stride": shape.stride, "padding": 1}
-
-    def deform():
-        with torch.no_grad():
-            return torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], None,
-                                                 mask=t["mask"], **p)
-
-    def deform_both():
-        torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], None, mask=t["mask"],
-                                      **p).backward(t["grad"])
-
-    def conv():
-        with torch.no_grad():
-            return torch.nn.functional.conv2d(t["input"], t["weight"], None, **p)
-
-    def conv_both():
-        torch.nn.functional.conv2d(t["input"], t["weight"], None, **p).backward(t["grad"])
-
-    return {("conv2d", "fwd"): conv, ("conv2d", "f+b"): conv_both,
-            ("deform_conv2d", "fwd"): deform, ("deform_conv2d", "f+b"): deform_both}
-
-
-def interleaved(calls, rounds):
-    """{name: median ms}: every call once a round, in order, for ``rounds`` rounds (after a
-    warm-up round)."""
-    import statistics
-    import time
-    times = {name: [] for name in calls}
-    for r in range(rounds + 1):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if r:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
+def _ours(shape, a):
+    """{(op, pass): call} of our deform_conv2d and conv2d."""
+    return {key: call for key, call in our_calls(shape, a).items() if key[0] in OPS}
 
 
 def measure(shape_names=tuple(SHAPES), rounds=5):
@@ -97,14 +36,14 @@ def measure(shape_names=tuple(SHAPES), rounds=5):
     inputs = {name: make_inputs(SHAPES[name]) for name in shape_names}
     figures = {}
     for name in shape_names:                     # ours alone first: torch has run nothing yet
-        mine = our_calls(SHAPES[name], inputs[name])
+        mine = _ours(SHAPES[name], inputs[name])
         figures[name] = {"alone": {key: median_ms(call, rounds) for key, call in mine.items()}}
     for name in shape_names:
         calls = {("theirs",) + key: call for key, call in their_calls(SHAPES[name],
                                                                       inputs[name]).items()}
         calls.update({("ours",) + key: call
-                      for key, call in our_calls(SHAPES[name], inputs[name]).items()})
-        both = interleaved(calls, rounds)
+                      for key, call in _ours(SHAPES[name], inputs[name]).items()})
+        both = dict(zip(calls, interleaved_ms(list(calls.values()), rounds)))
         figures[name]["interleaved"] = {k[1:]: v for k, v in both.items() if k[0] == "ours"}
         figures[name]["torch"] = {k[1:]: v for k, v in both.items() if k[0] == "theirs"}
     return figures

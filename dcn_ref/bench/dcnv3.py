@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .bench_shapes import SHAPES, median_ms
+from .shapes import SHAPES, make_inputs
+from .timing import median_ms
 
 
 class Stage(NamedTuple):
@@ -57,7 +58,7 @@ def samples_per_forward(stage):
 
 def measure_ours(repeat):
     """{stage: (forward ms, forward+backward ms)} and the im2col figure of shape (a)."""
-    from . import ops
+    from .. import ops
     figures = {"stages": {}, "inputs": {}}
     for name, stage in STAGES.items():
         a = make_stage_inputs(stage)
@@ -78,22 +79,21 @@ def measure_ours(repeat):
 
 def deform_im2col_ms(repeat):
     """Median ms of deform_conv2d's deformable im2col alone on shape (a), float32."""
-    from .bench_shapes import make_inputs
-    from .cpu import columns as cl
-    from .cpu.conv import _channels_last
-    from .geometry import conv_geometry
-    from .sampling import ZEROS
+    from ..cpu import columns as cl
+    from ..cpu.conv import channels_last
+    from ..geometry import conv_geometry
+    from ..sampling import ZEROS
     shape = SHAPES["a"]
     a = make_inputs(shape)
     N, C, H, W = a["input"].shape
     L = H * W
-    x_cl = _channels_last(a["input"])
+    x_cl = channels_last(a["input"])
     offset = a["offset"].reshape(N, 9, 2, L)
     columns = np.empty((1, N, L, 9, C), np.float32)
     geometry = conv_geometry((3, 3), (H, W), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
     no_mask = np.zeros((1, 1, 1), np.float32)
-    return median_ms(lambda: cl.deform_im2col(columns.size, x_cl, H, W, offset, no_mask, False,
-                                              ZEROS, geometry, columns), repeat)
+    return median_ms(lambda: cl.deform_im2col(x_cl, H, W, offset, no_mask, False, ZEROS,
+                                              geometry, columns, work=columns.size), repeat)
 
 
 def im2col_samples(shape):
@@ -141,7 +141,7 @@ def measure_torch(figures, repeat):
         import torch
     except ImportError:
         return None
-    from . import ops
+    from .. import ops
     result = {}
     for name, stage in STAGES.items():
         a = figures["inputs"][name]

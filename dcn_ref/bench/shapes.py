@@ -1,13 +1,11 @@
 """What every benchmark of dcn_ref shares: the four deformable-convolution shapes, their
-inputs, a median timer and the line that says how many threads ran.
+inputs and the line that says how many threads ran.
 
-``dcn-ref bench`` (``bench.py``), its DCNv3 rows (``bench_dcnv3.py``), the realistic run
-(``bench_realistic.py``), the PyTorch bridge's figures (``torch/bench.py``) and the scripts
-in ``benchmarks/`` all read these, so their figures are for the same problems.
+``dcn-ref bench`` (``table.py``), its DCNv3 rows (``dcnv3.py``), the realistic run
+(``realistic.py``), the PyTorch bridge's figures (``bridge.py``) and the scripts in
+``benchmarks/`` all read these, so their figures are for the same problems.
 """
 import os
-import statistics
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -35,18 +33,6 @@ SHAPES = {
 }
 
 
-def median_ms(fn, repeat, warmup=1):
-    """Median wall time of ``fn()`` in ms over ``repeat`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def make_inputs(shape, seed=0, dtype=np.float32):
     """float32 inputs of a 3x3, padding-1 deformable convolution; offsets ~ N(0, 2^2)."""
     rng = np.random.default_rng(seed)
@@ -65,6 +51,7 @@ def make_inputs(shape, seed=0, dtype=np.float32):
 
 
 def threads_line():
+    """How many CPUs and Numba threads ran, for the first line of a table."""
     import numba
     return (f"{os.cpu_count()} CPUs, Numba threads {numba.get_num_threads()} "
             f"(NUMBA_NUM_THREADS), float32")

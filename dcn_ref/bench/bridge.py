@@ -5,24 +5,10 @@ torchvision runs first on every shape, and then alternates with the bridge round
 so that our figures are taken in a process where torch's kernels (and thread pools) have
 already run, as in a real PyTorch program, and a busy machine slows both alike.
 """
-import statistics
-import time
-
 import numpy as np
 
-
-def _interleaved_ms(fns, repeat):
-    """Median ms of each of ``fns`` over ``repeat`` rounds, the calls of a round one after
-    the other (so that a busy machine slows all alike); one warm-up round first."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, bucket in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            bucket.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+from .shapes import SHAPES, make_inputs
+from .timing import interleaved_ms
 
 
 def measure(shapes=("a", "c", "d"), repeat=5):
@@ -33,8 +19,7 @@ def measure(shapes=("a", "c", "d"), repeat=5):
     import torchvision
 
     from .. import ops
-    from ..bench_shapes import SHAPES, make_inputs
-    from .functional import deform_conv2d
+    from ..torch.functional import deform_conv2d
 
     figures = {"shapes": {}}
     for name in shapes:
@@ -48,7 +33,7 @@ def measure(shapes=("a", "c", "d"), repeat=5):
             out = fn(t["input"], t["offset"], t["weight"], None, mask=t["mask"], **p)
             return torch.autograd.grad(out, wrt, t["grad"].detach())
 
-        figures["shapes"][name] = tuple(_interleaved_ms(
+        figures["shapes"][name] = tuple(interleaved_ms(
             [lambda: step(torchvision.ops.deform_conv2d), lambda: step(deform_conv2d)], repeat))
         if name == shapes[0]:
             def direct(a=a, p=p):
@@ -56,7 +41,7 @@ def measure(shapes=("a", "c", "d"), repeat=5):
                 ops.deform_conv2d_backward(a["grad"], a["input"], a["offset"], a["weight"], None,
                                            mask=a["mask"], **p)
 
-            figures["overhead"] = (name, *_interleaved_ms(
+            figures["overhead"] = (name, *interleaved_ms(
                 [direct, lambda: step(deform_conv2d)], 2 * repeat))
     figures["fixed_cost_ms"] = _fixed_cost_ms()
     return figures
@@ -69,7 +54,7 @@ def _fixed_cost_ms(rounds=200):
     import torch
 
     from .. import ops
-    from .functional import deform_conv2d
+    from ..torch.functional import deform_conv2d
 
     rng = np.random.default_rng(0)
     a = {"input": rng.standard_normal((1, 2, 4, 4)), "offset": rng.standard_normal((1, 18, 4, 4)),
@@ -86,7 +71,7 @@ def _fixed_cost_ms(rounds=200):
         out = deform_conv2d(t["input"], t["offset"], t["weight"], None, padding=1)
         torch.autograd.grad(out, [t["input"], t["offset"], t["weight"]], t["grad"].detach())
 
-    direct_ms, bridge_ms = _interleaved_ms([direct, bridge], rounds)
+    direct_ms, bridge_ms = interleaved_ms([direct, bridge], rounds)
     return bridge_ms - direct_ms
 
 
@@ -120,6 +105,3 @@ def run(shapes=("a", "c", "d"), repeat=5, out=print):
     report(figures, out)
     return figures
 
-
-if __name__ == "__main__":
-    run()
