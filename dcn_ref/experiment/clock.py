@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+
 class Stage(NamedTuple):
     """One stage of the run, for the clock: the arm's name, the seed, the number of epochs,
     the images an epoch trains on and the images evaluated after each epoch and at the end."""

@@ -26,8 +26,9 @@ Every fine-tuned arm sees the same images in the same order for the same number 
 every training digit scaled and shifted afresh each epoch, plus a random share of them
 unscaled. In the "_all" arms the weights shared with the cnn train at the control's
 learning rate and the offset parameters at the rate of their offsets-only arm. Every
-fine-tuned arm starts as exactly the trained cnn: the deformable ones with offsets of
-zero, the matched controls with extra channels that nothing reads yet.
+fine-tuned arm starts from the trained cnn: the "dcn" and DCNv3 arms and the matched
+controls as exactly that cnn (offsets zero; extra channels that nothing reads yet), the
+"offset" arms nearly (their offset layers start from small random weights, as in Keras).
 
 An arm is a row of ``ARMS``; a new one (e.g. another deformable block in place of conv21
 and conv22) is a build function, a choice of trainable parameters and learning rates, and
