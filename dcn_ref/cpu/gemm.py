@@ -11,13 +11,16 @@ variable read when the library loads, which a library must not set for its calle
 
 ``single_threaded_blas()`` holds the BLAS libraries at one thread for the duration of an
 op (``threadpoolctl``), so that a block's ``np.dot`` does not wake the BLAS threads either,
-and gives the caller's setting back afterwards.
+and gives the caller's setting back afterwards. A process forked while another thread was
+inside an op starts with a fresh lock and the caller's thread counts (``_after_fork``):
+that op's thread does not exist in the child, and would never release or restore them.
 
 The weight gradient sums over rows: every block writes its own partial sum, added in a
 fixed order, so the result depends on the number of threads (in its last bits) but not
 on timing.
 """
 import contextlib
+import os
 import threading
 
 import numba
@@ -49,6 +52,19 @@ def single_threaded_blas():
             _blas["depth"] -= 1
             if _blas["depth"] == 0:
                 _blas["limiter"].restore_original_limits()
+
+
+def _after_fork():
+    """In a forked child: a lock no thread holds, and, if the fork came while an op of
+    another thread held the BLAS libraries at one thread, the caller's counts back."""
+    global _lock
+    _lock = threading.Lock()
+    if _blas["depth"]:
+        _blas["depth"] = 0
+        _blas["limiter"].restore_original_limits()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def blocks():
