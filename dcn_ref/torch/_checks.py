@@ -114,7 +114,7 @@ def one_dtype(named):
     one of ``_DTYPES``, the same for all, as autocast hands them on (check 3).
 
     A dtype the bridge does not take, or one that differs from the first tensor's, is an
-    ArgumentError naming the tensor and both dtypes.
+    ArgumentError naming the tensor and both dtypes (and autocast's casts, if any).
     """
     first = dtype = None
     for name, t in named:
@@ -125,11 +125,18 @@ def one_dtype(named):
             raise ArgumentError(f"{name}: expected dtype float16, bfloat16, float32 or float64, "
                                 f"got {_dtype_name(given)}")
         if dtype is None:
-            first, dtype = name, given
+            first, dtype = (name, t), given
         elif given != dtype:
-            raise ArgumentError(f"{name}: expected dtype {_dtype_name(dtype)} (the dtype of "
-                                f"{first}), got {_dtype_name(given)}")
+            raise ArgumentError(f"{name}: expected dtype {_described(dtype, first[1])} (the "
+                                f"dtype of {first[0]}), got {_described(given, t)}")
     return dtype
+
+
+def _described(dtype, t):
+    """``dtype``'s name, saying so where it is autocast's cast of ``t``."""
+    if dtype == t.dtype:
+        return _dtype_name(dtype)
+    return f"{_dtype_name(dtype)} (autocast's cast of {_dtype_name(t.dtype)})"
 
 
 # -- the op's own check, on stand-ins -------------------------------------------------------

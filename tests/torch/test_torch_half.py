@@ -13,9 +13,9 @@ import torch
 import torchvision
 
 import dcn_ref.torch as dt
-from dcn_ref.torch import mmcv
 from dcn_ref import ops
 from dcn_ref.gradcheck import rel_error
+from dcn_ref.torch import mmcv
 from test_torch_distributed import TinyDeformable
 from torch_cases import cases, op_args
 
@@ -117,7 +117,8 @@ def test_float64_is_left_alone_by_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = dt.deform_conv2d(*args)
         with pytest.raises(dt.ArgumentError, match=r"^offset: expected dtype float64 \(the "
-                                                   r"dtype of input\), got float32$"):
+                                                   r"dtype of input\), got float32 \(autocast's "
+                                                   r"cast of bfloat16\)$"):
             dt.deform_conv2d(*to_dtype(args, torch.bfloat16, which={1}))
     assert out.dtype == torch.float64
     assert torch.equal(out, torch.from_numpy(numpy_op(name, args, np.float64)))
@@ -188,10 +189,16 @@ def test_compile_fullgraph_under_cpu_autocast_equals_eager():
 
 
 @pytest.mark.parametrize("case_id", ["deform_conv2d", "dcnv3", "deform_roi_pool"])
-def test_opcheck_in_float16(case_id):
+def test_opcheck_in_float16_of_the_op_and_its_backward(case_id):
     name, args = CASES[case_id]
-    torch.library.opcheck(getattr(torch.ops.dcn_ref, name).default,
-                          op_args(to_dtype(args, torch.float16)))
+    half = op_args(to_dtype(args, torch.float16))
+    torch.library.opcheck(getattr(torch.ops.dcn_ref, name).default, half)
+    grad = torch.ones_like(getattr(dt, name)(*half))
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in half]
+    torch.library.opcheck(getattr(torch.ops.dcn_ref, f"{name}_backward").default,
+                          (grad, *detached),
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_aot_dispatch_dynamic"))
 
 
 def test_compile_fullgraph_in_half_precision_equals_eager():
