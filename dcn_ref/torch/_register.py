@@ -29,6 +29,7 @@ from ..grads import BY_OP
 from . import _autocast
 from ._checks import argument_errors, check, one_device, one_dtype, parse
 from ._convert import kernels_on, to_array, to_tensor
+from .export import exportable
 
 NAMESPACE = "dcn_ref"
 
@@ -59,7 +60,8 @@ def register(name, arguments, fake):
 
     Returns
     -------
-    The forward op (``torch.ops.dcn_ref.<name>``).
+    The forward op (``torch.ops.dcn_ref.<name>``), which computes its export form instead
+    while an ONNX exporter traces (``export.exportable``).
     """
     grads = BY_OP[name]._fields     # the differentiable inputs, as the op's backward names them
     schema = parse(arguments)
@@ -111,4 +113,4 @@ def register(name, arguments, fake):
         return tuple(result[n] if w else None for n, w in zip(names, wanted))
 
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-    return forward_op
+    return exportable(name, forward_op)
