@@ -35,9 +35,9 @@ from ._convert import to_tensor
 
 
 def _tensor(a, device, like):
-    """The op's result ``a`` as a tensor on ``device`` of the dtype of ``like``."""
-    t = to_tensor(a, device)
-    return t if t.dtype == like.dtype else t.to(like.dtype)
+    """The op's result ``a`` as a tensor on ``device`` of the dtype of ``like`` (computed in
+    float32 for a half-precision one, ``_convert``)."""
+    return to_tensor(a, device, like.dtype)
 
 
 def register(name, schema, backward_op, fake, run):

@@ -8,7 +8,9 @@ hand-derived ``<name>_backward``; for ``deform_conv2d``, ``dcnv3``, ``dcnv4``,
 ``bilinear_sample`` and ``offset_sample`` gradients of those gradients flow through
 ``<name>_backward_backward`` and forward mode through ``<name>_jvp`` (``_second_order``).
 The layouts and numerical conventions are those of the op in ``dcn_ref.ops``; see its
-docstring.
+docstring. The tensors of a call share one dtype, float16, bfloat16, float32 or float64;
+half-precision ones are computed in float32, and results and gradients come back in their
+tensors' dtypes (inside ``torch.autocast``, see ``_autocast``).
 
 Before dispatching, a function checks its arguments as the op does (``_checks``): a wrong
 one is an ``ArgumentError`` (a ValueError and a RuntimeError) naming it, for CPU, CUDA
