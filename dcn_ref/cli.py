@@ -41,7 +41,8 @@ def _gradcheck(args):
             return 2
     from .gradcheck import format_row, table_header
     from .gradcheck_cases import iter_checks
-    print(f"Gradient check, target {args.target}, float64, centred differences "
+    print(f"Derivative check, target {args.target}, float64, centred differences: every op's "
+          f"gradients, then forward mode (op_jvp) and second derivatives (op_backward) "
           f"(pass: max rel. error <= {args.tol:g})")
     print(table_header(), flush=True)
     rows = []
@@ -49,7 +50,7 @@ def _gradcheck(args):
         print(format_row(row), flush=True)
         rows.append(row)
     failed = [r for r in rows if not r.passed]
-    print(f"{len(rows) - len(failed)} of {len(rows)} gradients pass")
+    print(f"{len(rows) - len(failed)} of {len(rows)} derivatives pass")
     return 1 if failed else 0
 
 
@@ -174,7 +175,8 @@ def build_parser():
     parser = _Parser(prog="dcn-ref", description="dcn_ref's commands (also python -m dcn_ref).")
     parser.add_argument("--version", action="version", version=f"dcn-ref {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
-    gc = commands.add_parser("gradcheck", help="check every op's gradients against finite differences")
+    gc = commands.add_parser("gradcheck", help="check every op's derivatives (gradients, forward mode, second "
+                                "derivatives) against finite differences")
     gc.add_argument("--target", choices=["cpu", "cuda"], default="cpu")
     gc.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes")
     gc.set_defaults(run=_gradcheck)

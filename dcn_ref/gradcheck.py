@@ -1,4 +1,4 @@
-"""Gradient checks by centred finite differences.
+"""Derivative checks by centred finite differences.
 
 A backward pass returns the vector-Jacobian product ``J^T g``: the gradient of the scalar
 ``sum(g * f(x))`` for a fixed random ``g``. ``numerical_vjp`` computes the same thing by
@@ -9,7 +9,14 @@ nudging one element of ``x`` at a time,
 which is exact up to rounding for functions that are (bi)linear on [x_i - eps, x_i + eps],
 as bilinear interpolation is inside a cell. Keep sample points further than ``eps`` from
 integer coordinates, where the interpolation has kinks.
+
+The same differences check the next order: a forward mode ``f_jvp`` (the Jacobian-vector
+product ``J d``) against ``(f(x + eps d) - f(x - eps d)) / (2 eps)`` for a random tangent
+``d`` of one input at a time (``check_jvp``), and a double backward
+``f_backward_backward`` against the gradient of ``sum(gg * f_backward(g, x))``, nudging
+every element of ``g`` and of each input (``check_backward_backward``).
 """
+import inspect
 import math
 from typing import NamedTuple
 
@@ -141,6 +148,122 @@ def iter_gradient_checks(forward, backward, inputs, params=None, wrt=None, *, op
         yield GradCheckRow(op or forward.__name__, name, err, bool(err <= tol))
 
 
+def check_jvp(forward, jvp, inputs, params=None, wrt=None, *, op=None, target=None, eps=1e-6,
+              tol=1e-6, seed=0):
+    """Compare an op's forward mode with centred differences of the op, one input at a time.
+
+    For each checked input x, a random tangent d (standard normal, x's shape) is handed to
+    ``jvp`` as the keyword ``<x>_dot`` (the other tangents None) and the result compared with
+    ``(forward(x + eps d) - forward(x - eps d)) / (2 eps)``.
+
+    Parameters
+    ----------
+    forward : callable
+        An op, e.g. ``deform_conv2d``.
+    jvp : callable
+        Its forward mode, e.g. ``deform_conv2d_jvp``.
+    inputs : dict
+        name -> ndarray or None: the op's array arguments (float64 recommended).
+    params : dict or None
+        Its other keyword arguments.
+    wrt : list of str or None
+        The inputs to check; None: every input given whose tangent ``jvp`` takes.
+    op : str or None
+        The name shown in the rows; None: ``jvp.__name__``.
+    target : str or None
+        Passed to both functions.
+    eps : float
+        The finite-difference step.
+    tol : float
+        The largest relative error that passes.
+    seed : int
+        Seeds the random tangents.
+
+    Returns
+    -------
+    list of GradCheckRow(op, input, max_rel_error, passed), one per checked input.
+    """
+    params = dict(params or {})
+    params["target"] = target
+    rng = np.random.default_rng(seed)
+    takes = inspect.signature(jvp).parameters
+    if wrt is None:
+        wrt = [n for n, v in inputs.items() if v is not None and f"{n}_dot" in takes]
+    rows = []
+    for name in wrt:
+        x = np.asarray(inputs[name])
+        d = rng.standard_normal(x.shape).astype(x.dtype)
+        plus = forward(**{**inputs, name: x + eps * d}, **params)
+        minus = forward(**{**inputs, name: x - eps * d}, **params)
+        numeric = (np.asarray(plus, np.float64) - minus) / (2 * eps)
+        err = rel_error(jvp(**inputs, **params, **{f"{name}_dot": d}), numeric)
+        rows.append(GradCheckRow(op or jvp.__name__, name, err, bool(err <= tol)))
+    return rows
+
+
+def check_backward_backward(forward, backward, backward_backward, inputs, params=None, *,
+                            op=None, target=None, eps=1e-6, tol=1e-6, seed=0):
+    """Compare an op's double backward with centred differences of its backward.
+
+    With a random ``grad_output`` g and random cotangents gg of the backward's outputs
+    (each shaped like its gradient), the scalar is ``S = sum over the fields of
+    gg.<field> * f_backward(g, **inputs).<field>``; every element of g and of each input is
+    nudged (``numerical_entries``) and dS compared with ``f_backward_backward(gg, g, ...)``.
+
+    Parameters
+    ----------
+    forward : callable
+        The op (for the shape of g).
+    backward : callable
+        Its backward, e.g. ``deform_conv2d_backward``.
+    backward_backward : callable
+        The backward's gradient, e.g. ``deform_conv2d_backward_backward``.
+    inputs : dict
+        name -> ndarray or None: the op's array arguments (float64 recommended).
+    params : dict or None
+        Its other keyword arguments.
+    op : str or None
+        The name shown in the rows; None: ``backward.__name__``.
+    target : str or None
+        Passed to every function.
+    eps : float
+        The finite-difference step.
+    tol : float
+        The largest relative error that passes.
+    seed : int
+        Seeds g and gg.
+
+    Returns
+    -------
+    list of GradCheckRow(op, input, max_rel_error, passed): grad_output first, then every
+    input the double backward returns a gradient for.
+    """
+    params = dict(params or {})
+    params["target"] = target
+    rng = np.random.default_rng(seed)
+    out = forward(**inputs, **params)
+    arguments = {"grad_output": rng.standard_normal(out.shape).astype(out.dtype), **inputs}
+    grads = backward(**arguments, **params)
+    gg = type(grads)(*(None if a is None else rng.standard_normal(a.shape).astype(a.dtype)
+                       for a in grads))
+    analytic = backward_backward(gg, **arguments, **params)
+    rows = []
+    for name in analytic._fields:
+        if getattr(analytic, name) is None:
+            continue
+        x = np.array(arguments[name], copy=True)       # nudged in place by numerical_entries
+
+        def scalar(x=x, name=name):
+            result = backward(**{**arguments, name: x}, **params)
+            return sum(np.sum(c * r, dtype=np.float64) for c, r in zip(gg, result)
+                       if c is not None)
+
+        numeric = numerical_entries(scalar, x, np.arange(x.size), eps).reshape(x.shape)
+        err = rel_error(getattr(analytic, name), numeric)
+        rows.append(GradCheckRow(op or backward.__name__, name, err, bool(err <= tol)))
+    return rows
+
+
 def off_kink(rng, shape, low, high, margin=0.1):
     """Random values in [low, high) whose fractional part stays ``margin`` from integers."""
     whole = rng.integers(math.floor(low), math.ceil(high), size=shape)
@@ -149,12 +272,12 @@ def off_kink(rng, shape, low, high, margin=0.1):
 
 def table_header():
     """The header line of a table of GradCheckRow."""
-    return f"{'op':<24} {'input':<12} {'max rel. error':>15}  result"
+    return f"{'op':<32} {'input':<12} {'max rel. error':>15}  result"
 
 
 def format_row(row):
     """One GradCheckRow as a line of the table."""
-    return (f"{row.op:<24} {row.input:<12} {row.max_rel_error:>15.2e}  "
+    return (f"{row.op:<32} {row.input:<12} {row.max_rel_error:>15.2e}  "
             f"{'pass' if row.passed else 'FAIL'}")
 
 

@@ -1,11 +1,14 @@
 """The catalogue of `dcn-ref gradcheck`: one small float64 case per op and mode.
 
 The numerics (centred differences, relative errors, the row type) are in
-``dcn_ref.gradcheck``; this module only lists what to check and runs it, row by row.
+``dcn_ref.gradcheck``; this module only lists what to check and runs it, row by row:
+every op's gradients, then, for the ops that have them, the forward mode (rows named
+``<op>_jvp``) and the second derivatives (rows named ``<op>_backward``: the gradients of
+the backward pass, with respect to grad_output and every input) on the same cases.
 """
 import numpy as np
 
-from .gradcheck import iter_gradient_checks, off_kink
+from .gradcheck import check_backward_backward, check_jvp, iter_gradient_checks, off_kink
 
 
 def standard_cases(seed=0):
@@ -115,9 +118,32 @@ def _dcnv3_cases(rng):
     return cases
 
 
+def renamed(case_name, suffix):
+    """The name of a case's rows of another order: ``deform_conv2d[v2]`` with suffix
+    ``_jvp`` is ``deform_conv2d_jvp[v2]``."""
+    op, bracket, mode = case_name.partition("[")
+    return f"{op}{suffix}{bracket}{mode}"
+
+
 def iter_checks(target="cpu", tol=1e-6, seed=0):
-    """Run ``check_gradients`` on every standard case, yielding each GradCheckRow as soon as
-    it is computed (so a command line can print the table as it grows)."""
-    for name, forward, backward, inputs, params in standard_cases(seed):
+    """Run ``check_gradients`` on every standard case, then ``check_jvp`` and
+    ``check_backward_backward`` on those whose op has a forward mode and second derivatives,
+    yielding each GradCheckRow as soon as it is computed (so a command line can print the
+    table as it grows)."""
+    from . import ops
+
+    cases = standard_cases(seed)
+    for name, forward, backward, inputs, params in cases:
         yield from iter_gradient_checks(forward, backward, inputs, params, op=name,
                                         target=target, tol=tol)
+    for name, forward, backward, inputs, params in cases:
+        jvp = getattr(ops, f"{forward.__name__}_jvp", None)
+        if jvp is not None:
+            yield from check_jvp(forward, jvp, inputs, params, op=renamed(name, "_jvp"),
+                                 target=target, tol=tol, seed=seed)
+    for name, forward, backward, inputs, params in cases:
+        backward_backward = getattr(ops, f"{forward.__name__}_backward_backward", None)
+        if backward_backward is not None:
+            yield from check_backward_backward(forward, backward, backward_backward, inputs,
+                                               params, op=renamed(name, "_backward"),
+                                               target=target, tol=tol, seed=seed)

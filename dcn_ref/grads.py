@@ -7,6 +7,12 @@ The slow loop references (``dcn_ref/reference*.py``) return the same NamedTuples
 test compares the two field by field. ``BY_OP`` maps each op's name to its NamedTuple
 (the PyTorch bridge reads the differentiable inputs from it).
 
+The second derivatives work the same way one level up: ``f_backward_backward(grad_grads,
+grad_output, <the inputs of f>)`` differentiates ``f_backward`` and returns the
+NamedTuple ``<F>BackwardGrads`` below, one field for each of the backward's inputs
+(``grad_output`` first, then the op's differentiable inputs); ``BACKWARD_BY_OP`` maps each
+op that has one to it.
+
 They live here, below the ops and the references, so that both import them from one
 place and neither imports the other.
 """
@@ -77,4 +83,55 @@ BY_OP = {
     "deform_psroi_pool": DeformPSRoIPoolGrads,
     "dcnv3": DCNv3Grads,
     "dcnv4": DCNv4Grads,
+}
+
+
+# -- the gradients of the backward passes (second derivatives) -------------------------
+
+class BilinearSampleBackwardGrads(NamedTuple):
+    """The gradients of ``bilinear_sample_backward``."""
+    grad_output: object
+    image: object
+    coords: object
+
+
+class DeformConv2dBackwardGrads(NamedTuple):
+    """The gradients of ``deform_conv2d_backward``; bias and mask are None when not given."""
+    grad_output: object
+    input: object
+    offset: object
+    weight: object
+    bias: object
+    mask: object
+
+
+class OffsetSampleBackwardGrads(NamedTuple):
+    """The gradients of ``offset_sample_backward``."""
+    grad_output: object
+    input: object
+    offset: object
+
+
+class DCNv3BackwardGrads(NamedTuple):
+    """The gradients of ``dcnv3_backward``."""
+    grad_output: object
+    input: object
+    offset: object
+    mask: object
+
+
+class DCNv4BackwardGrads(NamedTuple):
+    """The gradients of ``dcnv4_backward``."""
+    grad_output: object
+    input: object
+    offset_mask: object
+
+
+#: Each op with second derivatives, and the NamedTuple its ``_backward_backward`` returns.
+BACKWARD_BY_OP = {
+    "bilinear_sample": BilinearSampleBackwardGrads,
+    "deform_conv2d": DeformConv2dBackwardGrads,
+    "offset_sample": OffsetSampleBackwardGrads,
+    "dcnv3": DCNv3BackwardGrads,
+    "dcnv4": DCNv4BackwardGrads,
 }

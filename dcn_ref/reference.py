@@ -74,6 +74,34 @@ def bilinear_grads(plane, y, x, padding_mode="zeros"):
     return dclamp_y * dv_dy, dclamp_x * dv_dx, inside
 
 
+def bilinear_second(plane, y, x, padding_mode="zeros"):
+    """What the derivative of a backward pass needs at (y, x): (dv/dy, dv/dx, d2v/dydx,
+    [((row, col), w, dw/dy, dw/dx), ...] for the corners inside the image).
+
+    Right derivatives, times the clamp's derivative ("border"). Inside a cell v is linear
+    in y for fixed x and in x for fixed y, so d2v/dy2 = d2v/dx2 = 0; only the cross term
+    d2v/dydx = I[y0, x0] - I[y0, x0+1] - I[y0+1, x0] + I[y0+1, x0+1] is left.
+    """
+    cell = _cell(*plane.shape, float(y), float(x), padding_mode)
+    if cell is None:
+        return 0.0, 0.0, 0.0, []
+    y0, x0, ly, lx, dclamp_y, dclamp_x = cell
+    top_left, top_right = _pixel(plane, y0, x0), _pixel(plane, y0, x0 + 1)
+    bottom_left, bottom_right = _pixel(plane, y0 + 1, x0), _pixel(plane, y0 + 1, x0 + 1)
+    dv_dy = (1 - lx) * (bottom_left - top_left) + lx * (bottom_right - top_right)
+    dv_dx = (1 - ly) * (top_right - top_left) + ly * (bottom_right - bottom_left)
+    d2v_dydx = top_left - top_right - bottom_left + bottom_right
+    # (pixel, w, dw/dly, dw/dlx) with w = (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly lx
+    corners = [((y0, x0), (1 - ly) * (1 - lx), -(1 - lx), -(1 - ly)),
+               ((y0, x0 + 1), (1 - ly) * lx, -lx, 1 - ly),
+               ((y0 + 1, x0), ly * (1 - lx), 1 - lx, -ly),
+               ((y0 + 1, x0 + 1), ly * lx, lx, ly)]
+    height, width = plane.shape
+    inside = [((r, s), w, dclamp_y * dw_dy, dclamp_x * dw_dx)
+              for (r, s), w, dw_dy, dw_dx in corners if 0 <= r < height and 0 <= s < width]
+    return dclamp_y * dv_dy, dclamp_x * dv_dx, dclamp_y * dclamp_x * d2v_dydx, inside
+
+
 # -- bilinear_sample -------------------------------------------------------------------
 
 def bilinear_sample(image, coords, padding_mode="zeros"):

@@ -76,6 +76,30 @@ Masks
 A tap whose mask value is NaN counts as touching no pixel: it contributes 0 and its
 offset and mask get zero gradient, exactly as a NaN offset. A tap that touches no pixel
 contributes 0 whatever its mask (no ``0 * inf``).
+
+Second order and forward mode
+-----------------------------
+A column entry is ``m * v`` with ``v = sum_t w_t pixel_t``. Along a tangent (a direction
+of change: ``pixel_dot`` for the image, ``(dy_dot, dx_dot)`` for the tap's offset,
+``m_dot`` for its mask, a ``TapTangent``) it changes by
+
+    columns_dot = sum_t (m w_t pixel_dot_t + e_t pixel_t),
+    e_t = m (jy dy_dot dw_t/dly + jx dx_dot dw_t/dlx) + m_dot w_t      (tangent_factors)
+
+which is the forward mode (the Jacobian-vector product) of every sampling op. The
+backward's own gradient needs the second derivatives of the corner weights
+(``corner_second``). ``w = wy * wx`` with wy linear in ly and wx linear in lx, so inside a
+cell
+
+    d2w/dly2 = d2w/dlx2 = 0,        d2w/dly dlx = sy * sx = +-1:
+
+a bilinear sample is linear along each axis, and only the cross term survives. At the
+kinks the cell ``[floor(y), floor(y)+1]`` is used as everywhere, so these are right
+derivatives too; the clamp of BORDER has zero second derivative. For the scalar
+``T = sum_c grad_columns[c] * columns_dot[c]`` of one tap, whose gradient is the
+backward's own vector-Jacobian product, ``tap_second_grads`` gives d T/d dy, d T/d dx and
+d T/d mask from the corner sums D_t (of the image) and DD_t (of the image's tangent),
+and the image gets ``e_t * grad_columns`` at corner t.
 """
 import math
 from typing import NamedTuple
@@ -126,6 +150,23 @@ class TapGrads(NamedTuple):
     d_dy: float
     d_dx: float
     d_mask: float
+
+
+class TapTangent(NamedTuple):
+    """A tap's direction of change in forward mode: the tangents of its offset (dy, dx)
+    and of its mask m (all 0 for a tap that touches no pixel, and m where there is no
+    mask)."""
+    dy: float
+    dx: float
+    m: float
+
+
+class CornerSecond(NamedTuple):
+    """The second derivatives of corner t's weight ``w = wy * wx`` with respect to the
+    fractions: 0, +-1, 0, since wy is linear in ly and wx in lx."""
+    d2w_dly2: float
+    d2w_dly_dlx: float
+    d2w_dlx2: float
 
 
 class SamplePoints(NamedTuple):
@@ -244,6 +285,79 @@ def tap_grads(cell, d0, d1, d2, d3):
                     d_mask=c0.w * d0 + c1.w * d1 + c2.w * d2 + c3.w * d3)
 
 
+# -- second order and forward mode (see the module docstring) ---------------------------
+
+@register_jitable
+def corner_second(t):
+    """The ``CornerSecond`` of corner t (0: top-left .. 3: bottom-right): the weight's
+    second derivatives, the same in every cell."""
+    down = t // 2
+    right = t - 2 * down
+    sy = 1.0 if down else -1.0  # d wy / d ly
+    sx = 1.0 if right else -1.0  # d wx / d lx
+    return CornerSecond(0.0, sy * sx, 0.0)
+
+
+@register_jitable
+def tangent_factors(cell, tangent):
+    """(e0, e1, e2, e3): how the weight ``m * w_t`` of each corner changes along a tap's
+    ``TapTangent``, ``e_t = m (jy dy_dot dw_t/dly + jx dx_dot dw_t/dlx) + m_dot w_t``.
+
+    A tap's column tangent is ``sum_t (m w_t pixel_dot_t + e_t pixel_t)``; in the
+    backward's own gradient, corner t of the image gets ``e_t * grad_columns``.
+    """
+    a = cell.m * cell.jy * tangent.dy
+    b = cell.m * cell.jx * tangent.dx
+    c0, c1, c2, c3 = corner(0, cell), corner(1, cell), corner(2, cell), corner(3, cell)
+    return (a * c0.dw_dly + b * c0.dw_dlx + tangent.m * c0.w,
+            a * c1.dw_dly + b * c1.dw_dlx + tangent.m * c1.w,
+            a * c2.dw_dly + b * c2.dw_dlx + tangent.m * c2.w,
+            a * c3.dw_dly + b * c3.dw_dlx + tangent.m * c3.w)
+
+
+@register_jitable
+def moves(tangent):
+    """False when a tap's tangent is exactly zero: its offset and mask do not move, so the
+    terms of ``tangent_factors`` vanish and a kernel may skip them."""
+    return tangent.dy != 0.0 or tangent.dx != 0.0 or tangent.m != 0.0
+
+
+@register_jitable
+def tap_second_grads(cell, tangent, sums, tangent_sums):
+    """The gradients (a ``TapGrads``) of one tap's ``T = sum_c grad_columns[c] *
+    columns_dot[c] = sum_t (m w_t DD_t + e_t D_t)`` with respect to its dy, dx and mask.
+
+    ``sums`` are the corner sums D_t of ``tap_grads`` (grad_columns times the image's
+    pixels), ``tangent_sums`` the DD_t of the image's tangent. The DD_t part is
+    ``tap_grads`` itself; the D_t part differentiates ``e_t``, whose weights depend on the
+    fractions: with V_y = sum_t dw_t/dly D_t, V_xy = sum_t d2w_t/dly dlx D_t (and V_x,
+    V_yy, V_xx alike), a = dy_dot, b = dx_dot,
+
+        d T/d dy   += jy (m (jy a V_yy + jx b V_xy) + m_dot V_y)
+        d T/d dx   += jx (m (jy a V_xy + jx b V_xx) + m_dot V_x)
+        d T/d mask += jy a V_y + jx b V_x
+
+    where V_yy = V_xx = 0 (``corner_second``): moving a point along y does not change how
+    its value changes along y, only along x.
+    """
+    first = tap_grads(cell, tangent_sums[0], tangent_sums[1], tangent_sums[2], tangent_sums[3])
+    v_y = v_x = v_yy = v_xy = v_xx = 0.0
+    for t in range(4):
+        c = corner(t, cell)
+        h = corner_second(t)
+        v_y += c.dw_dly * sums[t]
+        v_x += c.dw_dlx * sums[t]
+        v_yy += h.d2w_dly2 * sums[t]
+        v_xy += h.d2w_dly_dlx * sums[t]
+        v_xx += h.d2w_dlx2 * sums[t]
+    a = cell.jy * tangent.dy
+    b = cell.jx * tangent.dx
+    m = cell.m
+    return TapGrads(d_dy=first.d_dy + cell.jy * (m * (a * v_yy + b * v_xy) + tangent.m * v_y),
+                    d_dx=first.d_dx + cell.jx * (m * (a * v_xy + b * v_xx) + tangent.m * v_x),
+                    d_mask=first.d_mask + a * v_y + b * v_x)
+
+
 # -- one element of the engine ----------------------------------------------------------
 
 @register_jitable
@@ -299,6 +413,78 @@ def tap_coord_grad(grad_columns, image, points, q, k, l):
             d2 += g * corner_pixel(image, q, c, cell, 2)
             d3 += g * corner_pixel(image, q, c, cell, 3)
     return tap_grads(cell, d0, d1, d2, d3)
+
+
+@register_jitable
+def tap_tangent(tangents, cell, q, k, l):
+    """The ``TapTangent`` of tap k of output pixel l in plane q, read from ``tangents``
+    (``SamplePoints`` holding the offsets' tangent (Q, K, 2, L) and, with use_mask, the
+    mask's (Q, K, L)); all 0 where ``cell`` (the tap's ``tap_cell``) touches no pixel."""
+    if not cell.inside:
+        return TapTangent(0.0, 0.0, 0.0)
+    # 1.0 * : float64 fields whatever the arrays' dtype, one type for both returns (Numba's
+    # float() keeps a float32 a float32)
+    m = 1.0 * tangents.mask[q, k, l] if tangents.use_mask else 0.0
+    return TapTangent(1.0 * tangents.offset[q, k, 0, l], 1.0 * tangents.offset[q, k, 1, l], m)
+
+
+@register_jitable
+def column_tangent(image, image_dot, use_image_dot, points, tangents, q, c, k, l):
+    """columns_dot[q, c, k, l]: the change of ``column_value`` along the tangents,
+    ``sum_t (m w_t image_dot_t + e_t image_t)`` (``tangents`` as in ``tap_tangent``; the
+    image's tangent read only with use_image_dot)."""
+    cell = tap_cell(points, q, k, l)
+    if not cell.inside:
+        return 0.0
+    e = tangent_factors(cell, tap_tangent(tangents, cell, q, k, l))
+    v = 0.0
+    for t in range(4):
+        r, s, w, _, _ = corner(t, cell)
+        if 0 <= r < image.shape[2] and 0 <= s < image.shape[3]:
+            v += e[t] * image[q, c, r, s]
+            if use_image_dot:
+                v += cell.m * w * image_dot[q, c, r, s]
+    return v
+
+
+@register_jitable
+def plane_corner_sums(grad_columns, image, q, k, l, cell):
+    """The corner sums D_t of ``tap_grads`` for tap k of pixel l over the channels of plane
+    q of ``image`` (Q, Cq, H, W) (the image, or its tangent), as a tuple of four."""
+    d0 = d1 = d2 = d3 = 0.0
+    for c in range(image.shape[1]):
+        g = grad_columns[q, c, k, l]
+        d0 += g * corner_pixel(image, q, c, cell, 0)
+        d1 += g * corner_pixel(image, q, c, cell, 1)
+        d2 += g * corner_pixel(image, q, c, cell, 2)
+        d3 += g * corner_pixel(image, q, c, cell, 3)
+    return d0, d1, d2, d3
+
+
+@register_jitable
+def tap_second_coord_grad(grad_columns, image, image_dot, use_image_dot, points, tangents, q, k,
+                          l):
+    """The ``tap_second_grads`` of tap k of pixel l in plane q, the corner sums of the image
+    (when the tap moves) and of its tangent taken over the plane's channels; all 0 for a
+    tap that touches no pixel."""
+    cell = tap_cell(points, q, k, l)
+    tangent = tap_tangent(tangents, cell, q, k, l)
+    sums = tangent_sums = (0.0, 0.0, 0.0, 0.0)
+    if cell.inside and moves(tangent):
+        sums = plane_corner_sums(grad_columns, image, q, k, l, cell)
+    if cell.inside and use_image_dot:
+        tangent_sums = plane_corner_sums(grad_columns, image_dot, q, k, l, cell)
+    return tap_second_grads(cell, tangent, sums, tangent_sums)
+
+
+@register_jitable
+def add_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads):
+    """Add a tap's ``TapGrads`` into grad_offset (Q, K, 2, L) and, when there is a mask,
+    grad_mask (Q, K, L) (``write_tap_grads``, adding)."""
+    grad_offset[q, k, 0, l] += grads.d_dy
+    grad_offset[q, k, 1, l] += grads.d_dx
+    if use_mask:
+        grad_mask[q, k, l] += grads.d_mask
 
 
 @register_jitable
@@ -391,6 +577,29 @@ def write_point_grads(grad_offset, grad_mask, n, ho, wo, g, p, geometry, grads):
 
 
 @register_jitable
+def point_tangent(tangents, cell, n, ho, wo, g, p):
+    """The ``TapTangent`` of point p of group g of output pixel (ho, wo), read from
+    ``tangents`` (``SamplePoints`` of the offsets' and weights' tangents, stored as the
+    offsets and weights are: x first); all 0 where ``cell`` touches no pixel."""
+    if not cell.inside:
+        return TapTangent(0.0, 0.0, 0.0)
+    o, e = point_entries(g, p, tangents.geometry)
+    offset = tangents.offset
+    return TapTangent(1.0 * offset[n, ho, wo, o + 1], 1.0 * offset[n, ho, wo, o],
+                      1.0 * tangents.mask[n, ho, wo, e])       # float64, as in tap_tangent
+
+
+@register_jitable
+def add_point_grads(grad_offset, grad_mask, n, ho, wo, g, p, geometry, grads):
+    """Add point p of group g's ``TapGrads`` into arrays shaped like DCNv3's offset and mask
+    (``write_point_grads``, adding)."""
+    o, e = point_entries(g, p, geometry)
+    grad_offset[n, ho, wo, o] += grads.d_dx
+    grad_offset[n, ho, wo, o + 1] += grads.d_dy
+    grad_mask[n, ho, wo, e] += grads.d_mask
+
+
+@register_jitable
 def point_corner_pixel(input, n, c, cell, t):
     """Pixel of corner t of a cell in channel c of image n of a channels-last input
     (N, H, W, C); 0 outside the image."""
@@ -399,6 +608,21 @@ def point_corner_pixel(input, n, c, cell, t):
     if 0 <= r < input.shape[1] and 0 <= s < input.shape[2]:
         return input[n, r, s, c]
     return 0.0
+
+
+@register_jitable
+def point_corner_sums(grad_out, input, n, ho, wo, c_start, c_stop, cell):
+    """The corner sums D_t of a DCNv3 point over channels c_start..c_stop of a channels-last
+    ``input`` (N, H, W, C) (the input, or its tangent), with grad_out (N, H_out, W_out, C)
+    at the point's output pixel, as a tuple of four."""
+    d0 = d1 = d2 = d3 = 0.0
+    for c in range(c_start, c_stop):
+        g = grad_out[n, ho, wo, c]
+        d0 += g * point_corner_pixel(input, n, c, cell, 0)
+        d1 += g * point_corner_pixel(input, n, c, cell, 1)
+        d2 += g * point_corner_pixel(input, n, c, cell, 2)
+        d3 += g * point_corner_pixel(input, n, c, cell, 3)
+    return d0, d1, d2, d3
 
 
 @register_jitable

@@ -94,6 +94,39 @@ class Target(Protocol):
                        grad_mask, deterministic=False):
         """grad_input += the input gradient; write every point's grad_offset, grad_mask."""
 
+    # -- forward mode and second derivatives (the maths in dcn_ref/sampling.py). A tangent
+    # (``*_dot``) has its input's shape; those of the image (x, input), the weight and the
+    # bias may be None (zero), those of the offsets, and of the mask when there is one, are
+    # arrays (zeros where nothing moves). Gradients passed in are added into.
+    def tangent_im2col(self, image, offset, mask, mode, geometry, image_dot, offset_dot,
+                       mask_dot, columns_dot):
+        """Write columns_dot (Q, Cq, K, L): the change of deform_im2col's columns along the
+        tangents."""
+
+    def sample_backward_backward(self, grad_columns, image, offset, mask, mode, geometry,
+                                 image_dot, offset_dot, mask_dot, grad_image, grad_offset,
+                                 grad_mask, deterministic=False):
+        """grad_image, grad_offset, grad_mask += the gradients of <grad_columns, columns_dot>
+        with respect to image, offset and mask."""
+
+    def deform_conv2d_jvp(self, x, offset, mask, weight, bias, geometry, x_dot, offset_dot,
+                          mask_dot, weight_dot, bias_dot):
+        """out_dot (N, C_out, H_out, W_out): the change of deform_conv2d's output."""
+
+    def deform_conv2d_backward_backward(self, grad_out, x, offset, mask, weight, geometry, x_dot,
+                                        offset_dot, mask_dot, weight_dot, deterministic=False):
+        """(grad_input, grad_offset, grad_weight, grad_mask or None): the gradients of
+        deform_conv2d_backward's outputs dotted with their cotangents (the ``*_dot``)."""
+
+    def dcnv3_jvp(self, input, offset, mask, geometry, input_dot, offset_dot, mask_dot):
+        """out_dot (N, H_out, W_out, C): the change of dcnv3's output."""
+
+    def dcnv3_backward_backward(self, grad_out, input, offset, mask, geometry, input_dot,
+                                offset_dot, mask_dot, grad_input, grad_offset, grad_mask,
+                                deterministic=False):
+        """grad_input, grad_offset, grad_mask += the gradients of <grad_out, out_dot> with
+        respect to input, offset and mask."""
+
 
 def is_device_array(x):
     """True for Numba CUDA device arrays (and the simulator's stand-ins)."""

@@ -16,16 +16,27 @@ def test_gradcheck_prints_an_all_pass_table():
     result = run("gradcheck")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.rstrip().endswith((" pass", " FAIL"))
-            and not line.endswith("gradients pass")]
+            and not line.endswith("derivatives pass")]
     ops_seen = {line.split()[0].split("[")[0] for line in rows}
-    assert ops_seen == {"bilinear_sample", "offset_sample", "conv2d", "deform_conv2d",
-                        "deform_roi_pool", "deform_psroi_pool", "dcnv3", "dcnv4"}
+    second_order = {"bilinear_sample", "offset_sample", "deform_conv2d", "dcnv3", "dcnv4"}
+    assert ops_seen == ({"bilinear_sample", "offset_sample", "conv2d", "deform_conv2d",
+                         "deform_roi_pool", "deform_psroi_pool", "dcnv3", "dcnv4"}
+                        | {f"{op}_jvp" for op in second_order}
+                        | {f"{op}_backward" for op in second_order})
     assert all(line.rstrip().endswith("pass") for line in rows)
     inputs = {tuple(line.split()[:2]) for line in rows}
     assert {("dcnv3", "input"), ("dcnv3", "offset"), ("dcnv3", "mask"), ("dcnv4", "input"),
             ("dcnv4", "offset_mask")} <= inputs
-    assert len(rows) == 33
-    assert "33 of 33 gradients pass" in result.stdout
+    # forward mode along every differentiable input; second derivatives with respect to
+    # grad_output and every input of the backward
+    assert {("deform_conv2d_jvp[v2]", name) for name in ("input", "offset", "weight", "bias",
+                                                         "mask")} <= inputs
+    assert {("deform_conv2d_backward[v2]", name) for name in ("grad_output", "input", "offset",
+                                                              "weight", "bias", "mask")} <= inputs
+    assert {("dcnv4_backward", "grad_output"), ("dcnv4_backward", "offset_mask"),
+            ("bilinear_sample_backward[border]", "coords")} <= inputs
+    assert len(rows) == 92
+    assert "92 of 92 derivatives pass" in result.stdout
 
 
 def test_gradcheck_prints_the_header_and_each_row_while_it_runs():

@@ -1,7 +1,8 @@
 """With the JIT off (``NUMBA_DISABLE_JIT=1``, how one steps through a Numba kernel in a
 debugger) every op runs, as plain Python, and gives the compiled kernels' numbers.
 
-``every_op`` runs each op forward and backward on tiny arrays; a subprocess runs it with
+``every_op`` runs each op forward and backward (and, where it has them, its forward mode
+and double backward) on tiny arrays; a subprocess runs it with
 the JIT off and saves the arrays, and this process runs it compiled and compares."""
 import os
 import subprocess
@@ -63,9 +64,21 @@ def every_op(dtype):
     for name, forward, backward, inputs, params in op_cases(dtype):
         out = forward(**inputs, **params)
         results[name] = out
-        for field, grad in backward(np.ones_like(out), **inputs, **params)._asdict().items():
+        grads = backward(np.ones_like(out), **inputs, **params)
+        for field, grad in grads._asdict().items():
             if grad is not None:
                 results[f"{name}.{field}"] = grad
+        jvp = getattr(ops, f"{name}_jvp", None)
+        if jvp is None:
+            continue
+        # forward mode along the inputs' own values; second derivatives along the gradients
+        results[f"{name}_jvp"] = jvp(**inputs, **params, **{
+            f"{field}_dot": inputs[field] for field in grads._fields})
+        second = getattr(ops, f"{name}_backward_backward")(grads, np.ones_like(out), **inputs,
+                                                           **params)
+        for field, grad in second._asdict().items():
+            if grad is not None:
+                results[f"{name}_backward_backward.{field}"] = grad
     x = np.random.default_rng(1).standard_normal((2, 3, 5, 4)).astype(dtype)
     results["im2col"] = columns = ops.im2col(x, 3, padding=1)
     results["col2im"] = ops.col2im(columns, x.shape, 3, padding=1)

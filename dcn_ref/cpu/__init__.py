@@ -13,6 +13,9 @@ written once; the geometry of a call comes as a NamedTuple of ``dcn_ref/geometry
     RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
                     deform_psroi_pool_backward (roi.py)
     DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3_kernels.py: channels last, PointGeometry)
+    forward mode,   tangent_im2col, sample_backward_backward, dcnv3_jvp,
+    second order    dcnv3_backward_backward (kernels in second_order.py), and
+                    deform_conv2d_jvp, deform_conv2d_backward_backward (conv.py)
 
 Arrays are C-contiguous NumPy arrays. On the CPU every result is deterministic, so
 ``deterministic`` is accepted and ignored.
@@ -23,9 +26,10 @@ from ..kernel_args import or_stand_in
 from . import columns as _columns
 from . import dcnv3_kernels as _dcnv3
 from . import planar as _planar
+from . import second_order as _second
 from .conv import channels_last
 from .conv import (conv2d, conv2d_backward, deform_conv2d,  # noqa: F401  (the target's interface)
-                   deform_conv2d_backward)
+                   deform_conv2d_backward, deform_conv2d_backward_backward, deform_conv2d_jvp)
 from .roi import (deform_psroi_pool, deform_psroi_pool_backward, deform_roi_pool,  # noqa: F401
                   deform_roi_pool_backward)
 
@@ -120,3 +124,52 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     (shaped like offset and mask, possibly the same array) written."""
     _dcnv3.dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_offset,
                           grad_mask, work=_point_work(input, geometry))
+
+
+# -- forward mode and second derivatives (second_order.py) ---------------------------------
+# The tangents of offsets and masks are arrays (zeros where nothing moves; mask_dot is
+# read only when there is a mask); the image's tangent may be None.
+
+def tangent_im2col(image, offset, mask, mode, geometry, image_dot, offset_dot, mask_dot,
+                   columns_dot):
+    """columns_dot (Q, Cq, K, L) = the tangent of deform_im2col's columns along image_dot,
+    offset_dot and mask_dot."""
+    mask, use_mask = or_stand_in(mask, (1, 1, 1), image, np.empty)
+    mask_dot, _ = or_stand_in(mask_dot, (1, 1, 1), image, np.empty)
+    image_dot, use_image_dot = or_stand_in(image_dot, (1, 1, 1, 1), image, np.empty)
+    _second.tangent_im2col(image, image_dot, use_image_dot, offset, mask, use_mask, offset_dot,
+                           mask_dot, mode, geometry, columns_dot, work=columns_dot.size)
+
+
+def sample_backward_backward(grad_columns, image, offset, mask, mode, geometry, image_dot,
+                             offset_dot, mask_dot, grad_image, grad_offset, grad_mask,
+                             deterministic=False):
+    """grad_image, grad_offset and, when there is a mask, grad_mask += the gradients of
+    ``<grad_columns, columns_dot>`` (columns_dot as in tangent_im2col)."""
+    mask, use_mask = or_stand_in(mask, (1, 1, 1), image, np.empty)
+    mask_dot, _ = or_stand_in(mask_dot, (1, 1, 1), image, np.empty)
+    grad_mask, _ = or_stand_in(grad_mask, (1, 1, 1), image, np.empty)
+    image_dot, use_image_dot = or_stand_in(image_dot, (1, 1, 1, 1), image, np.empty)
+    _second.second_backward(grad_columns, image, image_dot, use_image_dot, offset, mask, use_mask,
+                            offset_dot, mask_dot, mode, geometry, grad_image, grad_offset,
+                            grad_mask, work=grad_columns.size)
+
+
+def dcnv3_jvp(input, offset, mask, geometry, input_dot, offset_dot, mask_dot):
+    """out_dot (N, H_out, W_out, C): the tangent of dcnv3's output."""
+    out_dot = np.empty((input.shape[0], geometry.out_h, geometry.out_w, input.shape[3]),
+                       input.dtype)
+    input_dot, use_input_dot = or_stand_in(input_dot, (1, 1, 1, 1), input, np.empty)
+    _second.dcnv3_tangent(input, input_dot, use_input_dot, offset, mask, offset_dot, mask_dot,
+                          geometry, out_dot, work=_point_work(input, geometry))
+    return out_dot
+
+
+def dcnv3_backward_backward(grad_out, input, offset, mask, geometry, input_dot, offset_dot,
+                            mask_dot, grad_input, grad_offset, grad_mask, deterministic=False):
+    """grad_input, grad_offset and grad_mask += the gradients of ``<grad_out, out_dot>``
+    (out_dot as in dcnv3_jvp) with respect to input, offset and mask."""
+    input_dot, use_input_dot = or_stand_in(input_dot, (1, 1, 1, 1), input, np.empty)
+    _second.dcnv3_second_backward(grad_out, input, input_dot, use_input_dot, offset, mask,
+                                  offset_dot, mask_dot, geometry, grad_input, grad_offset,
+                                  grad_mask, work=_point_work(input, geometry))

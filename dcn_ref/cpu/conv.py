@@ -25,6 +25,7 @@ from ..kernel_args import EngineViews, chunks, or_stand_in
 from ..sampling import ZEROS
 from . import columns as cl
 from . import gemm
+from . import second_order
 
 # The columns of one batch chunk (the backward frees them before it allocates their
 # gradient, so one such buffer is alive at a time). Below glibc's largest heap block
@@ -223,3 +224,76 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry
 
     grad_input, grad_weight, grad_bias = conv.backward(grad_out, fill, scatter, has_bias)
     return grad_input, grad_offset, grad_weight, grad_bias, grad_mask
+
+
+# -- forward mode and second derivatives (the kernels in second_order.py) -------------------
+# With columns X(x, offset, mask) and out = W X + b, along tangents (x_dot, offset_dot,
+# mask_dot, W_dot, b_dot) the output changes by  W X_dot + W_dot X + b_dot,  X_dot the
+# column tangents. The backward's gradient along cotangents of its outputs (the same
+# tangents) is, for grad_output, that JVP; for W, dout X_dot^T; for x, offset and mask, the
+# first-order backward with W_dot in place of W plus the second-order sampling of
+# grad_columns = W^T dout.
+
+def _tangent_columns(conv, views, offset, mask, x_dot, offset_dot, mask_dot):
+    """fill(n0, n1, x_cl, columns) writing the column tangents of a chunk, and a function
+    giving a chunk's (x_dot channels last, whether there is one)."""
+    def image_dot(n0, n1):
+        if x_dot is None:
+            return np.empty((1, 1, 1), conv.x.dtype), False
+        return channels_last(x_dot[n0:n1]), True
+
+    def fill(n0, n1, x_cl, columns):
+        m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), conv.x, np.empty)
+        m_dot, _ = or_stand_in(views.masks(mask_dot, n0, n1), (1, 1, 1), conv.x, np.empty)
+        xdot_cl, use_image_dot = image_dot(n0, n1)
+        second_order.deform_tangent_im2col(
+            x_cl, xdot_cl, use_image_dot, conv.H, conv.W, views.offsets(offset, n0, n1), m,
+            use_mask, views.offsets(offset_dot, n0, n1), m_dot, conv.geometry, columns,
+            work=conv.work(n1 - n0))
+
+    return fill, image_dot
+
+
+def deform_conv2d_jvp(x, offset, mask, weight, bias, geometry, x_dot, offset_dot, mask_dot,
+                      weight_dot, bias_dot):
+    """out_dot (N, C_out, H_out, W_out); x_dot, weight_dot and bias_dot may be None."""
+    conv = _Conv(x, weight, geometry)
+    views = EngineViews(geometry, conv.C, conv.H, conv.W)
+    fill, _ = _tangent_columns(conv, views, offset, mask, x_dot, offset_dot, mask_dot)
+    out = conv.forward(fill, bias_dot)
+    if weight_dot is not None:
+        out += deform_conv2d(x, offset, mask, weight_dot, None, geometry)
+    return out
+
+
+def deform_conv2d_backward_backward(grad_out, x, offset, mask, weight, geometry, x_dot,
+                                    offset_dot, mask_dot, weight_dot, deterministic=False):
+    """(grad_input, grad_offset, grad_weight, grad_mask or None) of the backward along the
+    cotangents x_dot, offset_dot, mask_dot, weight_dot (grad_output's is deform_conv2d_jvp);
+    x_dot and weight_dot may be None. Always deterministic on the CPU."""
+    conv = _Conv(x, weight, geometry)
+    views = EngineViews(geometry, conv.C, conv.H, conv.W)
+    first_input = None
+    if weight_dot is not None:
+        first_input, grad_offset, _, _, grad_mask = deform_conv2d_backward(
+            grad_out, x, offset, mask, weight_dot, False, geometry)
+    else:
+        grad_offset = np.zeros(offset.shape, x.dtype)
+        grad_mask = np.zeros(mask.shape, x.dtype) if mask is not None else None
+    fill, image_dot = _tangent_columns(conv, views, offset, mask, x_dot, offset_dot, mask_dot)
+
+    def scatter(n0, n1, x_cl, grad_columns, grad_x_cl):
+        m, use_mask = or_stand_in(views.masks(mask, n0, n1), (1, 1, 1), x, np.empty)
+        m_dot, _ = or_stand_in(views.masks(mask_dot, n0, n1), (1, 1, 1), x, np.empty)
+        gmask, _ = or_stand_in(views.masks(grad_mask, n0, n1), (1, 1, 1), x, np.empty)
+        xdot_cl, use_image_dot = image_dot(n0, n1)
+        second_order.deform_second_backward(
+            grad_columns, x_cl, xdot_cl, use_image_dot, conv.H, conv.W,
+            views.offsets(offset, n0, n1), m, use_mask, views.offsets(offset_dot, n0, n1), m_dot,
+            geometry, grad_x_cl, views.offsets(grad_offset, n0, n1), gmask,
+            work=conv.work(n1 - n0))
+
+    grad_input, grad_weight, _ = conv.backward(grad_out, fill, scatter, False)
+    if first_input is not None:
+        grad_input += first_input
+    return grad_input, grad_offset, grad_weight, grad_mask

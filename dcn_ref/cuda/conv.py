@@ -15,23 +15,30 @@ from ..sampling import ZEROS
 from . import engine
 from . import gemm as _gemm
 from . import im2col as _im2col
+from . import second_order
 from .launch import launch
 from .memory import empty, zeros
 
 COLUMN_BUDGET_BYTES = 256 * 2**20
 
 
-def _forward(make_columns, weight, bias, n_images, c_in, geometry):
+def _forward(make_columns, weight, bias, n_images, c_in, geometry, add_to=None):
+    """weight @ columns (+ bias), into a new array, or added to ``add_to`` (N, C_out, H_out,
+    W_out) when given."""
     c_out, groups = weight.shape[0], geometry.groups
     K, L = geometry.taps, geometry.pixels
     m, kd = c_out // groups, c_in // groups * K
     weight_g = weight.reshape(groups, m, kd)
-    out = empty((n_images, c_out, L), weight.dtype)
+    if add_to is None:
+        out = empty((n_images, c_out, L), weight.dtype)
+    else:
+        out = add_to.reshape(n_images, c_out, L)
     for n0, n1 in chunks(n_images, c_in * K * L * weight.dtype.itemsize, COLUMN_BUDGET_BYTES):
         n = n1 - n0
         columns = empty((n, c_in, K, L), weight.dtype)
         make_columns(n0, n1, columns)
-        _gemm.gemm(weight_g, columns.reshape(n * groups, kd, L), out[n0:n1].reshape(n * groups, m, L))
+        _gemm.gemm(weight_g, columns.reshape(n * groups, kd, L), out[n0:n1].reshape(n * groups, m, L),
+                   accumulate=add_to is not None)
     if bias is not None:
         launch(_gemm.add_bias, out.size, out, bias)
     return out.reshape(n_images, c_out, geometry.out_h, geometry.out_w)
@@ -138,3 +145,58 @@ def deform_conv2d_backward(grad_out, x, offset, mask, weight, has_bias, geometry
     grad_weight, grad_bias = _backward(make_columns, scatter_columns, grad_out, weight,
                                        has_bias, x.shape[1], geometry)
     return grad_input, grad_offset, grad_weight, grad_bias, grad_mask
+
+
+# -- forward mode and second derivatives (the kernels in second_order.py) -------------------
+# out = W X + b changes by W X_dot + W_dot X + b_dot (X_dot: the column tangents). The
+# backward's gradient along cotangents of its outputs is, for W, dout X_dot^T; for x,
+# offset and mask, the first-order backward with W_dot in place of W plus the
+# second-order sampling of grad_columns = W^T dout (grad_output's is the JVP).
+
+def _tangent_columns(v, x, offset, mask, x_dot, offset_dot, mask_dot, geometry):
+    """make_columns(n0, n1, columns) writing a chunk's column tangents."""
+    def make_columns(n0, n1, columns):
+        second_order.tangent_im2col(
+            v.image(x, n0, n1), v.offsets(offset, n0, n1), v.masks(mask, n0, n1), ZEROS, geometry,
+            None if x_dot is None else v.image(x_dot, n0, n1), v.offsets(offset_dot, n0, n1),
+            v.masks(mask_dot, n0, n1), v.columns(columns, n0, n1))
+    return make_columns
+
+
+def deform_conv2d_jvp(x, offset, mask, weight, bias, geometry, x_dot, offset_dot, mask_dot,
+                      weight_dot, bias_dot):
+    """out_dot (N, C_out, H_out, W_out); x_dot, weight_dot and bias_dot may be None."""
+    v = EngineViews(geometry, *x.shape[1:])
+    make_columns = _tangent_columns(v, x, offset, mask, x_dot, offset_dot, mask_dot, geometry)
+    if weight_dot is None:
+        return _forward(make_columns, weight, bias_dot, x.shape[0], x.shape[1], geometry)
+    out = deform_conv2d(x, offset, mask, weight_dot, bias_dot, geometry)
+    return _forward(make_columns, weight, None, x.shape[0], x.shape[1], geometry, add_to=out)
+
+
+def deform_conv2d_backward_backward(grad_out, x, offset, mask, weight, geometry, x_dot,
+                                    offset_dot, mask_dot, weight_dot, deterministic=False):
+    """(grad_input, grad_offset, grad_weight, grad_mask or None) of the backward along the
+    cotangents x_dot, offset_dot, mask_dot, weight_dot (grad_output's is deform_conv2d_jvp);
+    x_dot and weight_dot may be None."""
+    v = EngineViews(geometry, *x.shape[1:])
+    if weight_dot is not None:
+        grad_input, grad_offset, _, _, grad_mask = deform_conv2d_backward(
+            grad_out, x, offset, mask, weight_dot, False, geometry, deterministic)
+    else:
+        grad_input = zeros(x.shape, x.dtype)
+        grad_offset = zeros(offset.shape, x.dtype)
+        grad_mask = zeros(mask.shape, x.dtype) if mask is not None else None
+
+    def scatter_columns(n0, n1, grad_columns):
+        second_order.sample_backward_backward(
+            v.columns(grad_columns, n0, n1), v.image(x, n0, n1), v.offsets(offset, n0, n1),
+            v.masks(mask, n0, n1), ZEROS, geometry,
+            None if x_dot is None else v.image(x_dot, n0, n1), v.offsets(offset_dot, n0, n1),
+            v.masks(mask_dot, n0, n1), v.image(grad_input, n0, n1),
+            v.offsets(grad_offset, n0, n1), v.masks(grad_mask, n0, n1), deterministic)
+
+    make_columns = _tangent_columns(v, x, offset, mask, x_dot, offset_dot, mask_dot, geometry)
+    grad_weight, _ = _backward(make_columns, scatter_columns, grad_out, weight, False, x.shape[1],
+                               geometry)
+    return grad_input, grad_offset, grad_weight, grad_mask

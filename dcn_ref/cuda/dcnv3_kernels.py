@@ -173,15 +173,22 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
         launch(dcnv3_input_grad_atomic, grad_out.size, grad_out, offset, mask, geometry,
                grad_input)
         return
-    Q = N * geometry.group
+    cell_start, cell_count, order = point_buckets(offset, mask, geometry, N, H, W)
+    launch(dcnv3_input_grad_gather, grad_input.size, grad_out, offset, mask, geometry,
+           cell_start, cell_count, order, grad_input)
+
+
+def point_buckets(offset, mask, geometry, n_images, height, width):
+    """(cell_start, cell_count, order): the points of every plane (image, group) sorted by
+    the cell they fall in, for the gathers of the deterministic input gradients."""
+    Q = n_images * geometry.group
     n_samples = geometry.out_h * geometry.out_w * geometry.points
-    n_cells = (H + 1) * (W + 1)
+    n_cells = (height + 1) * (width + 1)
     index = index_dtype(n_samples, n_cells)
     cell_of = cuda.device_array((Q, n_samples), index)
     order = cuda.device_array((Q, n_samples), index)
     cell_start = cuda.device_array((Q, n_cells), index)
     cell_count = cuda.device_array((Q, n_cells), index)
-    launch(dcnv3_point_cells, Q * n_samples, offset, mask, geometry, H, W, cell_of)
+    launch(dcnv3_point_cells, Q * n_samples, offset, mask, geometry, height, width, cell_of)
     launch(sort_planes, Q, cell_of, cell_start, cell_count, order)
-    launch(dcnv3_input_grad_gather, grad_input.size, grad_out, offset, mask, geometry,
-           cell_start, cell_count, order, grad_input)
+    return cell_start, cell_count, order

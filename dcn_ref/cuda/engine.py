@@ -26,18 +26,26 @@ def deform_col2im(grad_columns, offset, mask, mode, geometry, grad_image, determ
         launch(_deform.deform_col2im_atomic, grad_columns.size, grad_columns, offset, mask,
                use_mask, mode, geometry, grad_image)
         return
-    Q, _, H, W = grad_image.shape
+    cell_start, cell_count, order = buckets(offset, mask, use_mask, mode, geometry,
+                                            grad_image.shape[2], grad_image.shape[3])
+    launch(_deterministic.gather_image_grad, grad_image.size, grad_columns, offset, mask,
+           use_mask, mode, geometry, cell_start, cell_count, order, grad_image)
+
+
+def buckets(offset, mask, use_mask, mode, geometry, height, width):
+    """(cell_start, cell_count, order): every plane's samples sorted by the cell they fall
+    in (deterministic.py), for the gathers of the deterministic image gradients."""
+    Q = offset.shape[0]
     n_samples = offset.shape[1] * offset.shape[3]
-    n_cells = (H + 1) * (W + 1)
+    n_cells = (height + 1) * (width + 1)
     index = _deterministic.index_dtype(n_samples, n_cells)
     cell_of = cuda.device_array((Q, n_samples), index)
     order = cuda.device_array((Q, n_samples), index)
     cell_start = cuda.device_array((Q, n_cells), index)
     cell_count = cuda.device_array((Q, n_cells), index)
-    launch(_deterministic.bucket_samples, Q, offset, mask, use_mask, mode, geometry, H, W, cell_of,
-           cell_start, cell_count, order)
-    launch(_deterministic.gather_image_grad, grad_image.size, grad_columns, offset, mask,
-           use_mask, mode, geometry, cell_start, cell_count, order, grad_image)
+    launch(_deterministic.bucket_samples, Q, offset, mask, use_mask, mode, geometry, height, width,
+           cell_of, cell_start, cell_count, order)
+    return cell_start, cell_count, order
 
 
 def deform_coord_grad(grad_columns, image, offset, mask, mode, geometry, grad_offset, grad_mask):

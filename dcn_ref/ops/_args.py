@@ -105,3 +105,40 @@ def conv_output_size(height, width, kh, kw, stride, padding, dilation):
             f"{out_h}x{out_w} pixels and a {kh}x{kw} kernel from a {height}x{width} image with "
             f"padding {padding}, stride {stride}")
     return out_h, out_w
+
+
+def tangent(value, name, like, like_name):
+    """A tangent (or cotangent) of the op's argument ``like_name``: None (zero), or an array
+    of the shape of ``like`` (the checked argument; None where the op was not given one,
+    and then the tangent must be None too). Its dtype is checked with the others'
+    (``same_dtype``)."""
+    if value is None:
+        return None
+    if like is None:
+        raise ValueError(f"{name}: expected None, as {like_name} is None, got "
+                         f"{type(value).__name__}")
+    layout = f"(the shape of {like_name})"
+    value = float_array(value, name, len(like.shape), f"{tuple(like.shape)} {layout}")
+    expect_shape(value, name, like.shape, layout)
+    return value
+
+
+def grad_grads(value, grads_type, given):
+    """The ``grad_grads`` of an op's ``*_backward_backward``, checked: a ``grads_type`` (the
+    NamedTuple the op's backward returns) or a tuple of its fields in order, each None (zero)
+    or an array of the shape of the argument it belongs to. ``given`` maps each field to the
+    checked argument (None where the op was not given one). Returns a ``grads_type``."""
+    fields = grads_type._fields
+    if not (isinstance(value, (tuple, list)) and len(value) == len(fields)
+            and tuple(getattr(value, "_fields", fields)) == fields):
+        got = (f"{type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+               else type(value).__name__)
+        raise ValueError(f"grad_grads: expected a {grads_type.__name__} ({', '.join(fields)}; "
+                         f"None for zero) or a tuple of {len(fields)}, got {got}")
+    return grads_type(*(tangent(v, f"grad_grads.{f}", given[f], f) for f, v in zip(fields, value)))
+
+
+def grad_grads_arrays(value):
+    """The arrays of a ``grad_grads`` argument, before it is checked (for choosing the
+    target): its fields when it is a tuple, else none."""
+    return tuple(value) if isinstance(value, (tuple, list)) else ()

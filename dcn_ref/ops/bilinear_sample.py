@@ -3,7 +3,7 @@ from typing import NamedTuple
 
 from .. import sampling
 from ..geometry import conv_geometry
-from ..grads import BilinearSampleGrads
+from ..grads import BilinearSampleBackwardGrads, BilinearSampleGrads
 from ..targets import Call
 from . import _args
 
@@ -118,3 +118,121 @@ def bilinear_sample_backward(grad_output, image, coords, padding_mode="zeros", *
                        grad_coords, None, deterministic)
     return BilinearSampleGrads(image=call.get(grad_image.reshape(B, H, W)),
                                coords=call.get(grad_coords.reshape(B, P, 2)))
+
+
+# -- forward mode and second derivatives -------------------------------------------------
+
+def _engine_tangents(call, args, image_dot, coords_dot):
+    """The tangents as the engine reads them: image_dot (B, 1, H, W) or None, coords_dot
+    (B, P, 2, 1), zeros when None."""
+    B, H, W = args.image.shape
+    P = args.coords.shape[1]
+    if coords_dot is None:
+        offset_dot = call.backend.zeros((B, P, 2, 1), args.image.dtype)
+    else:
+        offset_dot = call.put(coords_dot).reshape(B, P, 2, 1)
+    return None if image_dot is None else call.put(image_dot).reshape(B, 1, H, W), offset_dot
+
+
+def bilinear_sample_jvp(image, coords, padding_mode="zeros", *, image_dot=None,
+                        coords_dot=None, target=None):
+    """Forward mode: how ``bilinear_sample``'s output changes along tangents of its inputs.
+
+    Parameters
+    ----------
+    image : ndarray of shape (B, H, W)
+    coords : ndarray of shape (B, P, 2)
+    padding_mode : str
+        As in ``bilinear_sample``.
+    image_dot : ndarray of shape (B, H, W) or None
+        The tangent (direction of change) of ``image``; None: zero.
+    coords_dot : ndarray of shape (B, P, 2) or None
+        The tangent of ``coords``; None: zero.
+    target : str or None
+        As in ``bilinear_sample``.
+
+    Returns
+    -------
+    out_dot : ndarray of shape (B, P)
+        The Jacobian-vector product: ``d/dt bilinear_sample(image + t*image_dot,
+        coords + t*coords_dot)`` at t = 0.
+
+    Notes
+    -----
+    ``out_dot = bilinear(image_dot, y, x) + dv/dy * y_dot + dv/dx * x_dot``, with the
+    derivatives of ``bilinear_sample_backward``: right derivatives at integer coordinates,
+    0 where "border" clamped a coordinate, and NaN points change by 0.
+    """
+    call = Call(target, (image, coords, image_dot, coords_dot))
+    args = _check(image, coords, padding_mode)
+    image_dot = _args.tangent(image_dot, "image_dot", args.image, "image")
+    coords_dot = _args.tangent(coords_dot, "coords_dot", args.coords, "coords")
+    _args.same_dtype(image=args.image, image_dot=image_dot, coords_dot=coords_dot)
+    B, H, W = args.image.shape
+    P = args.coords.shape[1]
+    be = call.backend
+    image_dot4, offset_dot4 = _engine_tangents(call, args, image_dot, coords_dot)
+    columns_dot = be.empty((B, 1, P, 1), args.image.dtype)
+    be.tangent_im2col(call.put(args.image).reshape(B, 1, H, W),
+                      call.put(args.coords).reshape(B, P, 2, 1), None, args.mode, _POINT_GRID,
+                      image_dot4, offset_dot4, None, columns_dot)
+    return call.get(columns_dot.reshape(B, P))
+
+
+def bilinear_sample_backward_backward(grad_grads, grad_output, image, coords,
+                                      padding_mode="zeros", *, target=None, deterministic=False):
+    """Second derivatives: the gradients of a scalar loss with respect to every input of
+    ``bilinear_sample_backward``.
+
+    Parameters
+    ----------
+    grad_grads : BilinearSampleGrads
+        d loss / d (the outputs of ``bilinear_sample_backward``): fields ``image`` (B, H, W)
+        and ``coords`` (B, P, 2), each None for zero (a tuple of the two works too).
+    grad_output : ndarray of shape (B, P)
+    image : ndarray of shape (B, H, W)
+    coords : ndarray of shape (B, P, 2)
+    padding_mode : str
+    target : str or None
+        As in ``bilinear_sample``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    BilinearSampleBackwardGrads(grad_output (B, P), image (B, H, W), coords (B, P, 2))
+
+    Notes
+    -----
+    The backward is linear in ``grad_output``, so the gradient with respect to it is the
+    forward mode along ``grad_grads``: ``bilinear_sample_jvp(image, coords,
+    image_dot=grad_grads.image, coords_dot=grad_grads.coords)``. The others contract the
+    second derivatives of the sample with ``grad_output`` and ``grad_grads``. Inside a cell
+    the sample is linear in y and in x, so ``d2v/dy2 = d2v/dx2 = 0`` and only the cross term
+    ``d2v/dydx = I[y0, x0] - I[y0, x0+1] - I[y0+1, x0] + I[y0+1, x0+1]`` is left, with the
+    right-derivative convention at the kinks and 0 where "border" clamped.
+    """
+    call = Call(target, (grad_output, image, coords) + _args.grad_grads_arrays(grad_grads))
+    args = _check(image, coords, padding_mode, grad_output)
+    grad_grads = _args.grad_grads(grad_grads, BilinearSampleGrads,
+                                  {"image": args.image, "coords": args.coords})
+    _args.same_dtype(image=args.image, **{f"grad_grads.{k}": v for k, v in
+                                          grad_grads._asdict().items()})
+    B, H, W = args.image.shape
+    P = args.coords.shape[1]
+    be = call.backend
+    dtype = args.image.dtype
+    image4 = call.put(args.image).reshape(B, 1, H, W)
+    offset4 = call.put(args.coords).reshape(B, P, 2, 1)
+    image_dot4, offset_dot4 = _engine_tangents(call, args, *grad_grads)
+    grad_grad_output = be.empty((B, 1, P, 1), dtype)
+    be.tangent_im2col(image4, offset4, None, args.mode, _POINT_GRID, image_dot4, offset_dot4,
+                      None, grad_grad_output)
+    grad_image = be.zeros((B, 1, H, W), dtype)
+    grad_coords = be.zeros((B, P, 2, 1), dtype)
+    be.sample_backward_backward(call.put(args.grad_output).reshape(B, 1, P, 1), image4, offset4,
+                                None, args.mode, _POINT_GRID, image_dot4, offset_dot4, None,
+                                grad_image, grad_coords, None, deterministic)
+    return BilinearSampleBackwardGrads(call.get(grad_grad_output.reshape(B, P)),
+                                       call.get(grad_image.reshape(B, H, W)),
+                                       call.get(grad_coords.reshape(B, P, 2)))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import PointGeometry
-from ..grads import DCNv3Grads
+from ..grads import DCNv3BackwardGrads, DCNv3Grads
 from ..targets import Call
 from . import _args
 
@@ -217,3 +217,135 @@ def dcnv3_backward(grad_output, input, offset, mask, kernel_size=3, stride=1, pa
                           put(args.mask), args.geometry, grad_input, grad_offset, grad_mask,
                           deterministic)
     return DCNv3Grads(call.get(grad_input), call.get(grad_offset), call.get(grad_mask))
+
+
+# -- forward mode and second derivatives -------------------------------------------------
+
+def _put_tangents(call, args, tangents):
+    """A DCNv3Grads of tangents on the target: input's (or None), offset's and mask's
+    (zeros when None)."""
+    be, dtype = call.backend, args.input.dtype
+    offset_dot = call.put(tangents.offset) if tangents.offset is not None else be.zeros(
+        args.offset.shape, dtype)
+    mask_dot = call.put(tangents.mask) if tangents.mask is not None else be.zeros(
+        args.mask.shape, dtype)
+    return DCNv3Grads(call.put(tangents.input), offset_dot, mask_dot)
+
+
+def dcnv3_jvp(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
+              offset_scale=1.0, remove_center=False, *, input_dot=None, offset_dot=None,
+              mask_dot=None, target=None):
+    """Forward mode: how ``dcnv3``'s output changes along tangents of its inputs.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, H, W, C)
+    offset : ndarray of shape (N, H_out, W_out, group*P*2)
+    mask : ndarray of shape (N, H_out, W_out, group*P)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    input_dot : ndarray of shape (N, H, W, C) or None
+        The tangent of ``input``; None: zero.
+    offset_dot : ndarray of shape (N, H_out, W_out, group*P*2) or None
+        The tangent of ``offset`` (x first, as the offsets); None: zero.
+    mask_dot : ndarray of shape (N, H_out, W_out, group*P) or None
+        The tangent of ``mask``; None: zero.
+    target : str or None
+        As in ``dcnv3``.
+
+    Returns
+    -------
+    out_dot : ndarray of shape (N, H_out, W_out, C)
+        ``d/dt dcnv3(input + t*input_dot, offset + t*offset_dot, mask + t*mask_dot)`` at
+        t = 0.
+
+    Notes
+    -----
+    Each point adds ``m_dot v + m (v(input_dot) + offset_scale (dv/dy dy_dot + dv/dx
+    dx_dot))``, with the derivatives of ``dcnv3_backward`` (right derivatives at integer
+    coordinates); points with a NaN offset or weight, or outside the image, add 0.
+    """
+    call = Call(target, (input, offset, mask, input_dot, offset_dot, mask_dot))
+    args = _check(input, offset, mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center)
+    tangents = DCNv3Grads(_args.tangent(input_dot, "input_dot", args.input, "input"),
+                          _args.tangent(offset_dot, "offset_dot", args.offset, "offset"),
+                          _args.tangent(mask_dot, "mask_dot", args.mask, "mask"))
+    _args.same_dtype(input=args.input, **{f"{k}_dot": v for k, v in tangents._asdict().items()})
+    be, put, geometry = call.backend, call.put, args.geometry
+    if not has_pixels(args.input):
+        return call.get(be.zeros((args.input.shape[0], geometry.out_h, geometry.out_w,
+                                  args.input.shape[3]), args.input.dtype))
+    t = _put_tangents(call, args, tangents)
+    return call.get(be.dcnv3_jvp(put(args.input), put(args.offset), put(args.mask), geometry,
+                                 t.input, t.offset, t.mask))
+
+
+def dcnv3_backward_backward(grad_grads, grad_output, input, offset, mask, kernel_size=3,
+                            stride=1, padding=0, dilation=1, group=1, offset_scale=1.0,
+                            remove_center=False, *, target=None, deterministic=False):
+    """Second derivatives: the gradients of a scalar loss with respect to every input of
+    ``dcnv3_backward``.
+
+    Parameters
+    ----------
+    grad_grads : DCNv3Grads
+        d loss / d (the outputs of ``dcnv3_backward``): fields ``input``, ``offset``,
+        ``mask``, each None for zero or an array of its input's shape (or a tuple of three).
+    grad_output : ndarray of shape (N, H_out, W_out, C)
+    input : ndarray of shape (N, H, W, C)
+    offset : ndarray of shape (N, H_out, W_out, group*P*2)
+    mask : ndarray of shape (N, H_out, W_out, group*P)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    target : str or None
+        As in ``dcnv3``.
+    deterministic : bool
+        CUDA only: gather the input gradient instead of scattering it with atomics
+        (bitwise reproducible).
+
+    Returns
+    -------
+    DCNv3BackwardGrads(grad_output (N, H_out, W_out, C), input (N, H, W, C), offset
+    ``(N, H_out, W_out, group*P*2)``, mask ``(N, H_out, W_out, group*P)``)
+
+    Notes
+    -----
+    The gradient with respect to ``grad_output`` is ``dcnv3_jvp`` along ``grad_grads``;
+    the others are the second-order sampling of ``grad_output``: the cross terms
+    input–offset, input–mask, offset–mask and dy–dx (times ``offset_scale`` for each
+    offset), since ``d2v/dy2 = d2v/dx2 = 0`` inside a cell.
+    """
+    call = Call(target, (grad_output, input, offset, mask) + _args.grad_grads_arrays(grad_grads))
+    args = _check(input, offset, mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center, grad_output)
+    grad_grads = _args.grad_grads(grad_grads, DCNv3Grads,
+                                  {"input": args.input, "offset": args.offset, "mask": args.mask})
+    _args.same_dtype(input=args.input, **{f"grad_grads.{k}": v for k, v in
+                                          grad_grads._asdict().items()})
+    be, put, geometry = call.backend, call.put, args.geometry
+    dtype = args.input.dtype
+    grad_input = be.zeros(args.input.shape, dtype)
+    grad_offset = be.zeros(args.offset.shape, dtype)
+    grad_mask = be.zeros(args.mask.shape, dtype)
+    if not has_pixels(args.input):
+        grad_grad_output = be.zeros(args.grad_output.shape, dtype)
+    else:
+        x, off, m = put(args.input), put(args.offset), put(args.mask)
+        t = _put_tangents(call, args, grad_grads)
+        grad_grad_output = be.dcnv3_jvp(x, off, m, geometry, t.input, t.offset, t.mask)
+        be.dcnv3_backward_backward(put(args.grad_output), x, off, m, geometry, t.input,
+                                   t.offset, t.mask, grad_input, grad_offset, grad_mask,
+                                   deterministic)
+    return DCNv3BackwardGrads(call.get(grad_grad_output), call.get(grad_input),
+                              call.get(grad_offset), call.get(grad_mask))

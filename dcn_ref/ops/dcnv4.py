@@ -6,7 +6,7 @@ The kernels are DCNv3's: a ``PointGeometry`` whose strides address the packed ar
 from typing import NamedTuple
 
 from ..geometry import PointGeometry
-from ..grads import DCNv4Grads
+from ..grads import DCNv4BackwardGrads, DCNv4Grads
 from ..targets import Call
 from . import _args
 from .dcnv3 import check_grad_output, check_grid, has_pixels
@@ -126,3 +126,120 @@ def dcnv4_backward(grad_output, input, offset_mask, kernel_size=3, stride=1, pad
         be.dcnv3_backward(put(args.grad_output), put(args.input), packed, packed, args.geometry,
                           grad_input, grad_packed, grad_packed, deterministic)
     return DCNv4Grads(call.get(grad_input), call.get(grad_packed))
+
+
+# -- forward mode and second derivatives -------------------------------------------------
+
+def _put_tangent(call, args, offset_mask_dot):
+    """The packed array's tangent on the target, zeros when None."""
+    if offset_mask_dot is None:
+        return call.backend.zeros(args.offset_mask.shape, args.input.dtype)
+    return call.put(offset_mask_dot)
+
+
+def dcnv4_jvp(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
+              offset_scale=1.0, remove_center=False, *, input_dot=None, offset_mask_dot=None,
+              target=None):
+    """Forward mode: how ``dcnv4``'s output changes along tangents of its inputs.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, H, W, C)
+    offset_mask : ndarray of shape (N, H_out, W_out, D)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    input_dot : ndarray of shape (N, H, W, C) or None
+        The tangent of ``input``; None: zero.
+    offset_mask_dot : ndarray of shape (N, H_out, W_out, D) or None
+        The tangent of ``offset_mask``, packed as it is (its padding entries are ignored);
+        None: zero.
+    target : str or None
+        As in ``dcnv4``.
+
+    Returns
+    -------
+    out_dot : ndarray of shape (N, H_out, W_out, C)
+
+    Notes
+    -----
+    ``dcnv3_jvp`` reading the packed layout.
+    """
+    call = Call(target, (input, offset_mask, input_dot, offset_mask_dot))
+    args = _check(input, offset_mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center)
+    input_dot = _args.tangent(input_dot, "input_dot", args.input, "input")
+    offset_mask_dot = _args.tangent(offset_mask_dot, "offset_mask_dot", args.offset_mask,
+                                    "offset_mask")
+    _args.same_dtype(input=args.input, input_dot=input_dot, offset_mask_dot=offset_mask_dot)
+    be, geometry = call.backend, args.geometry
+    if not has_pixels(args.input):
+        return call.get(be.zeros((args.input.shape[0], geometry.out_h, geometry.out_w,
+                                  args.input.shape[3]), args.input.dtype))
+    packed, packed_dot = call.put(args.offset_mask), _put_tangent(call, args, offset_mask_dot)
+    return call.get(be.dcnv3_jvp(call.put(args.input), packed, packed, geometry,
+                                 call.put(input_dot), packed_dot, packed_dot))
+
+
+def dcnv4_backward_backward(grad_grads, grad_output, input, offset_mask, kernel_size=3,
+                            stride=1, padding=0, dilation=1, group=1, offset_scale=1.0,
+                            remove_center=False, *, target=None, deterministic=False):
+    """Second derivatives: the gradients of a scalar loss with respect to every input of
+    ``dcnv4_backward``.
+
+    Parameters
+    ----------
+    grad_grads : DCNv4Grads
+        d loss / d (the outputs of ``dcnv4_backward``): fields ``input`` and
+        ``offset_mask``, each None for zero or an array of its input's shape (or a tuple
+        of two).
+    grad_output : ndarray of shape (N, H_out, W_out, C)
+    input : ndarray of shape (N, H, W, C)
+    offset_mask : ndarray of shape (N, H_out, W_out, D)
+    kernel_size : int or (h, w) pair
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    group : int
+    offset_scale : float
+    remove_center : bool
+    target : str or None
+        As in ``dcnv4``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    DCNv4BackwardGrads(grad_output (N, H_out, W_out, C), input (N, H, W, C), offset_mask
+    (N, H_out, W_out, D)); the padding entries of the offset_mask gradient are 0.
+
+    Notes
+    -----
+    ``dcnv3_backward_backward`` reading and writing the packed layout.
+    """
+    call = Call(target, (grad_output, input, offset_mask) + _args.grad_grads_arrays(grad_grads))
+    args = _check(input, offset_mask, kernel_size, stride, padding, dilation, group,
+                  offset_scale, remove_center, grad_output)
+    grad_grads = _args.grad_grads(grad_grads, DCNv4Grads,
+                                  {"input": args.input, "offset_mask": args.offset_mask})
+    _args.same_dtype(input=args.input, **{f"grad_grads.{k}": v for k, v in
+                                          grad_grads._asdict().items()})
+    be, put, geometry = call.backend, call.put, args.geometry
+    dtype = args.input.dtype
+    grad_input = be.zeros(args.input.shape, dtype)
+    grad_packed = be.zeros(args.offset_mask.shape, dtype)   # padding entries stay 0
+    if not has_pixels(args.input):
+        grad_grad_output = be.zeros(args.grad_output.shape, dtype)
+    else:
+        x, packed = put(args.input), put(args.offset_mask)
+        x_dot, packed_dot = put(grad_grads.input), _put_tangent(call, args, grad_grads.offset_mask)
+        grad_grad_output = be.dcnv3_jvp(x, packed, packed, geometry, x_dot, packed_dot, packed_dot)
+        be.dcnv3_backward_backward(put(args.grad_output), x, packed, packed, geometry, x_dot,
+                                   packed_dot, packed_dot, grad_input, grad_packed, grad_packed,
+                                   deterministic)
+    return DCNv4BackwardGrads(call.get(grad_grad_output), call.get(grad_input),
+                              call.get(grad_packed))

@@ -2,7 +2,7 @@
 from typing import NamedTuple
 
 from ..geometry import ConvGeometry
-from ..grads import DeformConv2dGrads
+from ..grads import DeformConv2dBackwardGrads, DeformConv2dGrads
 from ..targets import Call
 from . import _args
 from .conv2d import check_conv_args, check_grad_output
@@ -149,3 +149,145 @@ def deform_conv2d_backward(grad_output, input, offset, weight, bias=None, stride
         put(args.grad_output), put(args.input), put(args.offset), put(args.mask),
         put(args.weight), args.bias is not None, args.geometry, deterministic)
     return DeformConv2dGrads(*(call.get(g) for g in grads))
+
+
+# -- forward mode and second derivatives -------------------------------------------------
+
+def _given(args):
+    """The checked differentiable arguments by name, as the tangents are checked against."""
+    return {"input": args.input, "offset": args.offset, "weight": args.weight,
+            "bias": args.bias, "mask": args.mask}
+
+
+def _put_tangents(call, args, tangents):
+    """The tangents (a DeformConv2dGrads of arrays or None) on the target, as it takes them:
+    the offsets' and (with a mask) the mask's as arrays, zeros when None."""
+    be, dtype = call.backend, args.input.dtype
+    put = call.put
+    offset_dot = put(tangents.offset) if tangents.offset is not None else be.zeros(
+        args.offset.shape, dtype)
+    mask_dot = None
+    if args.mask is not None:
+        mask_dot = put(tangents.mask) if tangents.mask is not None else be.zeros(
+            args.mask.shape, dtype)
+    return DeformConv2dGrads(put(tangents.input), offset_dot, put(tangents.weight),
+                             put(tangents.bias), mask_dot)
+
+
+def deform_conv2d_jvp(input, offset, weight, bias=None, stride=1, padding=0, dilation=1,
+                      mask=None, *, input_dot=None, offset_dot=None, weight_dot=None,
+                      bias_dot=None, mask_dot=None, target=None):
+    """Forward mode: how ``deform_conv2d``'s output changes along tangents of its inputs.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C_in, H, W)
+    offset : ndarray of shape (N, 2*G*kh*kw, H_out, W_out)
+    weight : ndarray of shape (C_out, C_in/groups, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    mask : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
+    input_dot : ndarray of shape (N, C_in, H, W) or None
+        The tangent of ``input``; None: zero. Each ``*_dot`` has its input's shape.
+    offset_dot : ndarray of shape (N, 2*G*kh*kw, H_out, W_out) or None
+    weight_dot : ndarray of shape (C_out, C_in/groups, kh, kw) or None
+    bias_dot : ndarray of shape (C_out,) or None
+        None when ``bias`` is None.
+    mask_dot : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
+        None when ``mask`` is None.
+    target : str or None
+        As in ``deform_conv2d``.
+
+    Returns
+    -------
+    out_dot : ndarray of shape (N, C_out, H_out, W_out)
+        The Jacobian-vector product: ``d/dt deform_conv2d(input + t*input_dot, ...)`` at
+        t = 0.
+
+    Notes
+    -----
+    With columns X and ``out = W X + b``: ``out_dot = W X_dot + W_dot X + b_dot``. A
+    column entry ``m * v`` changes by ``m_dot v + m (v(input_dot) + dv/dy dy_dot + dv/dx
+    dx_dot)``: the sample of the input's tangent, and the bilinear derivatives of the
+    backward (right derivatives at integer coordinates) times the offsets' tangents. Taps
+    that touch no pixel, or have a NaN offset or mask, change by 0.
+    """
+    call = Call(target, (input, offset, weight, bias, mask, input_dot, offset_dot, weight_dot,
+                         bias_dot, mask_dot))
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
+    given = _given(args)
+    tangents = DeformConv2dGrads(*(_args.tangent(v, f"{name}_dot", given[name], name)
+                                   for name, v in zip(DeformConv2dGrads._fields,
+                                                      (input_dot, offset_dot, weight_dot,
+                                                       bias_dot, mask_dot))))
+    _args.same_dtype(input=args.input, **{f"{k}_dot": v for k, v in tangents._asdict().items()})
+    put = call.put
+    t = _put_tangents(call, args, tangents)
+    out_dot = call.backend.deform_conv2d_jvp(put(args.input), put(args.offset), put(args.mask),
+                                             put(args.weight), put(args.bias), args.geometry,
+                                             t.input, t.offset, t.mask, t.weight, t.bias)
+    return call.get(out_dot)
+
+
+def deform_conv2d_backward_backward(grad_grads, grad_output, input, offset, weight, bias=None,
+                                    stride=1, padding=0, dilation=1, mask=None, *, target=None,
+                                    deterministic=False):
+    """Second derivatives: the gradients of a scalar loss with respect to every input of
+    ``deform_conv2d_backward``.
+
+    Parameters
+    ----------
+    grad_grads : DeformConv2dGrads
+        d loss / d (the outputs of ``deform_conv2d_backward``): fields ``input``,
+        ``offset``, ``weight``, ``bias``, ``mask``, each None for zero or an array of its
+        input's shape (None where the input is None), or a tuple of five.
+    grad_output : ndarray of shape (N, C_out, H_out, W_out)
+    input : ndarray of shape (N, C_in, H, W)
+    offset : ndarray of shape (N, 2*G*kh*kw, H_out, W_out)
+    weight : ndarray of shape (C_out, C_in/groups, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride : int or (h, w) pair
+    padding : int or (h, w) pair
+    dilation : int or (h, w) pair
+    mask : ndarray of shape (N, G*kh*kw, H_out, W_out) or None
+    target : str or None
+        As in ``deform_conv2d``.
+    deterministic : bool
+        CUDA only: gather instead of scattering with atomics (bitwise reproducible).
+
+    Returns
+    -------
+    DeformConv2dBackwardGrads(grad_output, input, offset, weight, bias, mask), each the
+    shape of its argument; bias and mask are None when not given (and bias, when given,
+    is 0: the backward does not depend on it).
+
+    Notes
+    -----
+    The backward is linear in ``grad_output``, so the gradient with respect to it is
+    ``deform_conv2d_jvp`` along ``grad_grads``. With columns X and ``out = W X + b`` the
+    rest is, for ``S = <dout, W X_dot + W_dot X>`` (``X_dot`` the column tangents along
+    ``grad_grads``): ``d weight = dout X_dot^T``; for input, offset and mask, the
+    first-order backward with ``W_dot = grad_grads.weight`` in place of W, plus the
+    second-order sampling of ``W^T dout``, whose only second derivatives in a cell are the
+    cross terms input–offset, input–mask, offset–mask and dy–dx (``d2v/dy2 = d2v/dx2 = 0``).
+    """
+    call = Call(target, (grad_output, input, offset, weight, bias, mask)
+                + _args.grad_grads_arrays(grad_grads))
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_output)
+    grad_grads = _args.grad_grads(grad_grads, DeformConv2dGrads, _given(args))
+    _args.same_dtype(input=args.input, **{f"grad_grads.{k}": v for k, v in
+                                          grad_grads._asdict().items()})
+    be, put = call.backend, call.put
+    t = _put_tangents(call, args, grad_grads)
+    x, off, mask_, weight_ = put(args.input), put(args.offset), put(args.mask), put(args.weight)
+    grad_grad_output = be.deform_conv2d_jvp(x, off, mask_, weight_, put(args.bias),
+                                            args.geometry, t.input, t.offset, t.mask, t.weight,
+                                            t.bias)
+    grad_input, grad_offset, grad_weight, grad_mask = be.deform_conv2d_backward_backward(
+        put(args.grad_output), x, off, mask_, weight_, args.geometry, t.input, t.offset, t.mask,
+        t.weight, deterministic)
+    grad_bias = None if args.bias is None else be.zeros(args.bias.shape, args.input.dtype)
+    return DeformConv2dBackwardGrads(*(call.get(g) for g in (
+        grad_grad_output, grad_input, grad_offset, grad_weight, grad_bias, grad_mask)))

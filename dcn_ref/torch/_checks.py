@@ -254,8 +254,11 @@ def checked(name, op, arguments):
     def call(*args):
         if not traced(args):
             check_tensors(schema, args)
-            _forward_mode.refuse(name, [v for a, v in zip(schema, args) if a.is_tensor])
+            tensors = [v for a, v in zip(schema, args) if a.is_tensor]
+            _forward_mode.refuse(name, tensors)
             check(name, schema, args)
+            if _forward_mode.has_tangents(tensors):
+                return _forward_mode.dual(name, op, to_schema(schema, args))
         return op(*to_schema(schema, args))
 
     return call

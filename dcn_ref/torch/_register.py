@@ -20,13 +20,16 @@ argument checks first (``_checks.check``), so that a fake call refuses what a re
 refuses. A ValueError of ``dcn_ref.ops`` leaves an op as an ``ArgumentError``. Nothing
 here computes anything: the maths lives in ``dcn_ref.ops``.
 
-The backward op has no autograd formula itself: gradients of gradients are not offered.
+For the ops with second derivatives and forward mode, ``_second_order.register`` adds
+``dcn_ref::f_jvp`` and ``dcn_ref::f_backward_backward`` and gives the backward op its own
+autograd formula; the others' backward ops have none (gradients of their gradients are
+not offered).
 """
 import torch
 
 from .. import ops
 from ..grads import BY_OP
-from . import _autocast
+from . import _autocast, _forward_mode, _second_order
 from ._checks import argument_errors, check, one_device, one_dtype, parse
 from ._convert import kernels_on, to_array, to_tensor
 from .export import exportable
@@ -101,10 +104,17 @@ def register(name, arguments, fake):
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*(a for a, t in zip(inputs, is_tensor) if t))
         ctx.others = [None if t else a for a, t in zip(inputs, is_tensor)]
+        ctx.in_forward_mode = _forward_mode.computed_in_forward_mode()
 
     def autograd_backward(ctx, grad_output):
         saved = iter(ctx.saved_tensors)
         args = [next(saved) if t else a for a, t in zip(ctx.others, is_tensor)]
+        # forward mode over reverse would need the backward's own JVP, which no op has:
+        # refused by name, never answered with a missing tangent (_forward_mode)
+        if ctx.in_forward_mode:
+            _forward_mode.refuse_backward(name)
+        _forward_mode.refuse(f"{name}_backward",
+                             [grad_output] + [a for a, t in zip(args, is_tensor) if t])
         wanted = [n in grads and a is not None and ctx.needs_input_grad[i]
                   for i, (n, a) in enumerate(zip(names, args))]
         if not any(wanted):
@@ -113,4 +123,5 @@ def register(name, arguments, fake):
         return tuple(result[n] if w else None for n, w in zip(names, wanted))
 
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
+    _second_order.register(name, schema, backward_op, fake, _run)
     return exportable(name, forward_op)

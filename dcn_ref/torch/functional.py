@@ -4,15 +4,18 @@ Every function here takes and returns tensors, has the signature of its op in
 ``dcn_ref.ops`` without ``target`` (``deform_conv2d`` has exactly the signature of
 ``torchvision.ops.deform_conv2d``), and calls the registered op
 ``torch.ops.dcn_ref.<name>``. Gradients flow to every tensor input through the library's
-hand-derived ``<name>_backward``. The layouts and numerical conventions are those of the
-op in ``dcn_ref.ops``; see its docstring. The tensors of a call share one dtype, float16,
-bfloat16, float32 or float64; half-precision ones are computed in float32, and results
-and gradients come back in their tensors' dtypes (inside ``torch.autocast``, see
-``_autocast``).
+hand-derived ``<name>_backward``; for ``deform_conv2d``, ``dcnv3``, ``dcnv4``,
+``bilinear_sample`` and ``offset_sample`` gradients of those gradients flow through
+``<name>_backward_backward`` and forward mode through ``<name>_jvp`` (``_second_order``).
+The layouts and numerical conventions are those of the op in ``dcn_ref.ops``; see its
+docstring. The tensors of a call share one dtype, float16, bfloat16, float32 or float64;
+half-precision ones are computed in float32, and results and gradients come back in their
+tensors' dtypes (inside ``torch.autocast``, see ``_autocast``).
 
 Before dispatching, a function checks its arguments as the op does (``_checks``): a wrong
 one is an ``ArgumentError`` (a ValueError and a RuntimeError) naming it, for CPU, CUDA
-and meta tensors alike, and a call in forward-mode AD is refused (``_forward_mode``).
+and meta tensors alike, and a call in forward-mode AD is answered by the op's JVP, or
+refused by name where the op has none (``_forward_mode``).
 Under ``torch.compile`` and ``torch.fx`` tracing the function hands its arguments on,
 and the op's fake implementation checks them.
 
