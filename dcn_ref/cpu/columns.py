@@ -1,19 +1,25 @@
-"""Channels-last columns for conv2d and deform_conv2d on the CPU.
+"""Channels-last columns for conv2d and deform_conv2d on the CPU, one row at a time.
 
 A convolution multiplies a weight by a matrix of columns: one row per output pixel, one
 entry per (tap, input channel). Here the rows are output pixels and, inside a row, the
 channels of one tap are neighbours in memory:
 
-    x_cl      (n, H*W + 1, C)                the input, channels last; row H*W is all zeros
-    columns   (groups, n, L, K, C/groups)    columns[g, n, l, k, c] = the tap k of output
-                                             pixel l, channel g*C/groups + c
-    offset    (n*G, K, 2, L), mask (n*G, K, L)   the engine layout of dcn_ref/sampling.py
+    x_cl      (N, H*W + 1, C)                the input, channels last; row H*W is all zeros
+    columns   (groups, rows, K, C/groups)    columns[g, i, k, c] = tap k of the output pixel
+                                             of row i, channel g*C/groups + c
+    offset    (N*G, K, 2, L), mask (N*G, K, L)   the engine layout of dcn_ref/sampling.py
 
-so that each conv group's columns are one contiguous (n*L, K*C/groups) matrix for the
+so that each conv group's columns are one contiguous (rows, K*C/groups) matrix for the
 GEMM, and all the channels of an offset group, which share one sample point, are read
 and written as contiguous vectors: a sample costs four vector loads (its four corners)
 and one vector store, whatever the number of channels. A corner outside the image points
 at the zero row, so it adds exactly nothing and needs no branch.
+
+The convolutions (``conv.py``) fill and use the rows of one block of output pixels at a
+time (``deform_row``, ``im2col_row``) and hand each row's gradient back to the image, the
+offsets and the mask (``deform_row_backward``, ``col2im_row``). The kernels at the end
+fill or use a whole batch's columns, rows = N*L: for ``dcn_ref.ops.im2col`` and
+``col2im``, and the benchmarks.
 
 The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``, ``tap_grads``).
 
@@ -76,9 +82,9 @@ def channel_segment(c, stop, c_per_group):
 
 
 @register_jitable
-def corner_views(image_cl, n, rows):
-    """The four corner rows (a tuple of row numbers) of image n of a channels-last array."""
-    return image_cl[n, rows[0]], image_cl[n, rows[1]], image_cl[n, rows[2]], image_cl[n, rows[3]]
+def corner_views(image, rows):
+    """The four corner rows (a tuple of row numbers) of one channels-last image (H*W + 1, C)."""
+    return image[rows[0]], image[rows[1]], image[rows[2]], image[rows[3]]
 
 
 @register_jitable
@@ -89,175 +95,111 @@ def masked_factors(cell, weights, cast):
 
 
 # -- deformable convolution ---------------------------------------------------------------
-# offset (n*G, K, 2, L) and mask (n*G, K, L) in the engine's layout; each task reads them as
-# ``SamplePoints`` (built inside the parallel loop: Numba's parallel loops take arrays and
-# scalars, not tuples holding arrays).
+# offset (N*G, K, 2, L) and mask (N*G, K, L) in the engine's layout, read as ``SamplePoints``.
 
-@kernel
-def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
-    """Fill columns (groups, n, L, K, C/groups) with the masked bilinear samples."""
-    groups, n_img, L, K, c_per_group = columns.shape
+@register_jitable
+def deform_row(x_cl, n, l, points, columns, i):
+    """Fill row i of columns (groups, rows, K, C/groups) with the masked bilinear samples of
+    output pixel l of image n."""
+    groups, _, K, c_per_group = columns.shape
     C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
+    G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
-    cast = x_cl.dtype.type                      # weights in the data's dtype: float32 stays SIMD-wide
-    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
-        n = nl // L
-        l = nl % L
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        for g in range(G):
-            q = n * G + g
-            for k in range(K):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                f0, f1, f2, f3 = masked_factors(cell, w, cast)
-                a, b, c_, d = corner_views(x_cl, n, r)
-                c = g * Cq
-                while c < (g + 1) * Cq:              # the offset group's channels, by conv group
-                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    out = columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        out[i] = f0 * va[i] + f1 * vb[i] + f2 * vc[i] + f3 * vd[i]
-                    c = stop
+    cast = x_cl.dtype.type              # weights in the data's dtype: float32 stays SIMD-wide
+    image = x_cl[n]
+    for g in range(G):
+        q = n * G + g
+        for k in range(K):
+            cell, r, w = tap_corner_rows(points, q, k, l)
+            f0, f1, f2, f3 = masked_factors(cell, w, cast)
+            a, b, c_, d = corner_views(image, r)
+            c = g * Cq
+            while c < (g + 1) * Cq:              # the offset group's channels, by conv group
+                cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                lo = c - cg * c_per_group            # views from 0: see the module's note
+                out = columns[cg, i, k, lo:lo + stop - c]
+                va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
+                for j in range(stop - c):
+                    out[j] = f0 * va[j] + f1 * vb[j] + f2 * vc[j] + f3 * vd[j]
+                c = stop
 
 
 @register_jitable(inline="always")
-def scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
+def scatter_channels(grad_columns, i, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
                      f0, f1, f2, f3):
     """The image gradient of one tap over channels c_start..c_stop of its offset group:
-    corner row t of grad_x_cl (ga .. gd) += f_t * grad_columns, walked in runs of one conv
-    group (``channel_segment``)."""
+    corner row t of the image gradient (ga .. gd) += f_t * grad_columns[:, i, k], walked in
+    runs of one conv group (``channel_segment``)."""
     c = c_start
     while c < c_stop:
         cg, stop = channel_segment(c, c_stop, c_per_group)
         lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        src = grad_columns[cg, i, k, lo:lo + stop - c]
         ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
-        for i in range(stop - c):
-            v = src[i]
-            ua[i] += f0 * v
-            ub[i] += f1 * v
-            uc[i] += f2 * v
-            ud[i] += f3 * v
+        for j in range(stop - c):
+            v = src[j]
+            ua[j] += f0 * v
+            ub[j] += f1 * v
+            uc[j] += f2 * v
+            ud[j] += f3 * v
         c = stop
 
 
 @register_jitable(inline="always")
-def corner_sums(grad_columns, n, l, k, c_start, c_stop, c_per_group, a, b, c_, d):
+def corner_sums(grad_columns, i, k, c_start, c_stop, c_per_group, a, b, c_, d):
     """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
-    sum_c grad_columns * corner row t of x_cl (a .. d), in channel order (its sums cannot
-    vectorise without reordering them, which gradient-checked code does not do)."""
+    sum_c grad_columns[:, i, k] * corner row t of the image (a .. d), in channel order (its
+    sums cannot vectorise without reordering them, which gradient-checked code does not do)."""
     d0 = d1 = d2 = d3 = a.dtype.type(0.0)
     c = c_start
     while c < c_stop:
         cg, stop = channel_segment(c, c_stop, c_per_group)
         lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        src = grad_columns[cg, i, k, lo:lo + stop - c]
         va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-        for i in range(stop - c):
-            v = src[i]
-            d0 += v * va[i]
-            d1 += v * vb[i]
-            d2 += v * vc[i]
-            d3 += v * vd[i]
+        for j in range(stop - c):
+            v = src[j]
+            d0 += v * va[j]
+            d1 += v * vb[j]
+            d2 += v * vc[j]
+            d3 += v * vd[j]
         c = stop
     return d0, d1, d2, d3
 
 
-# The three kernels of the backward. Split: deform_col2im (the image gradient, parallel
-# over channel chunks) and deform_coord_grad (offsets and masks, parallel over pixels);
-# fused: deform_backward, both in one pass, parallel over (image, offset group) only, so
-# the ops pick it when there are enough of those to keep every thread busy. All three walk
-# a tap's channels with ``tap_channels``.
+@register_jitable
+def deform_row_backward(grad_columns, i, x_cl, n, l, points, grad_image, grad_offset,
+                        grad_mask):
+    """The adjoint of ``deform_row`` for row i of grad_columns (groups, rows, K, C/groups),
+    output pixel l of image n, in one pass that reads each sample's four corner rows once:
 
-@kernel
-def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geometry, chunk,
-                  grad_x_cl):
-    """grad_x_cl (n, H*W + 1, C) += the adjoint of deform_im2col (row H*W collects junk).
-
-    Work is split by image and by ``chunk`` channels of an offset group: different
-    iterations write different channels (or images), so they never collide.
+        grad_image (H*W + 1, C)    += each sample's gradient handed to the four pixels it
+                                      read (row H*W collects junk)
+        grad_offset (N*G, K, 2, L)  written for pixel l: ``sampling.tap_grads`` from the
+        grad_mask (N*G, K, L)       corner sums over the offset group's channels
     """
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = grad_x_cl.shape[2]
-    G = offset.shape[0] // n_img
+    groups, _, K, c_per_group = grad_columns.shape
+    C = x_cl.shape[2]
+    G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
-    per_group = (Cq + chunk - 1) // chunk
-    for task in prange(n_img * G * per_group):  # (image, offset group, channel chunk)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = task // (G * per_group)
-        g = (task // per_group) % G
-        c_start = g * Cq + (task % per_group) * chunk
-        c_stop = min(c_start + chunk, (g + 1) * Cq)
+    cast = x_cl.dtype.type
+    image = x_cl[n]
+    for g in range(G):
         q = n * G + g
+        c0, c1 = g * Cq, (g + 1) * Cq
         for k in range(K):
-            for l in range(L):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                if not cell.inside:
-                    continue
-                ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
-                f0, f1, f2, f3 = masked_factors(cell, w, grad_x_cl.dtype.type)
-                scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc,
-                                 gd, f0, f1, f2, f3)
-
-
-@kernel
-def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
-                      grad_offset, grad_mask):
-    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L): for a
-    sample, the corner sums D_t over the group's channels (four dot products of contiguous
-    vectors), then ``sampling.tap_grads``."""
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
-    Cq = C // G
-    for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = nl // L
-        l = nl % L
-        for g in range(G):
-            q = n * G + g
-            for k in range(K):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                grads = TapGrads(0.0, 0.0, 0.0)
-                if cell.inside:
-                    a, b, c_, d = corner_views(x_cl, n, r)
-                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, g * Cq, (g + 1) * Cq,
-                                                 c_per_group, a, b, c_, d)
-                    grads = tap_grads(cell, d0, d1, d2, d3)
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
-
-
-@kernel
-def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
-                    grad_x_cl, grad_offset, grad_mask):
-    """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
-    each sample's four corner rows are read once for both. A task writes only its image's
-    rows, in its group's channels, and its own offsets, so tasks never collide."""
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
-    Cq = C // G
-    for q in prange(n_img * G):  # task (image n, offset group g)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = q // G
-        g = q % G
-        for k in range(K):
-            for l in range(L):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                grads = TapGrads(0.0, 0.0, 0.0)
-                if cell.inside:
-                    c0, c1 = g * Cq, (g + 1) * Cq
-                    ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
-                    f0, f1, f2, f3 = masked_factors(cell, w, x_cl.dtype.type)
-                    scatter_channels(grad_columns, n, l, k, c0, c1, c_per_group, ga, gb, gc, gd,
-                                     f0, f1, f2, f3)
-                    a, b, c_, d = corner_views(x_cl, n, r)
-                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, c0, c1, c_per_group, a,
-                                                 b, c_, d)
-                    grads = tap_grads(cell, d0, d1, d2, d3)
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
+            cell, r, w = tap_corner_rows(points, q, k, l)
+            grads = TapGrads(0.0, 0.0, 0.0)
+            if cell.inside:
+                ga, gb, gc, gd = corner_views(grad_image, r)
+                f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                scatter_channels(grad_columns, i, k, c0, c1, c_per_group, ga, gb, gc, gd,
+                                 f0, f1, f2, f3)
+                a, b, c_, d = corner_views(image, r)
+                d0, d1, d2, d3 = corner_sums(grad_columns, i, k, c0, c1, c_per_group, a, b,
+                                             c_, d)
+                grads = tap_grads(cell, d0, d1, d2, d3)
+            write_tap_grads(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------
@@ -269,31 +211,68 @@ def tap_row(k, l, geometry, height, width):
     return y * width + x if 0 <= y < height and 0 <= x < width else height * width
 
 
+@register_jitable
+def im2col_row(x_cl, n, l, geometry, height, width, columns, i):
+    """Fill row i of columns (groups, rows, K, C/groups) with the patch of output pixel l of
+    image n (zeros in the padding)."""
+    groups, _, K, c_per_group = columns.shape
+    image = x_cl[n]
+    for k in range(K):
+        src = image[tap_row(k, l, geometry, height, width)]
+        for g in range(groups):
+            out = columns[g, i, k]
+            part = src[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
+            for j in range(c_per_group):
+                out[j] = part[j]
+
+
+@register_jitable
+def col2im_row(grad_columns, i, l, geometry, height, width, grad_image):
+    """The adjoint of ``im2col_row``: grad_image (H*W + 1, C) += row i of grad_columns,
+    each tap's channels added to the pixel it copied (row H*W collects the padding's)."""
+    groups, _, K, c_per_group = grad_columns.shape
+    for k in range(K):
+        dst = grad_image[tap_row(k, l, geometry, height, width)]
+        for g in range(groups):
+            src = grad_columns[g, i, k]
+            part = dst[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
+            for j in range(c_per_group):
+                part[j] += src[j]
+
+
+# -- whole-batch kernels: rows = N*L, row n*L + l for output pixel l of image n ----------------
+
+@kernel
+def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
+    """Fill columns (groups, N*L, K, C/groups) with the masked bilinear samples."""
+    n_img = x_cl.shape[0]
+    L = columns.shape[1] // n_img
+    for nl in prange(n_img * L):  # each iteration writes only row nl
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        deform_row(x_cl, nl // L, nl % L, points, columns, nl)
+
+
 @kernel
 def im2col(x_cl, height, width, geometry, columns):
-    """Fill columns (groups, n, L, K, C/groups) with the zero-padded patches."""
-    groups, n_img, L, K, c_per_group = columns.shape
-    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
-        n = nl // L
-        l = nl % L
-        for k in range(K):
-            src = x_cl[n, tap_row(k, l, geometry, height, width)]
-            for g in range(groups):
-                out = columns[g, n, l, k]
-                part = src[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
-                for i in range(c_per_group):
-                    out[i] = part[i]
+    """Fill columns (groups, N*L, K, C/groups) with the zero-padded patches."""
+    n_img = x_cl.shape[0]
+    L = columns.shape[1] // n_img
+    for nl in prange(n_img * L):  # each iteration writes only row nl
+        im2col_row(x_cl, nl // L, nl % L, geometry, height, width, columns, nl)
 
 
 @kernel
 def col2im(grad_columns, height, width, geometry, grad_x_cl):
-    """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, as a gather: every input pixel
-    sums the column entries copied from it, so each iteration writes only its own row.
+    """grad_x_cl (N, H*W + 1, C) += the adjoint of im2col for columns (groups, N*L, K,
+    C/groups), as a gather: every input pixel sums the column entries copied from it, so
+    each iteration writes only its own row.
 
     Tap (i, j) of output pixel (oy, ox) copied pixel (y, x) when y = oy*stride_h - pad_h +
     i*dilation_h, i.e. when y + pad_h - i*dilation_h is a multiple of stride_h in range.
     """
-    groups, n_img, L, K, c_per_group = grad_columns.shape
+    groups, rows, K, c_per_group = grad_columns.shape
+    n_img = grad_x_cl.shape[0]
+    L = rows // n_img
     kh, kw, out_h, out_w = geometry.kernel_h, geometry.kernel_w, geometry.out_h, geometry.out_w
     stride_h, stride_w = geometry.stride_h, geometry.stride_w
     pad_h, pad_w = geometry.pad_h, geometry.pad_w
@@ -314,7 +293,7 @@ def col2im(grad_columns, height, width, geometry, grad_x_cl):
                     continue
                 l = (ty // stride_h) * out_w + tx // stride_w
                 for g in range(groups):
-                    src = grad_columns[g, n, l, i * kw + j]
+                    src = grad_columns[g, n * L + l, i * kw + j]
                     part = dst[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
                     for c in range(c_per_group):
                         part[c] += src[c]
