@@ -157,7 +157,8 @@ class _Conv:
         self.weight_g = _weight_taps_last_channel(weight, self.groups)  # (groups, C_out_g, K*C_g)
         self.workers = numba.get_num_threads()
         row_bytes = self.K * self.C * x.dtype.itemsize
-        self.per_image = blocking.blocks_per_image(self.L, row_bytes, self.N, self.workers)
+        self.per_image = blocking.blocks_per_image(self.L, row_bytes, self.weight_g[0].nbytes,
+                                                   self.N, self.workers)
         rows = blocking.max_block_rows(self.L, self.per_image)
         self.scratch = np.empty((self.workers, self.groups, rows, self.K, self.c_g), x.dtype)
 
