@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 from numba import types
-from numba.extending import register_jitable
+from numba.extending import overload, register_jitable
 
 _lock = threading.Lock()
 _blas = {"controller": None, "limiter": None, "depth": 0}
@@ -67,6 +67,17 @@ def single_threaded_blas():
                 _blas["limiter"].restore_original_limits()
 
 
+def gemm(trans_a, trans_b, alpha, a, b, beta, c):
+    """c (M, N) = alpha * op(a) @ op(b) + beta * c, op(x) = x.T where trans_x; a, b and c
+    are 2-d with contiguous rows, of one dtype (float32 or float64). beta = 0 overwrites c
+    (whatever it held, NaN included).
+
+    This plain-NumPy body is the twin that runs with the JIT off (``NUMBA_DISABLE_JIT=1``);
+    compiled code calls BLAS instead (``_gemm_blas``)."""
+    product = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
+    c[...] = product if beta == 0.0 else product + beta * c
+
+
 @register_jitable
 def _leading(x, row_length):
     """The leading dimension BLAS wants for the row-major x: its row stride in elements
@@ -74,11 +85,8 @@ def _leading(x, row_length):
     return max(1, row_length, x.strides[0] // x.itemsize)
 
 
-@register_jitable
-def gemm(trans_a, trans_b, alpha, a, b, beta, c):
-    """c (M, N) = alpha * op(a) @ op(b) + beta * c, op(x) = x.T where trans_x; a, b and c
-    are 2-d with contiguous rows, of one dtype (float32 or float64). beta = 0 overwrites c
-    (whatever it held, NaN included)."""
+def _gemm_blas(trans_a, trans_b, alpha, a, b, beta, c):
+    """``gemm`` as one call of SciPy's BLAS, for compiled code."""
     rows, cols = c.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     if rows == 0 or cols == 0:
@@ -108,3 +116,8 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
         _dgemm(flags.ctypes, flags[1:].ctypes, ints.ctypes, ints[1:].ctypes, ints[2:].ctypes,
                scalars.ctypes, b.ctypes, ints[3:].ctypes, a.ctypes, ints[4:].ctypes,
                scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+
+
+@overload(gemm)
+def _gemm_compiled(trans_a, trans_b, alpha, a, b, beta, c):
+    return _gemm_blas
