@@ -16,27 +16,33 @@ and one vector store, whatever the number of channels. A corner outside the imag
 at the zero row, so it adds exactly nothing and needs no branch.
 
 The convolutions (``conv.py``) fill and use the rows of one block of output pixels at a
-time (``deform_row``, ``im2col_row``) and hand each row's gradient back to the image, the
-offsets and the mask (``deform_row_backward``, ``col2im_row``). The kernels at the end
+time (``deform_rows``, ``im2col_rows``) and hand the rows' gradient back to the image, the
+offsets and the mask (``deform_rows_backward``, ``col2im_rows``): one call a block, since a
+call that hands over arrays and NamedTuples costs about as much as a row's work. The kernels at the end
 fill or use a whole batch's columns, rows = N*L: for ``dcn_ref.ops.im2col`` and
 ``col2im``, and the benchmarks.
 
 The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``, ``tap_grads``).
 
-The channel loops run over views that start at index 0 (``row = out[lo:hi]``, then
-``row[i]`` for i in range(hi - lo)), never over ``out[i - base]`` with i from a runtime
-start: Numba checks every index for a negative value to wrap around, and it can drop that
-check only when the index provably starts at 0; with the check in the loop LLVM does not
-vectorise it, and the loop runs about half as fast. The arithmetic is the same either way.
+The channel loops index the arrays in place with **unsigned** integers (``_u``): Numba
+checks every signed index for a negative value to wrap around, and with that check in a
+loop LLVM does not vectorise it; an unsigned index it uses as it is. (Views of a row,
+``out[lo:hi]``, avoid the check too, but every view is a reference-counted object, and a
+few of them a tap cost more than the tap's arithmetic.) The backward of a sample goes eight
+channels at a time through ``lanes.lanes_cell_backward``, whose sums are taken lane by lane
+in a fixed order (deterministic, without fastmath), the channels beyond a multiple of eight
+one by one.
 """
 from typing import NamedTuple
 
+import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
 from ..sampling import (Cell, SamplePoints, TapGrads, corner, grid_point, tap_cell, tap_grads,
                         write_tap_grads)
 from .compile import kernel
+from .lanes import LANES, lanes_cell_backward
 
 
 class CornerRows(NamedTuple):
@@ -81,10 +87,10 @@ def channel_segment(c, stop, c_per_group):
     return g, min(stop, (g + 1) * c_per_group)
 
 
-@register_jitable
-def corner_views(image, rows):
-    """The four corner rows (a tuple of row numbers) of one channels-last image (H*W + 1, C)."""
-    return image[rows[0]], image[rows[1]], image[rows[2]], image[rows[3]]
+@register_jitable(inline="always")
+def _u(i):
+    """i as an unsigned index (the module's note)."""
+    return np.uint64(i)
 
 
 @register_jitable
@@ -98,108 +104,103 @@ def masked_factors(cell, weights, cast):
 # offset (N*G, K, 2, L) and mask (N*G, K, L) in the engine's layout, read as ``SamplePoints``.
 
 @register_jitable
-def deform_row(x_cl, n, l, points, columns, i):
-    """Fill row i of columns (groups, rows, K, C/groups) with the masked bilinear samples of
-    output pixel l of image n."""
+def deform_rows(x_cl, n, l0, l1, points, columns, first):
+    """Fill rows first .. first + l1 - l0 of columns (groups, rows, K, C/groups) with the
+    masked bilinear samples of output pixels l0 .. l1 of image n."""
     groups, _, K, c_per_group = columns.shape
     C = x_cl.shape[2]
     G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
     cast = x_cl.dtype.type              # weights in the data's dtype: float32 stays SIMD-wide
-    image = x_cl[n]
-    for g in range(G):
-        q = n * G + g
-        for k in range(K):
-            cell, r, w = tap_corner_rows(points, q, k, l)
-            f0, f1, f2, f3 = masked_factors(cell, w, cast)
-            a, b, c_, d = corner_views(image, r)
-            c = g * Cq
-            while c < (g + 1) * Cq:              # the offset group's channels, by conv group
-                cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                lo = c - cg * c_per_group            # views from 0: see the module's note
-                out = columns[cg, i, k, lo:lo + stop - c]
-                va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                for j in range(stop - c):
-                    out[j] = f0 * va[j] + f1 * vb[j] + f2 * vc[j] + f3 * vd[j]
-                c = stop
+    for l in range(l0, l1):
+        i = first + l - l0
+        for g in range(G):
+            q = n * G + g
+            for k in range(K):
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                c = g * Cq
+                while c < (g + 1) * Cq:          # the offset group's channels, by conv group
+                    cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                    blend_channels(columns, cg, i, k, c - cg * c_per_group, x_cl, n, r, c,
+                                   stop - c, f0, f1, f2, f3)
+                    c = stop
 
 
 @register_jitable(inline="always")
-def scatter_channels(grad_columns, i, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
-                     f0, f1, f2, f3):
-    """The image gradient of one tap over channels c_start..c_stop of its offset group:
-    corner row t of the image gradient (ga .. gd) += f_t * grad_columns[:, i, k], walked in
-    runs of one conv group (``channel_segment``)."""
-    c = c_start
-    while c < c_stop:
-        cg, stop = channel_segment(c, c_stop, c_per_group)
-        lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, i, k, lo:lo + stop - c]
-        ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
-        for j in range(stop - c):
-            v = src[j]
-            ua[j] += f0 * v
-            ub[j] += f1 * v
-            uc[j] += f2 * v
-            ud[j] += f3 * v
-        c = stop
+def blend_channels(columns, cg, i, k, lo, x_cl, n, rows, c, count, f0, f1, f2, f3):
+    """columns[cg, i, k, lo + j] = sum over corners t of f_t * x_cl[n, rows[t], c + j], for
+    j < count."""
+    cg, i, k, lo, n, c = _u(cg), _u(i), _u(k), _u(lo), _u(n), _u(c)
+    r0, r1, r2, r3 = _u(rows[0]), _u(rows[1]), _u(rows[2]), _u(rows[3])
+    for j in range(_u(count)):
+        columns[cg, i, k, lo + j] = (f0 * x_cl[n, r0, c + j] + f1 * x_cl[n, r1, c + j]
+                                     + f2 * x_cl[n, r2, c + j] + f3 * x_cl[n, r3, c + j])
 
 
 @register_jitable(inline="always")
-def corner_sums(grad_columns, i, k, c_start, c_stop, c_per_group, a, b, c_, d):
-    """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
-    sum_c grad_columns[:, i, k] * corner row t of the image (a .. d), in channel order (its
-    sums cannot vectorise without reordering them, which gradient-checked code does not do)."""
-    d0 = d1 = d2 = d3 = a.dtype.type(0.0)
-    c = c_start
-    while c < c_stop:
-        cg, stop = channel_segment(c, c_stop, c_per_group)
-        lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, i, k, lo:lo + stop - c]
-        va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-        for j in range(stop - c):
-            v = src[j]
-            d0 += v * va[j]
-            d1 += v * vb[j]
-            d2 += v * vc[j]
-            d3 += v * vd[j]
-        c = stop
+def cell_backward_channels(gcols, o, gx, x, i0, i1, i2, i3, count, f0, f1, f2, f3):
+    """The backward of one sample over ``count`` channels, on flat arrays: with g_j =
+    gcols[o + j], corner t's image gradient gx[i_t + j] += f_t * g_j, and the corner sums
+    D_t = sum_j g_j * x[i_t + j] returned, eight channels at a time, then one by one."""
+    chunks = count // LANES
+    d0, d1, d2, d3 = lanes_cell_backward(gx, x, i0, i1, i2, i3, gcols, o, f0, f1, f2, f3, chunks)
+    done = chunks * LANES
+    o, i0, i1, i2, i3 = _u(o + done), _u(i0 + done), _u(i1 + done), _u(i2 + done), _u(i3 + done)
+    for j in range(_u(count - done)):
+        v = gcols[o + j]
+        gx[i0 + j] += f0 * v
+        gx[i1 + j] += f1 * v
+        gx[i2 + j] += f2 * v
+        gx[i3 + j] += f3 * v
+        d0 += v * x[i0 + j]
+        d1 += v * x[i1 + j]
+        d2 += v * x[i2 + j]
+        d3 += v * x[i3 + j]
     return d0, d1, d2, d3
 
 
 @register_jitable
-def deform_row_backward(grad_columns, i, x_cl, n, l, points, grad_image, grad_offset,
-                        grad_mask):
-    """The adjoint of ``deform_row`` for row i of grad_columns (groups, rows, K, C/groups),
-    output pixel l of image n, in one pass that reads each sample's four corner rows once:
+def deform_rows_backward(grad_columns, x_cl, n, l0, l1, points, grad_image, grad_offset,
+                         grad_mask):
+    """The adjoint of ``deform_rows`` for rows 0 .. l1 - l0 of grad_columns (groups, rows, K,
+    C/groups), output pixels l0 .. l1 of image n, in one pass that reads each sample's four
+    corner rows once:
 
         grad_image (H*W + 1, C)    += each sample's gradient handed to the four pixels it
                                       read (row H*W collects junk)
-        grad_offset (N*G, K, 2, L)  written for pixel l: ``sampling.tap_grads`` from the
-        grad_mask (N*G, K, L)       corner sums over the offset group's channels
+        grad_offset (N*G, K, 2, L)  written for pixels l0 .. l1: ``sampling.tap_grads`` from
+        grad_mask (N*G, K, L)       the corner sums over the offset group's channels
     """
-    groups, _, K, c_per_group = grad_columns.shape
-    C = x_cl.shape[2]
+    groups, rows, K, c_per_group = grad_columns.shape
+    pixels, C = x_cl.shape[1], x_cl.shape[2]
     G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
     cast = x_cl.dtype.type
-    image = x_cl[n]
-    for g in range(G):
-        q = n * G + g
-        c0, c1 = g * Cq, (g + 1) * Cq
-        for k in range(K):
-            cell, r, w = tap_corner_rows(points, q, k, l)
-            grads = TapGrads(0.0, 0.0, 0.0)
-            if cell.inside:
-                ga, gb, gc, gd = corner_views(grad_image, r)
-                f0, f1, f2, f3 = masked_factors(cell, w, cast)
-                scatter_channels(grad_columns, i, k, c0, c1, c_per_group, ga, gb, gc, gd,
-                                 f0, f1, f2, f3)
-                a, b, c_, d = corner_views(image, r)
-                d0, d1, d2, d3 = corner_sums(grad_columns, i, k, c0, c1, c_per_group, a, b,
-                                             c_, d)
-                grads = tap_grads(cell, d0, d1, d2, d3)
-            write_tap_grads(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
+    gcols = grad_columns.reshape(grad_columns.size)       # flat, for the eight-lane operations
+    x = x_cl[n].reshape(pixels * C)                        # image n and its gradient, flat:
+    gx = grad_image.reshape(pixels * C)                    # pixel r's channels from r*C
+    for l in range(l0, l1):
+        i = l - l0
+        for g in range(G):
+            q = n * G + g
+            for k in range(K):
+                cell, r, w = tap_corner_rows(points, q, k, l)
+                grads = TapGrads(0.0, 0.0, 0.0)
+                if cell.inside:
+                    f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                    d0 = d1 = d2 = d3 = x.dtype.type(0.0)
+                    c = g * Cq
+                    while c < (g + 1) * Cq:      # the offset group's channels, by conv group
+                        cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                        o = ((cg * rows + i) * K + k) * c_per_group + c - cg * c_per_group
+                        s0, s1, s2, s3 = cell_backward_channels(
+                            gcols, o, gx, x, r[0] * C + c, r[1] * C + c, r[2] * C + c,
+                            r[3] * C + c, stop - c, f0, f1, f2, f3)
+                        d0, d1, d2, d3 = d0 + s0, d1 + s1, d2 + s2, d3 + s3
+                        c = stop
+                    grads = tap_grads(cell, d0, d1, d2, d3)
+                write_tap_grads(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------
@@ -212,44 +213,57 @@ def tap_row(k, l, geometry, height, width):
 
 
 @register_jitable
-def im2col_row(x_cl, n, l, geometry, height, width, columns, i):
-    """Fill row i of columns (groups, rows, K, C/groups) with the patch of output pixel l of
-    image n (zeros in the padding)."""
+def im2col_rows(x_cl, n, l0, l1, geometry, height, width, columns, first):
+    """Fill rows first .. first + l1 - l0 of columns (groups, rows, K, C/groups) with the
+    patches of output pixels l0 .. l1 of image n (zeros in the padding)."""
     groups, _, K, c_per_group = columns.shape
     image = x_cl[n]
-    for k in range(K):
-        src = image[tap_row(k, l, geometry, height, width)]
-        for g in range(groups):
-            out = columns[g, i, k]
-            part = src[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
-            for j in range(c_per_group):
-                out[j] = part[j]
+    for l in range(l0, l1):
+        i = first + l - l0
+        for k in range(K):
+            src = image[tap_row(k, l, geometry, height, width)]
+            for g in range(groups):
+                out = columns[g, i, k]
+                part = src[g * c_per_group:(g + 1) * c_per_group]  # views from 0: no wrap-around
+                for j in range(c_per_group):
+                    out[j] = part[j]
 
 
 @register_jitable
-def col2im_row(grad_columns, i, l, geometry, height, width, grad_image):
-    """The adjoint of ``im2col_row``: grad_image (H*W + 1, C) += row i of grad_columns,
-    each tap's channels added to the pixel it copied (row H*W collects the padding's)."""
+def col2im_rows(grad_columns, l0, l1, geometry, height, width, grad_image):
+    """The adjoint of ``im2col_rows`` for rows 0 .. l1 - l0 of grad_columns, output pixels
+    l0 .. l1: grad_image (H*W + 1, C) += each tap's channels at the pixel it copied (row H*W
+    collects the padding's)."""
     groups, _, K, c_per_group = grad_columns.shape
-    for k in range(K):
-        dst = grad_image[tap_row(k, l, geometry, height, width)]
-        for g in range(groups):
-            src = grad_columns[g, i, k]
-            part = dst[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
-            for j in range(c_per_group):
-                part[j] += src[j]
+    for l in range(l0, l1):
+        i = l - l0
+        for k in range(K):
+            dst = grad_image[tap_row(k, l, geometry, height, width)]
+            for g in range(groups):
+                src = grad_columns[g, i, k]
+                part = dst[g * c_per_group:(g + 1) * c_per_group]  # views from 0: no wrap-around
+                for j in range(c_per_group):
+                    part[j] += src[j]
 
 
 # -- whole-batch kernels: rows = N*L, row n*L + l for output pixel l of image n ----------------
+# Each task fills a run of ROWS_PER_TASK rows of one image (a call per run, not per row).
+
+ROWS_PER_TASK = 64
+
 
 @kernel
 def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
     """Fill columns (groups, N*L, K, C/groups) with the masked bilinear samples."""
     n_img = x_cl.shape[0]
     L = columns.shape[1] // n_img
-    for nl in prange(n_img * L):  # each iteration writes only row nl
+    runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_img * runs):  # each task writes only its own rows
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        deform_row(x_cl, nl // L, nl % L, points, columns, nl)
+        n = task // runs
+        l0 = task % runs * ROWS_PER_TASK
+        l1 = min(L, l0 + ROWS_PER_TASK)
+        deform_rows(x_cl, n, l0, l1, points, columns, n * L + l0)
 
 
 @kernel
@@ -257,8 +271,12 @@ def im2col(x_cl, height, width, geometry, columns):
     """Fill columns (groups, N*L, K, C/groups) with the zero-padded patches."""
     n_img = x_cl.shape[0]
     L = columns.shape[1] // n_img
-    for nl in prange(n_img * L):  # each iteration writes only row nl
-        im2col_row(x_cl, nl // L, nl % L, geometry, height, width, columns, nl)
+    runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_img * runs):  # each task writes only its own rows
+        n = task // runs
+        l0 = task % runs * ROWS_PER_TASK
+        l1 = min(L, l0 + ROWS_PER_TASK)
+        im2col_rows(x_cl, n, l0, l1, geometry, height, width, columns, n * L + l0)
 
 
 @kernel

@@ -72,12 +72,10 @@ def channels_last(x):
 @register_jitable
 def fill_block(x_cl, n, l0, l1, points, deformable, columns):
     """Rows 0 .. l1-l0 of columns (groups, B, K, C_g): output pixels l0..l1 of image n."""
-    for l in range(l0, l1):
-        if deformable:
-            cl.deform_row(x_cl, n, l, points, columns, l - l0)
-        else:
-            cl.im2col_row(x_cl, n, l, points.geometry, points.height, points.width, columns,
-                          l - l0)
+    if deformable:
+        cl.deform_rows(x_cl, n, l0, l1, points, columns, 0)
+    else:
+        cl.im2col_rows(x_cl, n, l0, l1, points.geometry, points.height, points.width, columns, 0)
 
 
 @kernel
@@ -134,12 +132,11 @@ def backward_blocks(x_cl, height, width, offset, mask, use_mask, mode, geometry,
                 gout = grad_out[n, g * m:(g + 1) * m, l0:l1]                   # (C_out_g, B)
                 gemm(False, False, 1.0, gout, cols_g, 1.0, grad_w_parts[w, g])
                 gemm(True, False, 1.0, gout, weight_g[g], 0.0, cols_g)   # now grad_columns
-            for l in range(l0, l1):
-                if deformable:
-                    cl.deform_row_backward(columns, l - l0, x_cl, n, l, points, grad_image,
-                                           grad_offset, grad_mask)
-                else:
-                    cl.col2im_row(columns, l - l0, l, geometry, height, width, grad_image)
+            if deformable:
+                cl.deform_rows_backward(columns, x_cl, n, l0, l1, points, grad_image,
+                                        grad_offset, grad_mask)
+            else:
+                cl.col2im_rows(columns, l0, l1, geometry, height, width, grad_image)
 
 
 # -- the host side --------------------------------------------------------------------------
