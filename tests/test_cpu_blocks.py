@@ -22,9 +22,9 @@ def with_threads(threads, fn):
         numba.set_num_threads(before)
 
 
-# block bytes: 1 = one output pixel a block; 2000 = a few pixels (a row of columns here is
-# 9 taps x 4 channels x 8 bytes), so that with 2 threads a worker's run begins inside an
-# image (3 images); None = the default (one block an image at these sizes)
+# block bytes: 1 = one output pixel a block; 2000 = six pixels (a row of columns here is
+# 9 taps x 4 channels x 8 bytes); None = the default (one block a thread at these sizes).
+# Blocks span images, and with 2 threads the second one's run begins inside an image.
 @pytest.mark.parametrize("block", ["1", "2000", None])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_every_block_size_and_thread_count_gives_the_loop_reference(block, threads, monkeypatch):
@@ -92,7 +92,7 @@ def test_the_block_size_is_half_the_l2_cache_or_one_group_weight(monkeypatch):
     assert l2 >= 4096
     assert blocking.block_bytes() == l2 // 2
     assert blocking.block_bytes(weight_bytes=10 * l2) == 10 * l2
-    # a block never holds more rows than the budget, and every worker gets one
-    assert blocking.blocks_per_image(3136, 2304, 0, 8, 2) == -(-3136 // (l2 // 2 // 2304))
-    assert blocking.blocks_per_image(4, 10**9, 0, 1, 16) == 4
-    assert blocking.blocks_per_image(100, 1, 0, 1, 3) == 3
+    # a block never holds more rows than the budget, every worker gets one, no block is empty
+    assert blocking.block_count(8 * 3136, 2304, 0, 2) == -(-8 * 3136 // (l2 // 2 // 2304))
+    assert blocking.block_count(4, 10**9, 0, 16) == 4
+    assert blocking.block_count(100, 1, 0, 3) == 3

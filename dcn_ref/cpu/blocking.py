@@ -3,8 +3,8 @@
 A convolution's columns are large (one image of the bench's shape (d) has 576 x 3,136
 floats, 7 MB) and every entry is written once and read once or twice soon after. Built for
 the whole batch, they leave the cache between the pass that writes them and the matrix
-product that reads them. ``conv.py`` builds them instead for a **block** of output pixels of
-one image at a time, multiplies the block at once and, in the backward, hands the block's
+product that reads them. ``conv.py`` builds them instead for a **block** of output pixels
+at a time, multiplies the block at once and, in the backward, hands the block's
 gradient on to the image and offsets at once: a block's columns live in the L2 cache of
 the core that works on it, and never go to memory.
 
@@ -17,8 +17,10 @@ traffic of the columns themselves (on the bench's shape (c), C_out = 256 and K*C
 the weight is 2.3 MB). The environment variable ``DCN_REF_BLOCK_BYTES`` (a number of bytes,
 read at every call) overrides both.
 
-The blocks are numbered image by image, and worker w of ``workers`` (one a Numba thread)
-takes the contiguous run ``worker_blocks(w, total, workers)``; which worker computes what,
+The blocks cut the batch's output pixels, image after image (a block may hold the end of
+one image and the start of the next, so small images still make large products), and
+worker w of ``workers`` (one a Numba thread) takes the contiguous run
+``worker_blocks(w, total, workers)``; which worker computes what,
 and in which order it adds, depends only on the shapes, the block size and the thread
 count, never on timing, so the results are bitwise the same from run to run.
 """
@@ -80,23 +82,19 @@ def block_bytes(weight_bytes=0):
     return size
 
 
-def blocks_per_image(pixels, row_bytes, weight_bytes, n_images, workers):
-    """Into how many blocks each image's ``pixels`` output pixels are cut: as few as keep a
-    block's columns (``row_bytes`` a pixel) within ``block_bytes(weight_bytes)``, and at
-    least enough for every worker to have one (never more than one block a pixel)."""
-    rows = max(1, block_bytes(weight_bytes) // max(1, row_bytes))
-    per_image = -(-pixels // rows)
-    per_image = max(per_image, -(-workers // max(1, n_images)))
-    return max(1, min(per_image, pixels))
+def block_count(rows, row_bytes, weight_bytes, workers):
+    """Into how many blocks the ``rows`` = N*L output pixels of a batch are cut: as few as
+    keep a block's columns (``row_bytes`` a pixel) within ``block_bytes(weight_bytes)``,
+    and at least one a worker (never more than one a pixel)."""
+    per_block = max(1, block_bytes(weight_bytes) // max(1, row_bytes))
+    return max(1, min(rows, max(-(-rows // per_block), workers)))
 
 
 @register_jitable
-def block_pixels(b, per_image, pixels):
-    """Block b as (image n, first output pixel l0, end l1): block j of an image covers
-    pixels [j*pixels // per_image, (j+1)*pixels // per_image), so sizes differ by one at most."""
-    n = b // per_image
-    j = b - n * per_image
-    return n, j * pixels // per_image, (j + 1) * pixels // per_image
+def block_rows(b, count, rows):
+    """Block b of ``count`` as its output pixels [r0, r1) of the batch (pixel l of image n
+    is row n*L + l): sizes differ by one at most, and a block may span images."""
+    return b * rows // count, (b + 1) * rows // count
 
 
 @register_jitable
@@ -105,6 +103,6 @@ def worker_blocks(w, total, workers):
     return w * total // workers, (w + 1) * total // workers
 
 
-def max_block_rows(pixels, per_image):
+def max_block_rows(rows, count):
     """The most output pixels a block has (the size of a worker's scratch)."""
-    return -(-pixels // per_image)
+    return -(-rows // count)

@@ -162,9 +162,9 @@ def cell_backward_channels(gcols, o, gx, x, i0, i1, i2, i3, count, f0, f1, f2, f
 
 @register_jitable
 def deform_rows_backward(grad_columns, x_cl, n, l0, l1, points, grad_image, grad_offset,
-                         grad_mask):
-    """The adjoint of ``deform_rows`` for rows 0 .. l1 - l0 of grad_columns (groups, rows, K,
-    C/groups), output pixels l0 .. l1 of image n, in one pass that reads each sample's four
+                         grad_mask, first):
+    """The adjoint of ``deform_rows`` for rows first .. first + l1 - l0 of grad_columns
+    (groups, rows, K, C/groups), output pixels l0 .. l1 of image n, in one pass that reads each sample's four
     corner rows once:
 
         grad_image (H*W + 1, C)    += each sample's gradient handed to the four pixels it
@@ -181,7 +181,7 @@ def deform_rows_backward(grad_columns, x_cl, n, l0, l1, points, grad_image, grad
     x = x_cl[n].reshape(pixels * C)                        # image n and its gradient, flat:
     gx = grad_image.reshape(pixels * C)                    # pixel r's channels from r*C
     for l in range(l0, l1):
-        i = l - l0
+        i = first + l - l0
         for g in range(G):
             q = n * G + g
             for k in range(K):
@@ -230,13 +230,13 @@ def im2col_rows(x_cl, n, l0, l1, geometry, height, width, columns, first):
 
 
 @register_jitable
-def col2im_rows(grad_columns, l0, l1, geometry, height, width, grad_image):
-    """The adjoint of ``im2col_rows`` for rows 0 .. l1 - l0 of grad_columns, output pixels
-    l0 .. l1: grad_image (H*W + 1, C) += each tap's channels at the pixel it copied (row H*W
+def col2im_rows(grad_columns, l0, l1, geometry, height, width, grad_image, first):
+    """The adjoint of ``im2col_rows`` for rows first .. first + l1 - l0 of grad_columns,
+    output pixels l0 .. l1: grad_image (H*W + 1, C) += each tap's channels at the pixel it copied (row H*W
     collects the padding's)."""
     groups, _, K, c_per_group = grad_columns.shape
     for l in range(l0, l1):
-        i = l - l0
+        i = first + l - l0
         for k in range(K):
             dst = grad_image[tap_row(k, l, geometry, height, width)]
             for g in range(groups):

@@ -34,7 +34,7 @@ from ..kernel_args import EngineViews, or_stand_in
 from ..sampling import ZEROS, SamplePoints
 from . import blocking
 from . import columns as cl
-from .blocking import block_pixels, worker_blocks
+from .blocking import block_rows, worker_blocks
 from .compile import kernel
 from .gemm import gemm, single_threaded_blas
 
@@ -68,75 +68,106 @@ def channels_last(x):
 
 
 # -- the blocked loops ----------------------------------------------------------------------
+# A block is a run [r0, r1) of the batch's output pixels (pixel l of image n is row n*L + l);
+# it may span images, and ``segments`` walks it image by image.
 
 @register_jitable
-def fill_block(x_cl, n, l0, l1, points, deformable, columns):
-    """Rows 0 .. l1-l0 of columns (groups, B, K, C_g): output pixels l0..l1 of image n."""
-    if deformable:
-        cl.deform_rows(x_cl, n, l0, l1, points, columns, 0)
-    else:
-        cl.im2col_rows(x_cl, n, l0, l1, points.geometry, points.height, points.width, columns, 0)
+def segment(r, r1, L):
+    """The part of rows [r, r1) in r's image: (image n, its pixels l0 .. l1)."""
+    n = r // L
+    l0 = r - n * L
+    return n, l0, min(L, l0 + r1 - r)
+
+
+@register_jitable
+def fill_block(x_cl, r0, r1, points, deformable, columns):
+    """Rows 0 .. r1-r0 of columns (groups, B, K, C_g): the batch's output pixels r0 .. r1."""
+    L = points.geometry.out_h * points.geometry.out_w
+    r = r0
+    while r < r1:
+        n, l0, l1 = segment(r, r1, L)
+        if deformable:
+            cl.deform_rows(x_cl, n, l0, l1, points, columns, r - r0)
+        else:
+            cl.im2col_rows(x_cl, n, l0, l1, points.geometry, points.height, points.width,
+                           columns, r - r0)
+        r += l1 - l0
 
 
 @kernel
 def forward_blocks(x_cl, height, width, offset, mask, use_mask, mode, geometry, deformable,
-                   weight_g, per_image, scratch, out):
+                   weight_g, blocks, scratch, out_scratch, out):
     """out (N, C_out, L) = the convolution, block by block (the module's note); scratch
-    (workers, groups, B, K, C_g) holds each worker's columns."""
-    n_img = x_cl.shape[0]
+    (workers, groups, B, K, C_g) holds each worker's columns, out_scratch (workers, C_out_g,
+    B) a group's products before they go to the output, image by image."""
     workers = scratch.shape[0]
     groups, m = weight_g.shape[0], weight_g.shape[1]
     L = out.shape[2]
-    total = n_img * per_image
-    rows, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
+    total_rows = x_cl.shape[0] * L
+    B, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
     for w in prange(workers):  # worker w writes only its scratch and its blocks' output pixels
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         columns = scratch[w]
-        start, stop = worker_blocks(w, total, workers)
+        start, stop = worker_blocks(w, blocks, workers)
         for b in range(start, stop):
-            n, l0, l1 = block_pixels(b, per_image, L)
-            fill_block(x_cl, n, l0, l1, points, deformable, columns)
+            r0, r1 = block_rows(b, blocks, total_rows)
+            fill_block(x_cl, r0, r1, points, deformable, columns)
+            product = out_scratch[w][:, : r1 - r0]                             # (C_out_g, rows)
             for g in range(groups):
-                cols_g = columns[g].reshape(rows, row_length)[: l1 - l0]       # (B, K*C_g)
-                gemm(False, True, 1.0, weight_g[g], cols_g, 0.0,
-                     out[n, g * m:(g + 1) * m, l0:l1])
+                cols_g = columns[g].reshape(B, row_length)[: r1 - r0]        # (rows, K*C_g)
+                gemm(False, True, 1.0, weight_g[g], cols_g, 0.0, product)
+                r = r0
+                while r < r1:
+                    n, l0, l1 = segment(r, r1, L)
+                    out[n, g * m:(g + 1) * m, l0:l1] = product[:, r - r0:r - r0 + l1 - l0]
+                    r += l1 - l0
 
 
 @kernel
 def backward_blocks(x_cl, height, width, offset, mask, use_mask, mode, geometry, deformable,
-                    weight_g, grad_out, per_image, scratch, grad_w_parts, spill, grad_x_cl,
-                    grad_offset, grad_mask):
-    """The gradients, block by block (the module's note): grad_w_parts (workers, groups,
-    C_out_g, K*C_g) and spill (workers, H*W + 1, C) are each worker's own sums, grad_x_cl
-    (N, H*W + 1, C) zeros on entry; grad_offset and grad_mask in the engine's layout."""
-    n_img = x_cl.shape[0]
+                    weight_g, grad_out, blocks, scratch, gout_scratch, grad_w_parts, spill,
+                    grad_x_cl, grad_offset, grad_mask):
+    """The gradients, block by block (the module's note): gout_scratch (workers, C_out_g, B)
+    holds a group's grad_output of the block, grad_w_parts (workers, groups, C_out_g, K*C_g)
+    and spill (workers, H*W + 1, C) are each worker's own sums, grad_x_cl (N, H*W + 1, C)
+    zeros on entry; grad_offset and grad_mask in the engine's layout."""
     workers = scratch.shape[0]
     groups, m = weight_g.shape[0], weight_g.shape[1]
     L = grad_out.shape[2]
-    total = n_img * per_image
-    rows, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
+    total_rows = x_cl.shape[0] * L
+    B, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
     for w in prange(workers):  # worker w writes only its own scratch, partial sums and spill,
-        # the image gradient of the images whose first block it holds, and its pixels' offsets
+        # the image gradient of the images whose first pixel it holds, and its pixels' offsets
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
         columns = scratch[w]
         grad_w_parts[w][:] = 0.0
         spill[w][:] = 0.0
-        start, stop = worker_blocks(w, total, workers)
+        start, stop = worker_blocks(w, blocks, workers)
+        first_row = block_rows(start, blocks, total_rows)[0]
         for b in range(start, stop):
-            n, l0, l1 = block_pixels(b, per_image, L)
-            # only the worker's first image can have begun in an earlier worker's run
-            grad_image = grad_x_cl[n] if n * per_image >= start else spill[w]
-            fill_block(x_cl, n, l0, l1, points, deformable, columns)
+            r0, r1 = block_rows(b, blocks, total_rows)
+            fill_block(x_cl, r0, r1, points, deformable, columns)
+            gout = gout_scratch[w][:, : r1 - r0]                               # (C_out_g, rows)
             for g in range(groups):
-                cols_g = columns[g].reshape(rows, row_length)[: l1 - l0]       # (B, K*C_g)
-                gout = grad_out[n, g * m:(g + 1) * m, l0:l1]                   # (C_out_g, B)
+                r = r0
+                while r < r1:
+                    n, l0, l1 = segment(r, r1, L)
+                    gout[:, r - r0:r - r0 + l1 - l0] = grad_out[n, g * m:(g + 1) * m, l0:l1]
+                    r += l1 - l0
+                cols_g = columns[g].reshape(B, row_length)[: r1 - r0]        # (rows, K*C_g)
                 gemm(False, False, 1.0, gout, cols_g, 1.0, grad_w_parts[w, g])
                 gemm(True, False, 1.0, gout, weight_g[g], 0.0, cols_g)   # now grad_columns
-            if deformable:
-                cl.deform_rows_backward(columns, x_cl, n, l0, l1, points, grad_image,
-                                        grad_offset, grad_mask)
-            else:
-                cl.col2im_rows(columns, l0, l1, geometry, height, width, grad_image)
+            r = r0
+            while r < r1:
+                n, l0, l1 = segment(r, r1, L)
+                # only the worker's first image can have begun in an earlier worker's run
+                grad_image = grad_x_cl[n] if n * L >= first_row else spill[w]
+                if deformable:
+                    cl.deform_rows_backward(columns, x_cl, n, l0, l1, points, grad_image,
+                                            grad_offset, grad_mask, r - r0)
+                else:
+                    cl.col2im_rows(columns, l0, l1, geometry, height, width, grad_image, r - r0)
+                r += l1 - l0
 
 
 # -- the host side --------------------------------------------------------------------------
@@ -153,11 +184,12 @@ class _Conv:
         self.out_hw = (geometry.out_h, geometry.out_w)
         self.weight_g = _weight_taps_last_channel(weight, self.groups)  # (groups, C_out_g, K*C_g)
         self.workers = numba.get_num_threads()
-        row_bytes = self.K * self.C * x.dtype.itemsize
-        self.per_image = blocking.blocks_per_image(self.L, row_bytes, self.weight_g[0].nbytes,
-                                                   self.N, self.workers)
-        rows = blocking.max_block_rows(self.L, self.per_image)
-        self.scratch = np.empty((self.workers, self.groups, rows, self.K, self.c_g), x.dtype)
+        rows = self.N * self.L
+        self.blocks = blocking.block_count(rows, self.K * self.C * x.dtype.itemsize,
+                                           self.weight_g[0].nbytes, self.workers)
+        B = blocking.max_block_rows(rows, self.blocks)
+        self.scratch = np.empty((self.workers, self.groups, B, self.K, self.c_g), x.dtype)
+        self.product = np.empty((self.workers, self.c_out // self.groups, B), x.dtype)
 
     def work(self):
         """Inner-loop iterations of one pass over the columns (serial or parallel build)."""
@@ -179,8 +211,8 @@ class _Conv:
         if out.size:
             with single_threaded_blas():
                 forward_blocks(channels_last(self.x), self.H, self.W, off, m, use_mask, ZEROS,
-                               self.geometry, offset is not None, self.weight_g,
-                               self.per_image, self.scratch, out, work=self.work())
+                               self.geometry, offset is not None, self.weight_g, self.blocks,
+                               self.scratch, self.product, out, work=self.work())
         if bias is not None:
             out += bias[None, :, None]
         return out.reshape((self.N, self.c_out) + self.out_hw)
@@ -204,16 +236,17 @@ class _Conv:
             with single_threaded_blas():
                 backward_blocks(channels_last(self.x), self.H, self.W, off, m, use_mask, ZEROS,
                                 self.geometry, offset is not None, self.weight_g, grad_out,
-                                self.per_image, self.scratch, parts, spill, grad_x_cl, goff,
-                                gmask, work=self.work())
+                                self.blocks, self.scratch, self.product, parts, spill,
+                                grad_x_cl, goff, gmask, work=self.work())
         else:
             parts[:] = 0.0
             spill[:] = 0.0
-        total = self.N * self.per_image
+        rows = self.N * self.L
         for w in range(1, self.workers):                     # in worker order: deterministic
-            start, stop = worker_blocks(w, total, self.workers)
-            if start < stop and start % self.per_image:      # began inside an earlier run's image
-                grad_x_cl[start // self.per_image] += spill[w]
+            start, stop = worker_blocks(w, self.blocks, self.workers)
+            first_row = block_rows(start, self.blocks, rows)[0]
+            if start < stop and first_row % self.L:          # began inside an earlier run's image
+                grad_x_cl[first_row // self.L] += spill[w]
         grad_w = parts[0]
         for w in range(1, self.workers):
             grad_w += parts[w]
