@@ -33,6 +33,7 @@ channels at a time through ``lanes.lanes_cell_backward``, whose sums are taken l
 in a fixed order (deterministic, without fastmath), the channels beyond a multiple of eight
 one by one.
 """
+import types
 from typing import NamedTuple
 
 import numpy as np
@@ -65,12 +66,28 @@ def corner_row(t, cell, height, width):
     return row, w
 
 
-@register_jitable
+def _inline_copy(fn):
+    """The same code as ``fn`` (a ``register_jitable`` function of ``dcn_ref.sampling``),
+    compiled into each caller here instead of called."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_inline",
+                              fn.__defaults__, fn.__closure__)
+    copy.__doc__ = fn.__doc__
+    return register_jitable(inline="always")(copy)
+
+
+# sampling's per-tap functions that take arrays, inlined into the CPU kernels: called, they
+# are handed arrays and NamedTuples at every tap, and that call cost more than the tap's
+# arithmetic (the deformable im2col ran twice as long). The CUDA kernels call the originals.
+tap_cell_inline = _inline_copy(tap_cell)
+write_tap_grads_inline = _inline_copy(write_tap_grads)
+
+
+@register_jitable(inline="always")
 def tap_corner_rows(points, q, k, l):
     """The ``CornerRows`` of tap k of output pixel l in plane q (``SamplePoints``); the
     cell's m is the tap's mask value (``tap_cell``: a NaN mask makes the tap touch no
     pixel, and m is 0 then)."""
-    cell = tap_cell(points, q, k, l)
+    cell = tap_cell_inline(points, q, k, l)
     height, width = points.height, points.width
     r0, w0 = corner_row(0, cell, height, width)
     r1, w1 = corner_row(1, cell, height, width)
@@ -93,7 +110,7 @@ def _u(i):
     return np.uint64(i)
 
 
-@register_jitable
+@register_jitable(inline="always")
 def masked_factors(cell, weights, cast):
     """m * w_t for the four corners, in the data's dtype (float32 stays SIMD-wide)."""
     m = cell.m
@@ -200,12 +217,12 @@ def deform_rows_backward(grad_columns, x_cl, n, l0, l1, points, grad_image, grad
                         d0, d1, d2, d3 = d0 + s0, d1 + s1, d2 + s2, d3 + s3
                         c = stop
                     grads = tap_grads(cell, d0, d1, d2, d3)
-                write_tap_grads(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
+                write_tap_grads_inline(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------
 
-@register_jitable
+@register_jitable(inline="always")
 def tap_row(k, l, geometry, height, width):
     """The row of x_cl that tap k of output pixel l copies (the zero row in the padding)."""
     y, x = grid_point(k, l, geometry)
