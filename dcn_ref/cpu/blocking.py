@@ -85,9 +85,12 @@ def block_bytes(weight_bytes=0):
 def block_count(rows, row_bytes, weight_bytes, workers):
     """Into how many blocks the ``rows`` = N*L output pixels of a batch are cut: as few as
     keep a block's columns (``row_bytes`` a pixel) within ``block_bytes(weight_bytes)``,
-    and at least one a worker (never more than one a pixel)."""
+    rounded up to a multiple of ``workers`` so that each has as many (never more than one
+    a pixel)."""
     per_block = max(1, block_bytes(weight_bytes) // max(1, row_bytes))
-    return max(1, min(rows, max(-(-rows // per_block), workers)))
+    count = -(-rows // per_block)
+    count = -(-count // workers) * workers
+    return max(1, min(rows, count))
 
 
 @register_jitable
