@@ -91,7 +91,8 @@ def test_the_block_size_is_half_the_l2_cache_or_one_group_weight(monkeypatch):
     l2 = blocking.l2_cache_bytes()
     assert l2 >= 4096
     assert blocking.block_bytes() == l2 // 2
-    assert blocking.block_bytes(weight_bytes=10 * l2) == 10 * l2
+    assert blocking.block_bytes(weight_bytes=3 * l2) == 3 * l2
+    assert blocking.block_bytes(weight_bytes=10 * l2) == 4 * l2
     # a block never holds more rows than the budget, every worker gets as many, no block is
     # empty
     fewest = -(-8 * 3136 // (l2 // 2 // 2304))

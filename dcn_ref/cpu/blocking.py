@@ -14,7 +14,7 @@ other half holds the weight's panels and the image rows the block reads), read f
 where neither says; but no less than the weight of one conv group, which the product reads
 whole for every block: a block as large as the weight keeps that re-reading below the
 traffic of the columns themselves (on the bench's shape (c), C_out = 256 and K*C = 2,304,
-the weight is 2.3 MB). The environment variable ``DCN_REF_BLOCK_BYTES`` (a number of bytes,
+the weight is 2.3 MB), up to four L2 caches (each worker holds a block). The environment variable ``DCN_REF_BLOCK_BYTES`` (a number of bytes,
 read at every call) overrides both.
 
 The blocks cut the batch's output pixels, image after image (a block may hold the end of
@@ -68,11 +68,12 @@ def l2_cache_bytes():
 
 def block_bytes(weight_bytes=0):
     """How many bytes of columns a block may take: ``DCN_REF_BLOCK_BYTES`` when it is set,
-    else half of ``l2_cache_bytes()`` or ``weight_bytes`` (one conv group's weight),
-    whichever is larger."""
+    else half of ``l2_cache_bytes()`` or ``weight_bytes`` (one conv group's weight, counted
+    up to four L2 caches), whichever is larger."""
     value = os.environ.get(ENV_VAR)
     if value is None or value.strip() == "":
-        return max(l2_cache_bytes() // 2, weight_bytes)
+        l2 = l2_cache_bytes()
+        return max(l2 // 2, min(weight_bytes, 4 * l2))
     try:
         size = int(value)
     except ValueError:
