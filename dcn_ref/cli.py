@@ -8,6 +8,16 @@ import math
 import sys
 
 from . import __version__
+from .conformance import command as conformance
+
+# The experiment's arms, for --help without importing the experiment (and Numba); a test
+# checks them against dcn_ref.experiment.ARMS and DEFAULT_ARMS.
+EXPERIMENT_ARMS = ("cnn", "cnn_scaled", "cnn_scaled_match_dcn", "cnn_scaled_match_offset",
+                   "deform_offset", "deform_dcn", "deform_offset_all", "deform_dcn_all",
+                   "deform_dcnv3")
+EXPERIMENT_DEFAULT_ARMS = ("cnn", "cnn_scaled", "deform_dcn_all")
+MAX_REPEAT = 1000           # bench --repeat
+MAX_TIMEOUT = 3600.0        # download-mnist --timeout, seconds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,13 +54,10 @@ def _gradcheck(args):
 
 
 def _experiment(args):
-    from .experiment import Config, ExperimentError, run
-    if args.seed < 0:
-        print(f"dcn-ref experiment: --seed: expected a non-negative int, got {args.seed}",
-              file=sys.stderr)
-        return 2
+    from pathlib import Path
+    from .experiment import Config, ExperimentError, checkpoint, run
     config = Config.quick(args.seed) if args.quick else Config(seed=args.seed)
-    models = args.models.split(",") if args.models is not None else _default_models()
+    models = args.models.split(",") if args.models is not None else EXPERIMENT_DEFAULT_ARMS
     try:
         run(config, args.out, data_dir=args.data, resume=args.resume,
             progress=not args.no_progress and sys.stderr.isatty(),
@@ -60,23 +67,22 @@ def _experiment(args):
         print(f"dcn-ref experiment: {exc}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:
-        print(f"\ndcn-ref experiment: interrupted; the finished epochs are saved in "
-              f"{args.out}/checkpoints, continue with --resume", file=sys.stderr)
+        if checkpoint.any_in(Path(args.out) / "checkpoints"):
+            print(f"\ndcn-ref experiment: interrupted; the finished epochs are saved in "
+                  f"{args.out}/checkpoints, continue with --resume", file=sys.stderr)
+        else:
+            print("\ndcn-ref experiment: interrupted before the first epoch was saved; "
+                  "nothing to resume", file=sys.stderr)
         return 130
     return 0
-
-
-def _default_models():
-    from .experiment import DEFAULT_ARMS
-    return list(DEFAULT_ARMS)
 
 
 def _download(args):
     from pathlib import Path
     from .data import DataError, download
-    if not args.timeout > 0 or args.timeout == float("inf"):
-        print(f"dcn-ref download-mnist: --timeout: expected a positive number of seconds, got "
-              f"{args.timeout}", file=sys.stderr)
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        print(f"dcn-ref download-mnist: --timeout: expected a number of seconds above 0 and at "
+              f"most {MAX_TIMEOUT:g}, got {args.timeout}", file=sys.stderr)
         return 2
     if args.url is not None and (problem := download.url_problem(args.url)):
         print(f"dcn-ref download-mnist: --url: {problem} ({args.url!r})", file=sys.stderr)
@@ -142,8 +148,9 @@ def _bench(args):
         print(f"dcn-ref bench: --shapes: expected letters from {''.join(bench.SHAPES)}, "
               f"got {args.shapes!r}", file=sys.stderr)
         return 2
-    if args.repeat < 1:
-        print(f"dcn-ref bench: --repeat: expected a positive int, got {args.repeat}", file=sys.stderr)
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        print(f"dcn-ref bench: --repeat: expected an int from 1 to {MAX_REPEAT}, got "
+              f"{args.repeat}", file=sys.stderr)
         return 2
     if args.realistic:
         from .bench import realistic as bench_realistic
@@ -180,13 +187,15 @@ def build_parser():
                          "with dcn_ref: 5,000 training and the 10,000 official test digits)")
     ex.add_argument("--out", metavar="DIR", default="results/scaled-mnist",
                     help="where checkpoints, results and figures go (default: %(default)s)")
-    ex.add_argument("--seed", type=int, default=0, help="the (first) seed (default: 0)")
-    ex.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
-                    help="run every arm with N seeds: --seed, --seed + 1, ...; the table "
-                         "shows mean ± std (default: 1)")
+    ex.add_argument("--seed", type=_int, default=0,
+                    help="the (first) seed, 0 to 4294967295 (default: 0)")
+    ex.add_argument("--seeds", type=_int, default=1, metavar="N",
+                    help="run every arm with N seeds (1 to 1000): --seed, --seed + 1, ...; "
+                         "the table shows mean ± std (default: 1)")
     ex.add_argument("--models", default=None, metavar="ARMS",
-                    help="comma-separated arms to train, or 'all' (default: "
-                         "cnn,cnn_scaled,deform_dcn_all; cnn always trains)")
+                    help=f"comma-separated arms to train, from {', '.join(EXPERIMENT_ARMS)}; "
+                         f"or 'all' (default: {','.join(EXPERIMENT_DEFAULT_ARMS)}; cnn always "
+                         f"trains)")
     ex.add_argument("--keep-checkpoints", choices=["last", "all"], default="last",
                     help="keep the checkpoint of each stage's last epoch only (default) or "
                          "of every epoch")
@@ -200,12 +209,14 @@ def build_parser():
     dl.add_argument("--url", default=None, help="where the files are (default: the MNIST mirror "
                                                 "in dcn_ref.data.MNIST_URL)")
     dl.add_argument("--timeout", type=float, default=30.0,
-                    help="seconds to wait for the connection and each read (default: %(default)s)")
+                    help="seconds to wait for the connection and each read, at most 3600 "
+                         "(default: %(default)s)")
     dl.set_defaults(run=_download)
     be = commands.add_parser("bench", help="timings of the ops and models, as ratios",
                              epilog=_shapes_help(),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    be.add_argument("--repeat", type=int, default=7, help="timed calls a figure (median)")
+    be.add_argument("--repeat", type=int, default=7,
+                    help="timed calls a figure (median), 1 to 1000 (default: %(default)s)")
     be.add_argument("--shapes", default="abcd",
                     help="which of the shapes a, b, c, d (listed below; default: abcd)")
     be.add_argument("--threads", type=int, default=None,
@@ -217,17 +228,16 @@ def build_parser():
     be.add_argument("--no-models", action="store_true", help="skip the models")
     be.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     be.set_defaults(run=_bench)
+    conformance.add_parser(commands)
     return parser
 
 
-def _positive_int(text):
+def _int(text):
+    """argparse type: a decimal int (the command checks its range, naming the option)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
 
 
 def main(argv=None):
@@ -236,8 +246,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
-        parser.error("expected a command: gradcheck, experiment, download-mnist or bench "
-                     "(dcn-ref --help lists them)")
+        parser.error("expected a command: gradcheck, experiment, download-mnist, bench or "
+                     "conformance (dcn-ref --help lists them)")
     return args.run(args)
 
 

@@ -85,7 +85,8 @@ def dcn_ref_script(*args):
 
 def test_help_is_plain_text():
     """argparse prints help as it is: Markdown or reST markup would show raw."""
-    for command in [(), ("gradcheck",), ("experiment",), ("download-mnist",), ("bench",)]:
+    for command in [(), ("gradcheck",), ("experiment",), ("download-mnist",), ("bench",),
+                    ("conformance",)]:
         result = dcn_ref_script(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout.startswith("usage: dcn-ref")

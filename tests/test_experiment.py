@@ -76,6 +76,18 @@ def test_quick_run_writes_results_and_figures(quick_run):
     md = (out / "results.md").read_text()
     assert "| deform_dcn_all |" in md and "unscaled" in md
     assert "| cnn |" in stdout                      # the table is printed too
+    # no line is the broken-off end of the one before it
+    assert not [line for line in md.splitlines() if line.startswith((",", ".", ";", ")"))]
+    assert "Figures: `training_curves.png`, `sampling_deform_dcn_all.png`." in md
+    # the whole run's progress: a line before each stage, the data it was given first
+    lines = stdout.splitlines()
+    assert lines[0].startswith("scaled MNIST: training on 1,000 of the 5,000 MNIST training "
+                               "digits shipped with dcn_ref; testing on 1,000 of the 10,000 "
+                               "digits of the official MNIST test set")
+    runs = [line for line in lines if line.startswith("run: ")]
+    assert [line.split(";")[0] for line in runs] == [
+        f"run: stage {k + 1} of 3 ({name}, seed 0)" for k, name in enumerate(DEFAULT_ARMS)]
+    assert all(line.endswith(" left") and " elapsed, about " in line for line in runs)
     # by default only the last epoch of each stage keeps its checkpoint (cnn has 2 epochs)
     kept = sorted(p.name for p in (out / "checkpoints").glob("*.npz"))
     assert kept == sorted(f"{name}-seed0-epoch{2 if name == 'cnn' else 1:03d}.npz"
@@ -157,11 +169,46 @@ def test_resume_with_other_settings_is_refused(quick_run, tmp_path):
             log=lambda *a: None, progress=False)
 
 
-def test_unusable_data_exits_2_with_one_line(tmp_path):
+def test_unusable_data_exits_2_with_one_line_and_no_empty_output_folder(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03broken")
     status, stdout, stderr = finish(experiment("--out", str(tmp_path / "out"), "--data", str(tmp_path)))
     assert status == 2
     assert stderr.startswith("dcn-ref experiment: --data:") and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def at_most_4_gib():
+    """In the child: an address-space limit, so that a regression (a list of 10**20 seeds)
+    ends in a MemoryError instead of filling the machine's memory."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("experiment", "scaled-mnist", "--quick", "--seeds", "99999999999999999999"),
+     "dcn-ref experiment: --seeds: expected an int from 1 to 1000, got 99999999999999999999"),
+    (("experiment", "scaled-mnist", "--quick", "--seed", "99999999999999999999"),
+     "dcn-ref experiment: --seed: expected an int from 0 to 4294967295, got 99999999999999999999"),
+    (("bench", "--repeat", "99999999999999999999"),
+     "dcn-ref bench: --repeat: expected an int from 1 to 1000, got 99999999999999999999"),
+    (("download-mnist", "DIR", "--timeout", "1e10"),
+     "dcn-ref download-mnist: --timeout: expected a number of seconds above 0 and at most 3600, "
+     "got 10000000000.0"),
+])
+def test_huge_counts_exit_2_with_one_line_at_once(tmp_path, args, message):
+    # as the README runs it: the console script, no --quiet; refused before any work
+    script = Path(sys.executable).with_name("dcn-ref")
+    assert script.exists(), f"no console script at {script}: pip install -e . installs it"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")])))
+    args = [str(tmp_path / "d") if a == "DIR" else a for a in args]
+    result = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=env, preexec_fn=at_most_4_gib)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [message]
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []     # no results folder, no download
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",

@@ -73,3 +73,24 @@ def test_the_sampling_figure_draws_a_few_units_with_their_regular_grid(tmp_path)
     # taps cover 11 x 11 distinct pixels (rows 4u-5 .. 4u+5)
     sizes = [len(c.get_offsets()) for c in ax.collections]
     assert sizes == [729, 121] * 3
+
+
+def test_the_training_curves_of_several_seeds_are_their_mean_with_a_band_and_say_so():
+    from matplotlib.collections import PolyCollection
+    from dcn_ref.experiment.figures import training_curves
+
+    def history(losses):
+        return [{"epoch": i + 1, "loss": v, "accuracy": 1 - v, "test_accuracy_normal": 0.9,
+                 "test_accuracy_scaled": 0.5 + v} for i, v in enumerate(losses)]
+
+    fig = training_curves(None, {"cnn": [history([2.0, 1.0]), history([1.0, 0.5])]}, [0, 1])
+    assert "mean of seeds 0, 1 (band: lowest to highest seed)" in fig._suptitle.get_text()
+    loss_axes = fig.axes[0]
+    np.testing.assert_allclose(loss_axes.lines[0].get_ydata(), [1.5, 0.75])   # by hand
+    band = [c for c in loss_axes.collections if isinstance(c, PolyCollection)]
+    assert len(band) == 1
+    ys = band[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() == 0.5 and ys.max() == 2.0                 # lowest and highest seed
+    one = training_curves(None, {"cnn": [history([2.0, 1.0])]}, [7])
+    assert one._suptitle.get_text().endswith("; seed 7")
+    assert not [c for c in one.axes[0].collections if isinstance(c, PolyCollection)]

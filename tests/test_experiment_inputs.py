@@ -64,17 +64,53 @@ def test_version_and_unknown_options(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--seeds", "0"), "argument --seeds: expected a positive int, got '0'"),
-    (("--seeds", "x"), "argument --seeds: expected a positive int, got 'x'"),
+    (("--seeds", "0"), "--seeds: expected an int from 1 to 1000, got 0"),
+    (("--seeds", "1001"), "--seeds: expected an int from 1 to 1000, got 1001"),
+    (("--seeds", "x"), "argument --seeds: expected an int, got 'x'"),
+    (("--seeds", "2.5"), "argument --seeds: expected an int, got '2.5'"),
     (("--keep-checkpoints", "some"), "argument --keep-checkpoints: invalid choice"),
     (("--models", "cnn,bogus"), "--models: expected names from cnn, cnn_scaled"),
     (("--models", ""), "--models: expected names from"),
-    (("--seed", "-1"), "--seed: expected a non-negative int, got -1"),
+    (("--seed", "-1"), "--seed: expected an int from 0 to 4294967295, got -1"),
+    (("--seed", "4294967296"), "--seed: expected an int from 0 to 4294967295, got 4294967296"),
 ])
 def test_bad_numbers_and_names(capsys, tmp_path, args, message):
     err = one_line_error(capsys, experiment_argv(tmp_path / "out", *args), "dcn-ref experiment")
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--repeat", "0"], "dcn-ref bench: --repeat: expected an int from 1 to 1000, got 0"),
+    (["bench", "--threads", "0"], "dcn-ref bench: --threads: expected 1.."),
+    (["download-mnist", "DIR", "--timeout", "nan"],
+     "dcn-ref download-mnist: --timeout: expected a number of seconds above 0 and at most 3600"),
+    (["download-mnist", "DIR", "--timeout", "3601"],
+     "dcn-ref download-mnist: --timeout: expected a number of seconds above 0 and at most 3600"),
+    (["gradcheck", "--tol", "1e400"], "dcn-ref gradcheck: --tol: expected a positive finite"),
+])
+def test_every_subcommand_bounds_its_numbers(capsys, tmp_path, argv, message):
+    argv = [str(tmp_path / "d") if a == "DIR" else a for a in argv]
+    assert message in one_line_error(capsys, argv, message.split(":")[0])
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_failed_run_leaves_no_folder_it_created_and_keeps_the_others(tmp_path):
+    missing = tmp_path / "missing"
+    nested = tmp_path / "new" / "nested"
+    with pytest.raises(ExperimentError, match="--data: "):
+        run(TINY, nested, data_dir=missing, log=quiet, progress=False, models=["cnn"])
+    assert not (tmp_path / "new").exists()               # both levels it created are gone
+    empty = tmp_path / "empty"                            # a folder the user made: it stays
+    empty.mkdir()
+    earlier = tmp_path / "earlier"                        # a folder of earlier results: untouched
+    (earlier / "models").mkdir(parents=True)
+    (earlier / "results.md").write_text("earlier")
+    for out in (empty, earlier):
+        with pytest.raises(ExperimentError, match="--data: "):
+            run(TINY, out, data_dir=missing, log=quiet, progress=False, models=["cnn"])
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    assert sorted(p.name for p in earlier.iterdir()) == ["models", "results.md"]
 
 
 def test_unusable_out_folders(capsys, tmp_path):

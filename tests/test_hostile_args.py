@@ -174,3 +174,21 @@ def test_a_zero_mask_with_a_huge_gamma_gives_zero_gradient_not_nan():
                              mask=mask)
     np.testing.assert_array_equal(ours.offset, 0.0)
     np.testing.assert_array_equal(loops.offset, 0.0)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda v: ops.dcnv3(np.zeros((1, 3, 3, 2)), np.zeros((1, 3, 3, 18)), np.zeros((1, 3, 3, 9)),
+                         padding=1, offset_scale=v), "offset_scale"),
+    (lambda v: ops.dcnv4(np.zeros((1, 3, 3, 2)), np.zeros((1, 3, 3, 27)), padding=1,
+                         offset_scale=v), "offset_scale"),
+    (lambda v: ops.deform_roi_pool(np.zeros((1, 1, 4, 4)), np.array([[0, 0, 0, 3, 2.0]]),
+                                   spatial_scale=v), "spatial_scale"),
+    (lambda v: ops.deform_roi_pool(np.zeros((1, 1, 4, 4)), np.array([[0, 0, 0, 3, 2.0]]),
+                                   gamma=v), "gamma"),
+    (lambda v: ops.deform_psroi_pool(np.zeros((1, 1, 4, 4)), np.array([[0, 0, 0, 3, 2.0]]),
+                                     trans_std=v), "trans_std"),
+], ids=["dcnv3", "dcnv4", "roi_spatial_scale", "roi_gamma", "psroi_trans_std"])
+@pytest.mark.parametrize("value", [10 ** 400, -10 ** 400], ids=["1e400", "-1e400"])
+def test_an_int_too_large_for_a_float_names_the_argument(call, name, value):
+    with pytest.raises(ValueError, match=rf"^{name}: expected a finite .*number, got -?1000"):
+        call(value)

@@ -3,7 +3,9 @@
 A parallel kernel wakes Numba's worker threads on every call, which costs far more than a
 small kernel's work (0.03 ms of work can take 8 ms when the cores are busy). So every
 kernel is compiled both ways, and a call picks by the amount of work it was given.
-``prange`` in the serial build is a plain ``range``.
+``prange`` in the serial build is a plain ``range``. A process forked from one that
+imported dcn_ref runs every kernel serial (``dcn_ref/fork_safety.py``): a thread pool does
+not survive ``fork()``.
 
 The machine code is kept across processes (tests, tutorials and the command line start
 many) in Numba's cache, next to the module (``__pycache__``, or ``NUMBA_CACHE_DIR``). Numba
@@ -20,6 +22,8 @@ import types
 
 import numba
 from numba.core import caching
+
+from .. import fork_safety
 
 #: Below this many inner-loop iterations a kernel runs on the calling thread alone.
 PARALLEL_MIN_WORK = 16_384
@@ -113,7 +117,8 @@ def _njit_cached(fn, parallel):
 
 
 class Kernel:
-    """A kernel compiled serial and parallel; ``kernel(*args, work=n)`` runs the right one.
+    """A kernel compiled serial and parallel; ``kernel(*args, work=n)`` runs the right one:
+    the parallel build for ``work >= PARALLEL_MIN_WORK`` (never in a forked child).
 
     ``work`` is the number of inner-loop iterations the call will do (a keyword, so that a
     call's arguments line up with the kernel's parameters).
@@ -132,8 +137,8 @@ class Kernel:
         self.__name__ = fn.__name__
 
     def __call__(self, *args, work):
-        run = self.parallel if work >= PARALLEL_MIN_WORK else self.serial
-        return run(*args)
+        parallel = work >= PARALLEL_MIN_WORK and not fork_safety.forked_child
+        return (self.parallel if parallel else self.serial)(*args)
 
 
 def kernel(fn):

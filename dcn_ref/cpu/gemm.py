@@ -17,9 +17,12 @@ itself, a multi-threaded BLAS keeps its threads spinning for a while after every
 (OpenBLAS: about 2**28 cycles, 0.1 s), and on a machine with few cores they would take the
 cores from the sampling that follows. It gives the caller's setting back afterwards, and it
 is where the BLAS routines are looked up, before any kernel that calls them is compiled or
-loaded from the cache.
+loaded from the cache. A process forked while another thread was inside an op starts with
+a fresh lock and the caller's thread counts (``_after_fork``): that op's thread does not
+exist in the child, and would never release or restore them.
 """
 import contextlib
+import os
 import threading
 
 import numpy as np
@@ -65,6 +68,19 @@ def single_threaded_blas():
             _blas["depth"] -= 1
             if _blas["depth"] == 0:
                 _blas["limiter"].restore_original_limits()
+
+
+def _after_fork():
+    """In a forked child: a lock no thread holds, and, if the fork came while an op of
+    another thread held the BLAS libraries at one thread, the caller's counts back."""
+    global _lock
+    _lock = threading.Lock()
+    if _blas["depth"]:
+        _blas["depth"] = 0
+        _blas["limiter"].restore_original_limits()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):

@@ -151,25 +151,35 @@ def sampling_figure(path, model, images, title, units=1):
     return fig
 
 
-def training_curves(path, histories):
-    """Per epoch of every stage: training loss, training accuracy and, when the history has
-    them, the test accuracies on normal (solid) and scaled (dashed) digits. Saves a PNG at
+def training_curves(path, histories, seeds=None):
+    """Per epoch of every stage: training loss, training accuracy and, when the histories
+    have them, the test accuracies on normal (solid) and scaled (dashed) digits.
+
+    ``histories`` maps an arm's name to its histories, one per seed (lists of equal length).
+    With several seeds each curve is the mean over them, with a band from the lowest to the
+    highest seed; the title names the seeds (``seeds``, a list of ints). Saves a PNG at
     ``path`` (unless None); returns the Figure."""
-    with_test = any("test_accuracy_normal" in h for history in histories.values() for h in history)
+    with_test = any("test_accuracy_normal" in h for runs in histories.values()
+                    for history in runs for h in history)
     fig = Figure(figsize=(15 if with_test else 10, 3.8))
     axes = fig.subplots(1, 3 if with_test else 2)
     ax_loss, ax_acc = axes[0], axes[1]
-    for i, (name, history) in enumerate(histories.items()):
+
+    def curve(ax, runs, key, style, colour, label=None):
+        values = np.array([[h[key] for h in history] for history in runs])   # (seeds, epochs)
+        epochs = np.arange(1, values.shape[1] + 1)
+        ax.plot(epochs, values.mean(axis=0), style, color=colour, label=label)
+        if len(values) > 1:
+            ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour,
+                            alpha=0.15, linewidth=0)
+
+    for i, (name, runs) in enumerate(histories.items()):
         colour = f"C{i}"
-        epochs = [h["epoch"] for h in history]
-        ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color=colour, label=name)
-        ax_acc.plot(epochs, [h["accuracy"] for h in history], "o-", color=colour, label=name)
-        if with_test and history and "test_accuracy_normal" in history[0]:
-            ax_test = axes[2]
-            ax_test.plot(epochs, [h["test_accuracy_normal"] for h in history], "o-",
-                         color=colour)
-            ax_test.plot(epochs, [h["test_accuracy_scaled"] for h in history], "s--",
-                         color=colour)
+        curve(ax_loss, runs, "loss", "o-", colour, name)
+        curve(ax_acc, runs, "accuracy", "o-", colour, name)
+        if with_test and runs[0] and "test_accuracy_normal" in runs[0][0]:
+            curve(axes[2], runs, "test_accuracy_normal", "o-", colour)
+            curve(axes[2], runs, "test_accuracy_scaled", "s--", colour)
     ax_loss.set(xlabel="epoch of the stage", ylabel="training loss")
     ax_acc.set(xlabel="epoch of the stage", ylabel="training accuracy")
     ax_acc.legend(fontsize=8)
@@ -180,8 +190,14 @@ def training_curves(path, histories):
                        fontsize=8)
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
+    seeds = list(seeds) if seeds is not None else []
+    if len(seeds) > 1:
+        which = (f"mean of seeds {', '.join(map(str, seeds))} (band: lowest to highest seed)")
+    else:
+        which = f"seed {seeds[0]}" if seeds else "one seed"
     fig.suptitle("Training (cnn on normal digits; the others fine-tuned on scaled + normal), "
-                 "and accuracy on a fixed set of test digits after each epoch", fontsize=10)
+                 f"and accuracy on a fixed set of test digits after each epoch; {which}",
+                 fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)

@@ -3,6 +3,13 @@
     cnn                the plain CNN, from scratch, on normal digits (every other arm starts
                        from it)
     cnn_scaled         the control: the trained cnn fine-tuned, every layer trainable
+    cnn_scaled_match_dcn, cnn_scaled_match_offset
+                       capacity-matched controls: the control widened (every layer's
+                       channels by one factor, models.matched_widths) to the parameter
+                       count of the "dcn" or the "offset" deformable model, started as
+                       exactly the trained cnn (models.load_narrower) and fine-tuned as
+                       the control is. What a deformable arm gains over them is not
+                       explained by its extra parameters alone
     deform_offset      deform_cnn("offset"): only the ConvOffset2D layers and the batch norms
                        train (convolution and dense weights frozen, as in the Keras experiment)
     deform_dcn         deform_cnn("dcn"): only the offset convolutions of the DeformConv2D
@@ -18,10 +25,14 @@
 Every fine-tuned arm sees the same images in the same order for the same number of epochs:
 every training digit scaled and shifted afresh each epoch, plus a random share of them
 unscaled. In the "_all" arms the weights shared with the cnn train at the control's
-learning rate and the offset parameters at the rate of their offsets-only arm.
+learning rate and the offset parameters at the rate of their offsets-only arm. Every
+fine-tuned arm starts from the trained cnn: the "dcn" and DCNv3 arms and the matched
+controls as exactly that cnn (offsets zero; extra channels that nothing reads yet), the
+"offset" arms nearly (their offset layers start from small random weights, as in Keras).
 
 An arm is a row of ``ARMS``; a new one (e.g. another deformable block in place of conv21
-and conv22) is a build function, a choice of trainable parameters and learning rates.
+and conv22) is a build function, a choice of trainable parameters and learning rates, and
+(when it is not a cnn with extra layers) how it starts from the trained cnn.
 """
 import math
 import time
@@ -54,6 +65,8 @@ class Arm(NamedTuple):
     lr: object             # (config) -> the stage's learning rate (Adam, cosine decay)
     offset_lr: object      # None, or (config) -> the learning rate of the offset parameters
     finetune: bool         # start from the trained cnn, train on the fine-tuning data
+    start: object = None   # (model, cnn state_dict) -> None: how a fine-tuned arm starts from
+                           # the trained cnn; None: load the layers it shares by name
 
 
 def offset_params(model):
@@ -93,11 +106,30 @@ def _dcn(config):
                              offset_groups=config.dcn_offset_groups, seed=config.seed)
 
 
+def _matched(build):
+    """A build function: the cnn widened to the parameter count of the model ``build`` makes."""
+    def wide_cnn(config):
+        widths = models.matched_widths(build(config).num_params())
+        return models.cnn(seed=config.seed, widths=widths)
+    return wide_cnn
+
+
+def _load_shared(model, cnn_state):
+    model.load_state_dict(cnn_state, strict=False)
+
+
 ARMS = {arm.name: arm for arm in [
     Arm("cnn", "plain CNN trained on normal digits", _cnn, _everything,
         lambda c: c.cnn_lr, None, False),
     Arm("cnn_scaled", "the cnn fine-tuned, every layer trainable (the control)", _cnn,
         _everything, lambda c: c.scaled_lr, None, True),
+    Arm("cnn_scaled_match_dcn", "the control widened (every layer's channels by one factor) "
+        "to the parameter count of deform_dcn and deform_dcn_all, its extra channels unread "
+        "at the start; fine-tuned as the control", _matched(_dcn), _everything,
+        lambda c: c.scaled_lr, None, True, models.load_narrower),
+    Arm("cnn_scaled_match_offset", "the control widened to the parameter count of "
+        "deform_offset and deform_offset_all, likewise", _matched(_offset), _everything,
+        lambda c: c.scaled_lr, None, True, models.load_narrower),
     Arm("deform_offset", "Keras-style ConvOffset2D layers before conv12/21/22; only the "
         "offsets and batch norms fine-tuned", _offset, _offsets_only, lambda c: c.offset_lr,
         None, True),
@@ -122,10 +154,15 @@ ARMS = {arm.name: arm for arm in [
 DEFAULT_ARMS = ("cnn", "cnn_scaled", "deform_dcn_all")
 
 
+#: The controls the deformable arms are compared with in the report: the control, and the
+#: matched controls (each paired with the deformable arms whose parameter count it matches).
+CONTROLS = ("cnn_scaled", "cnn_scaled_match_dcn", "cnn_scaled_match_offset")
+
+
 def select(names):
-    """The arms ``names`` (a list of arm names, or ["all"]) in table order; "cnn" is always
-    included, since every other arm starts from it."""
-    names = [n.strip() for n in names if n.strip()]
+    """The arms ``names`` (a list of arm names, or ["all"]; any case) in table order; "cnn"
+    is always included, since every other arm starts from it."""
+    names = [n.strip().lower() for n in names if n.strip()]
     names = list(ARMS) if names == ["all"] else names
     unknown = [n for n in names if n not in ARMS]
     if unknown or not names:
@@ -136,6 +173,13 @@ def select(names):
 
 def epochs_of(arm, config):
     return config.finetune_epochs if arm.finetune else config.cnn_epochs
+
+
+def images_per_epoch(arm, config, n_train):
+    """How many images an epoch of ``arm`` trains on, out of ``n_train`` digits."""
+    if not arm.finetune:
+        return n_train
+    return n_train + round(config.normal_fraction * n_train)
 
 
 def as_batch(images):
@@ -177,7 +221,7 @@ def _build(arm, config, start_state):
     """(model, optimiser) of ``arm`` before its first epoch."""
     model = arm.build(config)
     if arm.finetune:
-        model.load_state_dict(start_state, strict=False)
+        (arm.start or _load_shared)(model, start_state)
     model.train_only(arm.trains(model))
     scale = {}
     if arm.offset_lr is not None:

@@ -1,5 +1,6 @@
 """Argument checks shared by the ops: every mistake is a ValueError that names the
 argument, what it got and what it expected."""
+import math
 import numbers
 
 import numpy as np
@@ -36,6 +37,15 @@ def float_array(x, name, ndim, layout):
     if np.dtype(x.dtype) not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {np.dtype(x.dtype)}")
     return x
+
+
+def is_finite(value):
+    """``math.isfinite(value)`` for a real number, with an int beyond the float range
+    (``10**400``) infinite rather than an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def same_dtype(**arrays):

@@ -4,7 +4,6 @@ Bad RoIs are refused before any kernel runs, with the offending row in the messa
 batch index that is not a whole number in [0, N) would make a kernel read another
 image's memory, and a non-finite or reversed box has no meaning.
 """
-import math
 import numbers
 
 import numpy as np
@@ -49,7 +48,7 @@ def check_rois(rois, batch_size, spatial_scale):
 def finite_real(value, name, *, positive=False):
     """A finite float (``positive``: > 0)."""
     ok = (isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > 0 or not positive))
+          and _args.is_finite(value) and (value > 0 or not positive))
     if not ok:
         raise ValueError(f"{name}: expected a finite {'positive ' if positive else ''}number, "
                          f"got {value!r}")

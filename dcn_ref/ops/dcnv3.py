@@ -3,7 +3,6 @@
 DCNv4 (dcnv4.py) is the same operator reading a packed array; both hand a
 ``PointGeometry`` (dcn_ref/geometry.py) to the same kernels.
 """
-import math
 import numbers
 from typing import NamedTuple
 
@@ -45,7 +44,7 @@ def check_grid(input, kernel_size, stride, padding, dilation, group, offset_scal
         raise ValueError(f"group: expected a divisor of the channels C = {C} of input "
                          f"(N, H, W, C), got {group}")
     if not (isinstance(offset_scale, numbers.Real) and not isinstance(offset_scale, bool)
-            and math.isfinite(offset_scale)):
+            and _args.is_finite(offset_scale)):
         raise ValueError(f"offset_scale: expected a finite number, got {offset_scale!r}")
     if not isinstance(remove_center, (bool, np.bool_)):
         raise ValueError(f"remove_center: expected True or False, got {remove_center!r}")

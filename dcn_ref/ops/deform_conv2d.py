@@ -19,6 +19,19 @@ class DeformConvArgs(NamedTuple):
     grad_output: object
 
 
+# torchvision's words for a wrong offset or mask, which code written for it matches on
+_OFFSET_AXIS = "(the shape of the offset tensor at dimension {} is not valid)"
+_MASK_AXIS = "(mask.shape[{}] is not valid)"
+
+
+def _expect_shape(x, name, expected, layout, axis_words):
+    """``_args.expect_shape``, and the first axis that differs in ``axis_words``."""
+    if tuple(x.shape) != tuple(expected):
+        axis = next(i for i, (a, b) in enumerate(zip(x.shape, expected)) if a != b)
+        raise ValueError(f"{name}: expected shape {tuple(expected)} {layout}, got "
+                         f"{tuple(x.shape)} {axis_words.format(axis)}")
+
+
 def _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_output=None):
     conv = check_conv_args(input, weight, bias, stride, padding, dilation)
     input, weight, bias = conv.input, conv.weight, conv.bias
@@ -29,17 +42,18 @@ def _check(input, offset, weight, bias, stride, padding, dilation, mask, grad_ou
     n_offset = offset.shape[1]
     if n_offset < 2 * K or n_offset % (2 * K):
         raise ValueError(f"offset: expected a positive multiple of 2*kh*kw = {2 * K} channels "
-                         f"(2*G*kh*kw for G offset groups), got {n_offset}")
+                         f"(2*G*kh*kw for G offset groups), got {n_offset} "
+                         f"{_OFFSET_AXIS.format(1)}")
     G = n_offset // (2 * K)
     if c_in % G:
         raise ValueError(f"offset: expected G = offset.shape[1] // (2*kh*kw) to divide C_in = {c_in}, "
-                         f"got G = {G}")
-    _args.expect_shape(offset, "offset", (N, 2 * G * K, out_h, out_w),
-                       f"(N, 2*G*kh*kw, H_out, W_out) with G = {G}")
+                         f"got G = {G} {_OFFSET_AXIS.format(1)}")
+    _expect_shape(offset, "offset", (N, 2 * G * K, out_h, out_w),
+                  f"(N, 2*G*kh*kw, H_out, W_out) with G = {G}", _OFFSET_AXIS)
     if mask is not None:
         mask = _args.float_array(mask, "mask", 4, "(N, G*kh*kw, H_out, W_out)")
-        _args.expect_shape(mask, "mask", (N, G * K, out_h, out_w),
-                           f"(N, G*kh*kw, H_out, W_out) with G = {G}")
+        _expect_shape(mask, "mask", (N, G * K, out_h, out_w),
+                      f"(N, G*kh*kw, H_out, W_out) with G = {G}", _MASK_AXIS)
     if grad_output is not None:
         grad_output = check_grad_output(grad_output, conv)
     _args.same_dtype(input=input, offset=offset, weight=weight, bias=bias, mask=mask,

@@ -16,13 +16,14 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("dcn_ref.torch needs PyTorch: pip install 'dcn-ref[torch]'") from exc
 
+from ._checks import ArgumentError
 from .functional import (bilinear_sample, dcnv3, dcnv4, deform_conv2d, deform_psroi_pool,
                          deform_roi_pool, offset_sample)
 from .modules import DCNv3, DCNv4, DeformConv2d
 from .mmcv import (DeformConv2dPack, DeformRoIPool, DeformRoIPoolPack, ModulatedDeformConv2d,
                    ModulatedDeformConv2dPack, ModulatedDeformRoIPoolPack, modulated_deform_conv2d)
 
-__all__ = ["deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",
+__all__ = ["ArgumentError", "deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",
            "deform_roi_pool", "deform_psroi_pool", "DeformConv2d", "DCNv3", "DCNv4",
            # mmcv's names (dcn_ref.torch.mmcv has all of them, its deform_conv2d included)
            "modulated_deform_conv2d", "DeformConv2dPack", "ModulatedDeformConv2d",

@@ -47,14 +47,6 @@ def to_tensor(a, device):
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def device_of(tensors):
-    """The one device of the tensors given (None entries are skipped)."""
-    devices = {t.device for t in tensors if t is not None}
-    if len(devices) != 1:
-        raise ValueError(f"expected all tensors on one device, got {sorted(map(str, devices))}")
-    return devices.pop()
-
-
 @contextlib.contextmanager
 def kernels_on(device):
     """Inside the block, the CUDA target launches on PyTorch's current stream of ``device``

@@ -12,38 +12,31 @@ gradient per differentiable input (an empty tensor stands for an input that was 
 The autograd formula of ``f`` calls ``f_backward``, so the hand-derived backward passes
 are what PyTorch differentiates with, in eager mode and in graphs traced by
 ``torch.compile`` alike. Each op also gets a fake implementation (shapes only), which
-``torch.compile`` and ``torch.library.opcheck`` need. Nothing here computes anything:
-the maths lives in ``dcn_ref.ops``.
+``torch.compile``, ``torch.library.opcheck`` and meta tensors use; it runs the op's
+argument checks first (``_checks.check``), so that a fake call refuses what a real one
+refuses. A ValueError of ``dcn_ref.ops`` leaves an op as an ``ArgumentError``. Nothing
+here computes anything: the maths lives in ``dcn_ref.ops``.
 
 The backward op has no autograd formula itself: gradients of gradients are not offered.
 """
-import re
-
 import torch
 
 from .. import ops
 from ..grads import BY_OP
-from ._convert import device_of, kernels_on, to_array, to_tensor
+from ._checks import argument_errors, check, one_device, parse
+from ._convert import kernels_on, to_array, to_tensor
+from .export import exportable
 
 NAMESPACE = "dcn_ref"
-_ARGUMENT = re.compile(r"^(?P<type>[\w\[\]?]+) (?P<name>\w+)$")
 
 
-def _parse(arguments):
-    """[(name, is_tensor)] of a schema's argument list "Tensor input, int[] stride, ..."."""
-    parsed = []
-    for item in arguments.split(","):
-        match = _ARGUMENT.match(item.strip())
-        parsed.append((match["name"], match["type"] in ("Tensor", "Tensor?")))
-    return parsed
-
-
-def _run(fn, args, is_tensor):
+def _run(fn, args, names, is_tensor):
     """``fn`` on the arrays viewing the tensor arguments, on their device (and stream)."""
-    device = device_of([a for a, t in zip(args, is_tensor) if t])
-    arrays = [to_array(a) if t else a for a, t in zip(args, is_tensor)]
-    with kernels_on(device):
-        return fn(*arrays), device
+    with argument_errors():
+        device = one_device([(n, a) for n, a, t in zip(names, args, is_tensor) if t])
+        arrays = [to_array(a) if t else a for a, t in zip(args, is_tensor)]
+        with kernels_on(device):
+            return fn(*arrays), device
 
 
 def register(name, arguments, fake):
@@ -61,25 +54,31 @@ def register(name, arguments, fake):
 
     Returns
     -------
-    The forward op (``torch.ops.dcn_ref.<name>``).
+    The forward op (``torch.ops.dcn_ref.<name>``), which computes its export form instead
+    while an ONNX exporter traces (``export.exportable``).
     """
     grads = BY_OP[name]._fields     # the differentiable inputs, as the op's backward names them
-    parsed = _parse(arguments)
-    names = [n for n, _ in parsed]
-    is_tensor = [t for _, t in parsed]
+    schema = parse(arguments)
+    names = [a.name for a in schema]
+    is_tensor = [a.is_tensor for a in schema]
 
     def forward(*args):
-        out, device = _run(getattr(ops, name), args, is_tensor)
+        out, device = _run(getattr(ops, name), args, names, is_tensor)
         return to_tensor(out, device)
 
     def backward(grad_output, *args):
         result, device = _run(getattr(ops, f"{name}_backward"), (grad_output,) + args,
-                              [True] + is_tensor)
+                              ["grad_output"] + names, [True] + is_tensor)
         given = dict(zip(names, args))
         return [args[0].new_empty(0) if given[g] is None else to_tensor(getattr(result, g), device)
                 for g in grads]
 
+    def checked_fake(*args):
+        check(name, schema, args)
+        return fake(*args)
+
     def fake_backward(grad_output, *args):
+        check(name, schema, args, grad_output)
         given = dict(zip(names, args))
         return [args[0].new_empty(0) if given[g] is None else given[g].new_empty(given[g].shape)
                 for g in grads]
@@ -89,7 +88,7 @@ def register(name, arguments, fake):
                                          schema=f"({arguments}) -> Tensor")
     backward_op = torch.library.custom_op(f"{qualified}_backward", backward, mutates_args=(),
                                           schema=f"(Tensor grad_output, {arguments}) -> Tensor[]")
-    forward_op.register_fake(fake)
+    forward_op.register_fake(checked_fake)
     backward_op.register_fake(fake_backward)
 
     def setup_context(ctx, inputs, output):
@@ -107,4 +106,4 @@ def register(name, arguments, fake):
         return tuple(result[n] if w else None for n, w in zip(names, wanted))
 
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-    return forward_op
+    return exportable(name, forward_op)

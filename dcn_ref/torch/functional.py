@@ -7,28 +7,30 @@ Every function here takes and returns tensors, has the signature of its op in
 hand-derived ``<name>_backward``. The layouts and numerical conventions are those of the
 op in ``dcn_ref.ops``; see its docstring.
 
-Tensor arguments and integer pairs (stride, padding, ...) are checked here, so a wrong
-value is a ValueError naming the argument, as in ``dcn_ref.ops``; every other check
-(shapes, dtypes) is the op's own.
-"""
-import torch
+Before dispatching, a function checks its arguments as the op does (``_checks``): a wrong
+one is an ``ArgumentError`` (a ValueError and a RuntimeError) naming it, for CPU, CUDA
+and meta tensors alike, and a call in forward-mode AD is refused (``_forward_mode``).
+Under ``torch.compile`` and ``torch.fx`` tracing the function hands its arguments on,
+and the op's fake implementation checks them.
 
-from ..ops import _args
+The functions compile with TorchScript: the branch under ``torch.jit.is_scripting()`` is
+what a scripted caller runs (the annotations are for it), calling the op directly, whose
+own checks then apply.
+"""
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._checks import checked
 from ._register import register
 
 
-def _pair(value, name, minimum):
-    return list(_args.pair(value, name, minimum))
-
-
-def _tensors(optional=(), **given):
-    """Check that each argument is a tensor (or None when its name is in ``optional``)."""
-    for name, value in given.items():
-        if value is None and name in optional:
-            continue
-        if not isinstance(value, torch.Tensor):
-            expected = "a torch.Tensor or None" if name in optional else "a torch.Tensor"
-            raise ValueError(f"{name}: expected {expected}, got {type(value).__name__}")
+def _two(value: Union[int, Tuple[int, int]]) -> List[int]:
+    """An int or (h, w) pair as the [h, w] list of the schemas (TorchScript's path)."""
+    if isinstance(value, int):
+        return [value, value]
+    return [value[0], value[1]]
 
 
 # -- shapes of the outputs, for the fake (meta) implementations ------------------------
@@ -67,33 +69,38 @@ def _fake_deform_psroi_pool(input, rois, trans, spatial_scale, output_dim, group
     return input.new_empty(rois.shape[0], channels, pooled_size, pooled_size)
 
 
-_deform_conv2d = register(
+def _op(name, arguments, fake):
+    """The op ``dcn_ref::<name>`` (registered here) behind the bridge's checks."""
+    return checked(name, register(name, arguments, fake), arguments)
+
+
+_deform_conv2d = _op(
     "deform_conv2d",
     "Tensor input, Tensor offset, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
     "int[] dilation, Tensor? mask",
     _fake_deform_conv2d)
-_dcnv3 = register(
+_dcnv3 = _op(
     "dcnv3",
     "Tensor input, Tensor offset, Tensor mask, int[] kernel_size, int[] stride, int[] padding, "
     "int[] dilation, int group, float offset_scale, bool remove_center",
     _fake_dcnv3)
-_dcnv4 = register(
+_dcnv4 = _op(
     "dcnv4",
     "Tensor input, Tensor offset_mask, int[] kernel_size, int[] stride, int[] padding, "
     "int[] dilation, int group, float offset_scale, bool remove_center",
     _fake_dcnv4)
-_bilinear_sample = register(
+_bilinear_sample = _op(
     "bilinear_sample", "Tensor image, Tensor coords, str padding_mode",
     _fake_bilinear_sample)
-_offset_sample = register(
+_offset_sample = _op(
     "offset_sample", "Tensor input, Tensor offset, str padding_mode",
     _fake_offset_sample)
-_deform_roi_pool = register(
+_deform_roi_pool = _op(
     "deform_roi_pool",
     "Tensor input, Tensor rois, Tensor? offset, int[] output_size, float spatial_scale, "
     "int sampling_ratio, float gamma, Tensor? mask",
     _fake_deform_roi_pool)
-_deform_psroi_pool = register(
+_deform_psroi_pool = _op(
     "deform_psroi_pool",
     "Tensor input, Tensor rois, Tensor? trans, float spatial_scale, int? output_dim, "
     "int group_size, int pooled_size, int part_size, int sample_per_part, float trans_std, "
@@ -103,9 +110,13 @@ _deform_psroi_pool = register(
 
 # -- the public functions ----------------------------------------------------------------
 
-def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0),
-                  dilation=(1, 1), mask=None):
+def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                  stride: Tuple[int, int] = (1, 1), padding: Tuple[int, int] = (0, 0),
+                  dilation: Tuple[int, int] = (1, 1), mask: Optional[Tensor] = None) -> Tensor:
     """``torchvision.ops.deform_conv2d`` computed by ``dcn_ref.ops.deform_conv2d``.
+
+    Under TorchScript, ``stride``, ``padding`` and ``dilation`` are (h, w) pairs, as in
+    torchvision's function.
 
     Parameters
     ----------
@@ -126,13 +137,16 @@ def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0
     -------
     Tensor of shape (N, C_out, H_out, W_out), the dtype and device of ``input``.
     """
-    _tensors(("bias", "mask"), input=input, offset=offset, weight=weight, bias=bias, mask=mask)
-    return _deform_conv2d(input, offset, weight, bias, _pair(stride, "stride", 1),
-                          _pair(padding, "padding", 0), _pair(dilation, "dilation", 1), mask)
+    if not torch.jit.is_scripting():
+        return _deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    return torch.ops.dcn_ref.deform_conv2d(input, offset, weight, bias, _two(stride),
+                                           _two(padding), _two(dilation), mask)
 
 
-def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
-          offset_scale=1.0, remove_center=False):
+def dcnv3(input: Tensor, offset: Tensor, mask: Tensor,
+          kernel_size: Union[int, Tuple[int, int]] = 3, stride: Union[int, Tuple[int, int]] = 1,
+          padding: Union[int, Tuple[int, int]] = 0, dilation: Union[int, Tuple[int, int]] = 1,
+          group: int = 1, offset_scale: float = 1.0, remove_center: bool = False) -> Tensor:
     """The DCNv3 core operator (``dcn_ref.ops.dcnv3``), channels last.
 
     Parameters
@@ -154,15 +168,18 @@ def dcnv3(input, offset, mask, kernel_size=3, stride=1, padding=0, dilation=1, g
     -------
     Tensor of shape (N, H_out, W_out, C).
     """
-    _tensors(input=input, offset=offset, mask=mask)
-    return _dcnv3(input, offset, mask, _pair(kernel_size, "kernel_size", 1),
-                  _pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                  _pair(dilation, "dilation", 1), int(group), float(offset_scale),
-                  bool(remove_center))
+    if not torch.jit.is_scripting():
+        return _dcnv3(input, offset, mask, kernel_size, stride, padding, dilation, group,
+                      offset_scale, remove_center)
+    return torch.ops.dcn_ref.dcnv3(input, offset, mask, _two(kernel_size), _two(stride),
+                                   _two(padding), _two(dilation), group, offset_scale,
+                                   remove_center)
 
 
-def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, group=1,
-          offset_scale=1.0, remove_center=False):
+def dcnv4(input: Tensor, offset_mask: Tensor, kernel_size: Union[int, Tuple[int, int]] = 3,
+          stride: Union[int, Tuple[int, int]] = 1, padding: Union[int, Tuple[int, int]] = 0,
+          dilation: Union[int, Tuple[int, int]] = 1, group: int = 1, offset_scale: float = 1.0,
+          remove_center: bool = False) -> Tensor:
     """DCNv4 (``dcn_ref.ops.dcnv4``): offsets and weights packed in one tensor, channels last.
 
     Parameters
@@ -183,48 +200,58 @@ def dcnv4(input, offset_mask, kernel_size=3, stride=1, padding=0, dilation=1, gr
     -------
     Tensor of shape (N, H_out, W_out, C).
     """
-    _tensors(input=input, offset_mask=offset_mask)
-    return _dcnv4(input, offset_mask, _pair(kernel_size, "kernel_size", 1),
-                  _pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                  _pair(dilation, "dilation", 1), int(group), float(offset_scale),
-                  bool(remove_center))
+    if not torch.jit.is_scripting():
+        return _dcnv4(input, offset_mask, kernel_size, stride, padding, dilation, group,
+                      offset_scale, remove_center)
+    return torch.ops.dcn_ref.dcnv4(input, offset_mask, _two(kernel_size), _two(stride),
+                                   _two(padding), _two(dilation), group, offset_scale,
+                                   remove_center)
 
 
-def bilinear_sample(image, coords, padding_mode="zeros"):
+def bilinear_sample(image: Tensor, coords: Tensor, padding_mode: str = "zeros") -> Tensor:
     """Bilinear samples (``dcn_ref.ops.bilinear_sample``): image (B, H, W), coords (B, P, 2)
     as (y, x) -> Tensor of shape (B, P)."""
-    _tensors(image=image, coords=coords)
-    return _bilinear_sample(image, coords, padding_mode)
+    if not torch.jit.is_scripting():
+        return _bilinear_sample(image, coords, padding_mode)
+    return torch.ops.dcn_ref.bilinear_sample(image, coords, padding_mode)
 
 
-def offset_sample(input, offset, padding_mode="border"):
+def offset_sample(input: Tensor, offset: Tensor, padding_mode: str = "border") -> Tensor:
     """The Keras ConvOffset2D resampling (``dcn_ref.ops.offset_sample``): input (N, C, H, W),
     offset (N, 2C, H, W) as (dy, dx) per channel -> Tensor of shape (N, C, H, W)."""
-    _tensors(input=input, offset=offset)
-    return _offset_sample(input, offset, padding_mode)
+    if not torch.jit.is_scripting():
+        return _offset_sample(input, offset, padding_mode)
+    return torch.ops.dcn_ref.offset_sample(input, offset, padding_mode)
 
 
-def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0,
-                    sampling_ratio=0, gamma=0.1, mask=None):
+def deform_roi_pool(input: Tensor, rois: Tensor, offset: Optional[Tensor] = None,
+                    output_size: Union[int, Tuple[int, int]] = 7, spatial_scale: float = 1.0,
+                    sampling_ratio: int = 0, gamma: float = 0.1,
+                    mask: Optional[Tensor] = None) -> Tensor:
     """Deformable RoI pooling (``dcn_ref.ops.deform_roi_pool``): input (N, C, H, W), rois
     (K, 5), offset (K, 2, ph, pw) or None, mask (K, 1, ph, pw) or None -> (K, C, ph, pw).
     ``rois`` gets no gradient."""
-    _tensors(("offset", "mask"), input=input, rois=rois, offset=offset, mask=mask)
-    return _deform_roi_pool(input, rois, offset, _pair(output_size, "output_size", 1),
-                            float(spatial_scale), int(sampling_ratio), float(gamma), mask)
+    if not torch.jit.is_scripting():
+        return _deform_roi_pool(input, rois, offset, output_size, spatial_scale,
+                                sampling_ratio, gamma, mask)
+    return torch.ops.dcn_ref.deform_roi_pool(input, rois, offset, _two(output_size),
+                                             spatial_scale, sampling_ratio, gamma, mask)
 
 
-def deform_psroi_pool(input, rois, trans=None, spatial_scale=1.0, output_dim=None,
-                      group_size=1, pooled_size=7, part_size=0, sample_per_part=1,
-                      trans_std=0.0, no_trans=None):
+def deform_psroi_pool(input: Tensor, rois: Tensor, trans: Optional[Tensor] = None,
+                      spatial_scale: float = 1.0, output_dim: Optional[int] = None,
+                      group_size: int = 1, pooled_size: int = 7, part_size: int = 0,
+                      sample_per_part: int = 1, trans_std: float = 0.0,
+                      no_trans: Optional[bool] = None) -> Tensor:
     """Deformable position-sensitive RoI pooling (``dcn_ref.ops.deform_psroi_pool``): input
     (N, C, H, W), rois (K, 5), trans ``(K, 2*num_classes, part_size, part_size)`` or None ->
     (K, output_dim, pooled_size, pooled_size). ``rois`` gets no gradient."""
-    _tensors(("trans",), input=input, rois=rois, trans=trans)
-    return _deform_psroi_pool(input, rois, trans, float(spatial_scale),
-                              None if output_dim is None else int(output_dim), int(group_size),
-                              int(pooled_size), int(part_size), int(sample_per_part),
-                              float(trans_std), None if no_trans is None else bool(no_trans))
+    if not torch.jit.is_scripting():
+        return _deform_psroi_pool(input, rois, trans, spatial_scale, output_dim, group_size,
+                                  pooled_size, part_size, sample_per_part, trans_std, no_trans)
+    return torch.ops.dcn_ref.deform_psroi_pool(input, rois, trans, spatial_scale, output_dim,
+                                               group_size, pooled_size, part_size,
+                                               sample_per_part, trans_std, no_trans)
 
 
 __all__ = ["deform_conv2d", "dcnv3", "dcnv4", "bilinear_sample", "offset_sample",

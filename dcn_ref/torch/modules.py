@@ -8,11 +8,17 @@ stands in for, so that a ``state_dict`` saved from that module loads with ``stri
     DCNv4          OpenGVLab's DCNv4 module (DCNv4_op/DCNv4/modules/dcnv4.py), (N, L, C)
 
 The arithmetic around the deformable op (projections, depthwise convolution, layer norm,
-softmax of the DCNv3 weights) is ordinary torch; the op itself is dcn_ref's.
+softmax of the DCNv3 weights) is ordinary torch; the op itself is dcn_ref's. Every module
+compiles with TorchScript (``torch.jit.script``): the switches that decide which
+parameters exist are ``Final``, so that TorchScript compiles only the branches a module
+has. ``DeformConv2d`` and ``DCNv3`` also trace with ``torch.fx`` (``DCNv4`` computes the
+image size from its input's length, which symbolic tracing cannot).
 """
 import math
+from typing import Final, Optional, Tuple
 
 import torch
+from torch import Tensor
 from torch import nn
 from torch.nn import functional as F
 
@@ -78,7 +84,7 @@ class DeformConv2d(nn.Module):
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input, offset, mask=None):
+    def forward(self, input: Tensor, offset: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return deform_conv2d(input, offset, self.weight, self.bias, stride=self.stride,
                              padding=self.padding, dilation=self.dilation, mask=mask)
 
@@ -123,11 +129,11 @@ def _add_center_gate(module, channels, group):
     module.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
 
 
-def _blend_center(module, query, x, x_proj):
+def _blend_center(query: Tensor, x: Tensor, x_proj: Tensor, weight: Tensor, bias: Tensor,
+                  group_channels: int) -> Tensor:
     """x * (1 - s) + x_proj * s with s = sigmoid(linear(query)) repeated over each group."""
-    scale = F.linear(query, module.center_feature_scale_proj_weight,
-                     module.center_feature_scale_proj_bias).sigmoid()
-    scale = scale.repeat_interleave(module.channels // module.group, dim=-1)
+    scale = F.linear(query, weight, bias).sigmoid()
+    scale = scale.repeat_interleave(group_channels, dim=-1)
     return x * (1 - scale) + x_proj * scale
 
 
@@ -159,6 +165,8 @@ class DCNv3(nn.Module):
     offset branch is depthwise conv, norm, activation, then the linear layers ``offset``
     and ``mask``; the weights are a softmax over the points of each group.
     """
+
+    center_feature_scale: Final[bool]
 
     def __init__(self, channels=64, kernel_size=3, dw_kernel_size=None, stride=1, pad=1,
                  dilation=1, group=4, offset_scale=1.0, act_layer="GELU", norm_layer="LN",
@@ -197,7 +205,7 @@ class DCNv3(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         N, H, W, _ = input.shape
         x = self.input_proj(input)
         x_proj = x
@@ -208,7 +216,8 @@ class DCNv3(nn.Module):
         x = dcnv3(x, offset, mask, self.kernel_size, self.stride, self.pad, self.dilation,
                   self.group, self.offset_scale, bool(self.remove_center))
         if self.center_feature_scale:
-            x = _blend_center(self, query, x, x_proj)
+            x = _blend_center(query, x, x_proj, self.center_feature_scale_proj_weight,
+                              self.center_feature_scale_proj_bias, self.group_channels)
         return self.output_proj(x)
 
 
@@ -241,6 +250,10 @@ class DCNv4(nn.Module):
     channels per group work. The linear layer ``offset_mask`` has
     ``D = ceil(3*group*P / 8)*8`` outputs; the entries past ``3*group*P`` are padding.
     """
+
+    center_feature_scale: Final[bool]
+    without_pointwise: Final[bool]
+    dw_kernel_size: Final[Optional[int]]
 
     def __init__(self, channels=64, kernel_size=3, stride=1, pad=1, dilation=1, group=4,
                  offset_scale=1.0, dw_kernel_size=None, center_feature_scale=False,
@@ -276,11 +289,14 @@ class DCNv4(nn.Module):
             if self.output_proj.bias is not None:
                 nn.init.zeros_(self.output_proj.bias)
 
-    def forward(self, input, shape=None):
+    def forward(self, input: Tensor, shape: Optional[Tuple[int, int]] = None) -> Tensor:
         N, L, C = input.shape
-        H, W = shape if shape is not None else (int(L ** 0.5),) * 2
+        if shape is None:
+            H = W = int(L ** 0.5)
+        else:
+            H, W = shape
         if H * W != L:
-            raise ValueError(f"shape: expected (H, W) with H*W = L = {L}, got {(H, W)}")
+            raise ValueError(f"shape: expected (H, W) with H*W = L = {L}, got ({H}, {W})")
         x = input if self.without_pointwise else self.value_proj(input)
         x = x.reshape(N, H, W, -1)
         query = input
@@ -292,6 +308,7 @@ class DCNv4(nn.Module):
         x = dcnv4(x, offset_mask, self.kernel_size, self.stride, self.pad, self.dilation,
                   self.group, self.offset_scale, bool(self.remove_center))
         if self.center_feature_scale:
-            x = _blend_center(self, x, x, x_proj)
+            x = _blend_center(x, x, x_proj, self.center_feature_scale_proj_weight,
+                              self.center_feature_scale_proj_bias, self.group_channels)
         x = x.reshape(N, L, -1)
         return x if self.without_pointwise else self.output_proj(x)

@@ -1,6 +1,7 @@
 """Run the fuzz properties of one op family in this process: the child of tests/fuzz/test_fuzz.py.
 
     python tests/fuzz/child.py FAMILY [PROFILE]
+    python tests/fuzz/child.py bridge [PROFILE]     # the PyTorch bridge's properties
 
 Exits 0 when every property holds, 1 when one fails (Hypothesis prints the smallest
 falsifying example); a crash kills only this process, and the parent reports the case it
@@ -24,23 +25,33 @@ from families import FAMILIES  # noqa: E402
 from properties import COUNTS, tests_for  # noqa: E402
 
 
+def suites(name):
+    """[(family name, its tests)]: one family, or with "bridge" every family the PyTorch
+    bridge offers, with the bridge's properties (one process: torch is imported once)."""
+    if name == "bridge":
+        import bridge
+        return [(family, bridge.tests_for(FAMILIES[family])) for family in bridge.BRIDGE]
+    return [(name, tests_for(FAMILIES[name]))]
+
+
 def main(argv):
-    name = argv[0]
     settings.load_profile(argv[1] if len(argv) > 1 else "ci")
     faulthandler.enable()          # a segfault prints the Python stack before the process dies
     failed = 0
-    for kind, test in tests_for(FAMILIES[name]).items():
-        start = time.perf_counter()
-        try:
-            test()
-        except Exception:          # the property's failure, with Hypothesis's report above it
-            traceback.print_exc()
-            failed += 1
-            status = "FAILED"
-        else:
-            status = "ok"
-        print(f"{name} {kind}: {COUNTS[kind]} examples, {time.perf_counter() - start:.1f} s, "
-              f"{status}", flush=True)
+    for name, tests in suites(argv[0]):
+        for kind, test in tests.items():
+            COUNTS.clear()
+            start = time.perf_counter()
+            try:
+                test()
+            except Exception:      # the property's failure, with Hypothesis's report above it
+                traceback.print_exc()
+                failed += 1
+                status = "FAILED"
+            else:
+                status = "ok"
+            print(f"{name} {kind}: {COUNTS[kind]} examples, {time.perf_counter() - start:.1f} s, "
+                  f"{status}", flush=True)
     return 1 if failed else 0
 
 

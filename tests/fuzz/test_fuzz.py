@@ -1,6 +1,7 @@
 """The fuzz suite: each op family's properties (properties.py) run in a child process, so
 that a crash (a segfault in a kernel) fails that family's test with its reproducer instead
-of killing the whole test session.
+of killing the whole test session; the PyTorch bridge's properties (bridge.py) run in one
+child for all the families it offers.
 
     python -m pytest tests/fuzz                               # the CI profile (default)
     python -m pytest tests/fuzz --hypothesis-profile=long     # thousands of examples
@@ -38,6 +39,14 @@ def test_family(family, tmp_path):
                        timeout=600 if profile == "ci" else None)
     if report:
         pytest.fail(f"{family}: {report}", pytrace=False)
+
+
+def test_bridge(tmp_path):
+    profile = settings.get_current_profile_name()
+    report = run_child([sys.executable, CHILD, "bridge", profile], tmp_path / "last-case.txt",
+                       timeout=600 if profile == "ci" else None)
+    if report:
+        pytest.fail(f"bridge: {report}", pytrace=False)
 
 
 def test_a_crashing_child_is_reported_with_its_case(tmp_path):

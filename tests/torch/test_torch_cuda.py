@@ -55,3 +55,10 @@ def test_cuda_module_matches_torchvision_module():
     x = torch.randn(2, 8, 12, 12, device="cuda")
     offset = torch.randn(2, 18, 12, 12, device="cuda")
     torch.testing.assert_close(ours(x, offset), theirs(x, offset), rtol=1e-4, atol=1e-4)
+
+
+def test_a_cuda_tensor_among_cpu_tensors_is_an_error_naming_both_devices():
+    x, offset, w = torch.zeros(1, 2, 5, 5), torch.zeros(1, 18, 5, 5), torch.zeros(3, 2, 3, 3)
+    with pytest.raises(dt.ArgumentError, match=r"^offset: expected a tensor on cpu \(the device "
+                                               r"of input\), got one on cuda:0$"):
+        dt.deform_conv2d(x, offset.cuda(), w, padding=1)
