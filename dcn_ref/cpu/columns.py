@@ -273,7 +273,7 @@ ROWS_PER_TASK = 64
 def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
     """Fill columns (groups, N*L, K, C/groups) with the masked bilinear samples."""
     n_img = x_cl.shape[0]
-    L = columns.shape[1] // n_img
+    L = geometry.out_h * geometry.out_w
     runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_img * runs):  # each task writes only its own rows
         points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
@@ -287,7 +287,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
 def im2col(x_cl, height, width, geometry, columns):
     """Fill columns (groups, N*L, K, C/groups) with the zero-padded patches."""
     n_img = x_cl.shape[0]
-    L = columns.shape[1] // n_img
+    L = geometry.out_h * geometry.out_w
     runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_img * runs):  # each task writes only its own rows
         n = task // runs
@@ -307,7 +307,7 @@ def col2im(grad_columns, height, width, geometry, grad_x_cl):
     """
     groups, rows, K, c_per_group = grad_columns.shape
     n_img = grad_x_cl.shape[0]
-    L = rows // n_img
+    L = geometry.out_h * geometry.out_w
     kh, kw, out_h, out_w = geometry.kernel_h, geometry.kernel_w, geometry.out_h, geometry.out_w
     stride_h, stride_w = geometry.stride_h, geometry.stride_w
     pad_h, pad_w = geometry.pad_h, geometry.pad_w
