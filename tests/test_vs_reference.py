@@ -59,22 +59,3 @@ def test_samplers_match_loop_reference(padding_mode, dtype):
     compare(ops.offset_sample_backward(g, x, offset, padding_mode),
             reference.offset_sample_backward(g, x, offset, padding_mode), tol,
             "offset_sample_backward")
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("N,G", [(1, 1), (5, 1), (3, 2)])
-def test_deform_backward_paths_match_loop_reference(N, G, threads):
-    # the CPU fuses the image and offset gradients into one pass when there are at least
-    # two (image, offset group) pairs a thread, and splits channels otherwise: both paths
-    import numba
-    rng = np.random.default_rng(N * 10 + G)
-    inputs, params = deform_case(rng, N=N, C_in=4, C_out=4, H=5, W=6, kernel=(3, 3), G=G,
-                                 groups=2, offset_scale=3.0)
-    g = rng.standard_normal(ops.deform_conv2d(**inputs, **params).shape)
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        ours = ops.deform_conv2d_backward(g, **inputs, **params)
-    finally:
-        numba.set_num_threads(before)
-    compare(ours, reference.deform_conv2d_backward(g, **inputs, **params), 1e-10, f"N={N} G={G}")

@@ -190,8 +190,9 @@ assert np.array_equal(deform_conv2d(x, half, np.ones((1, 1, 1, 1)), mask=mask), 
 # * **the columns**:  dcol = W^T dout,  shape `(C_in*K, L)`.
 # * **input**: v_ckl is a weighted sum of four pixels, so each pixel receives
 #   dcol * m * (its bilinear weight) from every sample that read it. This is the
-#   deformable col2im: `deform_col2im` in `dcn_ref/cpu/columns.py` (channels last) and
-#   `deform_col2im_atomic` in `dcn_ref/cuda/deform.py` (one GPU thread a column entry).
+#   deformable col2im: `deform_rows_backward` in `dcn_ref/cpu/columns.py` (channels last,
+#   with the offset and mask gradients in the same pass) and `deform_col2im_atomic` in
+#   `dcn_ref/cuda/deform.py` (one GPU thread a column entry).
 # * **offset**: moving the sample point changes v at the rate of the bilinear
 #   derivative (tutorial 01), and all C_in/G channels of the offset group share the point:
 #

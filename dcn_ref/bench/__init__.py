@@ -6,6 +6,8 @@
     calls.py      what is timed: our ops, and torch's and torchvision's on the same inputs
     table.py      ``dcn-ref bench``: the ops' table, the models, the peak memory (memory.py)
     dcnv3.py      its DCNv3 rows, beside the ``grid_sample`` formulation
+    peers.py      its peers: OpenVINO's and ONNX Runtime's deformable convolutions, and
+                  torch's plain conv2d as the physical reference
     bridge.py     its PyTorch bridge rows (when torch is installed)
     realistic.py  ``dcn-ref bench --realistic``: ours beside torch, calls interleaved
 

@@ -89,7 +89,7 @@ def deform_im2col_ms(repeat):
     L = H * W
     x_cl = channels_last(a["input"])
     offset = a["offset"].reshape(N, 9, 2, L)
-    columns = np.empty((1, N, L, 9, C), np.float32)
+    columns = np.empty((1, N * L, 9, C), np.float32)
     geometry = conv_geometry((3, 3), (H, W), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
     no_mask = np.zeros((1, 1, 1), np.float32)
     return median_ms(lambda: cl.deform_im2col(x_cl, H, W, offset, no_mask, False, ZEROS,

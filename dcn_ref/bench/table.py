@@ -4,8 +4,10 @@
 forward+backward medians of deform_conv2d, conv2d and offset_sample (float32, after a
 warm-up), the deformable/plain ratios, and, when torch and torchvision are installed
 (``pip install 'dcn-ref[bench]'``), their numbers on the same inputs and ours/theirs.
-Then the experiment's models, and the peak memory of deform_conv2d forward+backward on
-shape (c), each measured in a fresh process.
+Then the peers (``peers.py``): OpenVINO's and ONNX Runtime's deformable convolutions,
+forward, when installed (``pip install 'dcn-ref[peers]'``), and ours over torch's plain
+``conv2d``. Then the experiment's models, and the peak memory of deform_conv2d
+forward+backward on shape (c), each measured in a fresh process.
 """
 import numpy as np
 
@@ -73,6 +75,8 @@ def run(shapes=tuple(SHAPES), repeat=5, models=True, memory=True, out=print):
                 f"{other[name]['max_abs_diff']:.1e})")
     out("")
     out("shapes: " + "; ".join(f"({k}) {SHAPES[k].describe()}" for k in shapes))
+    from . import peers                     # after ours have run: Numba's threading layer
+    figures["peers"] = peers.run(inputs, repeat, out)
     figures["dcnv3"] = dcnv3.report(dcnv3_mine, repeat, out)     # then grid_sample's
     if memory:
         ours_mib = peak_memory_mib("ours")

@@ -90,17 +90,19 @@ def sample_backward(grad_columns, image, offset, mask, mode, geometry, grad_imag
 def im2col(x, geometry):
     """columns (N, C, K, L) in the textbook layout (the kernels' own is channels last)."""
     K, L = geometry.taps, geometry.pixels
-    columns = np.empty((1, x.shape[0], L, K, x.shape[1]), x.dtype)
+    N, C = x.shape[:2]
+    columns = np.empty((1, N * L, K, C), x.dtype)
     _columns.im2col(channels_last(x), x.shape[2], x.shape[3], geometry, columns,
                     work=columns.size)
-    return np.ascontiguousarray(columns[0].transpose(0, 3, 2, 1))
+    return np.ascontiguousarray(columns.reshape(N, L, K, C).transpose(0, 3, 2, 1))
 
 
 def col2im(columns, geometry, input_shape, deterministic=True):
     """(N, C, H, W): columns (N, C, K, L) added back to the pixels they came from."""
     N, C, H, W = input_shape
+    K, L = columns.shape[2], columns.shape[3]
     grad_x_cl = np.zeros((N, H * W + 1, C), columns.dtype)
-    columns_cl = np.ascontiguousarray(columns.transpose(0, 3, 2, 1))[None]   # (1, N, L, K, C)
+    columns_cl = np.ascontiguousarray(columns.transpose(0, 3, 2, 1)).reshape(1, N * L, K, C)
     _columns.col2im(columns_cl, H, W, geometry, grad_x_cl, work=columns.size)
     return np.ascontiguousarray(grad_x_cl[:, : H * W].transpose(0, 2, 1)).reshape(input_shape)
 

@@ -1,36 +1,49 @@
-"""Channels-last columns for conv2d and deform_conv2d on the CPU.
+"""Channels-last columns for conv2d and deform_conv2d on the CPU, one row at a time.
 
 A convolution multiplies a weight by a matrix of columns: one row per output pixel, one
 entry per (tap, input channel). Here the rows are output pixels and, inside a row, the
 channels of one tap are neighbours in memory:
 
-    x_cl      (n, H*W + 1, C)                the input, channels last; row H*W is all zeros
-    columns   (groups, n, L, K, C/groups)    columns[g, n, l, k, c] = the tap k of output
-                                             pixel l, channel g*C/groups + c
-    offset    (n*G, K, 2, L), mask (n*G, K, L)   the engine layout of dcn_ref/sampling.py
+    x_cl      (N, H*W + 1, C)                the input, channels last; row H*W is all zeros
+    columns   (groups, rows, K, C/groups)    columns[g, i, k, c] = tap k of the output pixel
+                                             of row i, channel g*C/groups + c
+    offset    (N*G, K, 2, L), mask (N*G, K, L)   the engine layout of dcn_ref/sampling.py
 
-so that each conv group's columns are one contiguous (n*L, K*C/groups) matrix for the
+so that each conv group's columns are one contiguous (rows, K*C/groups) matrix for the
 GEMM, and all the channels of an offset group, which share one sample point, are read
 and written as contiguous vectors: a sample costs four vector loads (its four corners)
 and one vector store, whatever the number of channels. A corner outside the image points
 at the zero row, so it adds exactly nothing and needs no branch.
 
+The convolutions (``conv.py``) fill and use the rows of one block of output pixels at a
+time (``deform_rows``, ``im2col_rows``) and hand the rows' gradient back to the image, the
+offsets and the mask (``deform_rows_backward``, ``col2im_rows``): one call a block, since a
+call that hands over arrays and NamedTuples costs about as much as a row's work. The kernels at the end
+fill or use a whole batch's columns, rows = N*L: for ``dcn_ref.ops.im2col`` and
+``col2im``, and the benchmarks.
+
 The per-sample maths is ``dcn_ref.sampling`` (``tap_cell``, ``corner``, ``tap_grads``).
 
-The channel loops run over views that start at index 0 (``row = out[lo:hi]``, then
-``row[i]`` for i in range(hi - lo)), never over ``out[i - base]`` with i from a runtime
-start: Numba checks every index for a negative value to wrap around, and it can drop that
-check only when the index provably starts at 0; with the check in the loop LLVM does not
-vectorise it, and the loop runs about half as fast. The arithmetic is the same either way.
+The channel loops index the arrays in place with **unsigned** integers (``_u``): Numba
+checks every signed index for a negative value to wrap around, and with that check in a
+loop LLVM does not vectorise it; an unsigned index it uses as it is. (Views of a row,
+``out[lo:hi]``, avoid the check too, but every view is a reference-counted object, and a
+few of them a tap cost more than the tap's arithmetic.) The backward of a sample goes eight
+channels at a time through ``lanes.lanes_cell_backward``, whose sums are taken lane by lane
+in a fixed order (deterministic, without fastmath), the channels beyond a multiple of eight
+one by one.
 """
+import types
 from typing import NamedTuple
 
+import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
 from ..sampling import (Cell, SamplePoints, TapGrads, corner, grid_point, tap_cell, tap_grads,
                         write_tap_grads)
 from .compile import kernel
+from .lanes import LANES, lanes_cell_backward
 
 
 class CornerRows(NamedTuple):
@@ -53,12 +66,28 @@ def corner_row(t, cell, height, width):
     return row, w
 
 
-@register_jitable
+def _inline_copy(fn):
+    """The same code as ``fn`` (a ``register_jitable`` function of ``dcn_ref.sampling``),
+    compiled into each caller here instead of called."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_inline",
+                              fn.__defaults__, fn.__closure__)
+    copy.__doc__ = fn.__doc__
+    return register_jitable(inline="always")(copy)
+
+
+# sampling's per-tap functions that take arrays, inlined into the CPU kernels: called, they
+# are handed arrays and NamedTuples at every tap, and that call cost more than the tap's
+# arithmetic (the deformable im2col ran twice as long). The CUDA kernels call the originals.
+tap_cell_inline = _inline_copy(tap_cell)
+write_tap_grads_inline = _inline_copy(write_tap_grads)
+
+
+@register_jitable(inline="always")
 def tap_corner_rows(points, q, k, l):
     """The ``CornerRows`` of tap k of output pixel l in plane q (``SamplePoints``); the
     cell's m is the tap's mask value (``tap_cell``: a NaN mask makes the tap touch no
     pixel, and m is 0 then)."""
-    cell = tap_cell(points, q, k, l)
+    cell = tap_cell_inline(points, q, k, l)
     height, width = points.height, points.width
     r0, w0 = corner_row(0, cell, height, width)
     r1, w1 = corner_row(1, cell, height, width)
@@ -75,13 +104,13 @@ def channel_segment(c, stop, c_per_group):
     return g, min(stop, (g + 1) * c_per_group)
 
 
-@register_jitable
-def corner_views(image_cl, n, rows):
-    """The four corner rows (a tuple of row numbers) of image n of a channels-last array."""
-    return image_cl[n, rows[0]], image_cl[n, rows[1]], image_cl[n, rows[2]], image_cl[n, rows[3]]
+@register_jitable(inline="always")
+def _u(i):
+    """i as an unsigned index (the module's note)."""
+    return np.uint64(i)
 
 
-@register_jitable
+@register_jitable(inline="always")
 def masked_factors(cell, weights, cast):
     """m * w_t for the four corners, in the data's dtype (float32 stays SIMD-wide)."""
     m = cell.m
@@ -89,211 +118,196 @@ def masked_factors(cell, weights, cast):
 
 
 # -- deformable convolution ---------------------------------------------------------------
-# offset (n*G, K, 2, L) and mask (n*G, K, L) in the engine's layout; each task reads them as
-# ``SamplePoints`` (built inside the parallel loop: Numba's parallel loops take arrays and
-# scalars, not tuples holding arrays).
+# offset (N*G, K, 2, L) and mask (N*G, K, L) in the engine's layout, read as ``SamplePoints``.
 
-@kernel
-def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
-    """Fill columns (groups, n, L, K, C/groups) with the masked bilinear samples."""
-    groups, n_img, L, K, c_per_group = columns.shape
+@register_jitable
+def deform_rows(x_cl, n, l0, l1, points, columns, first):
+    """Fill rows first .. first + l1 - l0 of columns (groups, rows, K, C/groups) with the
+    masked bilinear samples of output pixels l0 .. l1 of image n."""
+    groups, _, K, c_per_group = columns.shape
     C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
+    G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
-    cast = x_cl.dtype.type                      # weights in the data's dtype: float32 stays SIMD-wide
-    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
-        n = nl // L
-        l = nl % L
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+    cast = x_cl.dtype.type              # weights in the data's dtype: float32 stays SIMD-wide
+    for l in range(l0, l1):
+        i = first + l - l0
         for g in range(G):
             q = n * G + g
             for k in range(K):
                 cell, r, w = tap_corner_rows(points, q, k, l)
                 f0, f1, f2, f3 = masked_factors(cell, w, cast)
-                a, b, c_, d = corner_views(x_cl, n, r)
                 c = g * Cq
-                while c < (g + 1) * Cq:              # the offset group's channels, by conv group
+                while c < (g + 1) * Cq:          # the offset group's channels, by conv group
                     cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
-                    lo = c - cg * c_per_group            # views from 0: see the module's note
-                    out = columns[cg, n, l, k, lo:lo + stop - c]
-                    va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-                    for i in range(stop - c):
-                        out[i] = f0 * va[i] + f1 * vb[i] + f2 * vc[i] + f3 * vd[i]
+                    blend_channels(columns, cg, i, k, c - cg * c_per_group, x_cl, n, r, c,
+                                   stop - c, f0, f1, f2, f3)
                     c = stop
 
 
 @register_jitable(inline="always")
-def scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
-                     f0, f1, f2, f3):
-    """The image gradient of one tap over channels c_start..c_stop of its offset group:
-    corner row t of grad_x_cl (ga .. gd) += f_t * grad_columns, walked in runs of one conv
-    group (``channel_segment``)."""
-    c = c_start
-    while c < c_stop:
-        cg, stop = channel_segment(c, c_stop, c_per_group)
-        lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-        ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
-        for i in range(stop - c):
-            v = src[i]
-            ua[i] += f0 * v
-            ub[i] += f1 * v
-            uc[i] += f2 * v
-            ud[i] += f3 * v
-        c = stop
+def blend_channels(columns, cg, i, k, lo, x_cl, n, rows, c, count, f0, f1, f2, f3):
+    """columns[cg, i, k, lo + j] = sum over corners t of f_t * x_cl[n, rows[t], c + j], for
+    j < count."""
+    cg, i, k, lo, n, c = _u(cg), _u(i), _u(k), _u(lo), _u(n), _u(c)
+    r0, r1, r2, r3 = _u(rows[0]), _u(rows[1]), _u(rows[2]), _u(rows[3])
+    for j in range(_u(count)):
+        columns[cg, i, k, lo + j] = (f0 * x_cl[n, r0, c + j] + f1 * x_cl[n, r1, c + j]
+                                     + f2 * x_cl[n, r2, c + j] + f3 * x_cl[n, r3, c + j])
 
 
 @register_jitable(inline="always")
-def corner_sums(grad_columns, n, l, k, c_start, c_stop, c_per_group, a, b, c_, d):
-    """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
-    sum_c grad_columns * corner row t of x_cl (a .. d), in channel order (its sums cannot
-    vectorise without reordering them, which gradient-checked code does not do)."""
-    d0 = d1 = d2 = d3 = a.dtype.type(0.0)
-    c = c_start
-    while c < c_stop:
-        cg, stop = channel_segment(c, c_stop, c_per_group)
-        lo = c - cg * c_per_group                # views from 0: see the module's note
-        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
-        va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
-        for i in range(stop - c):
-            v = src[i]
-            d0 += v * va[i]
-            d1 += v * vb[i]
-            d2 += v * vc[i]
-            d3 += v * vd[i]
-        c = stop
+def cell_backward_channels(gcols, o, gx, x, i0, i1, i2, i3, count, f0, f1, f2, f3):
+    """The backward of one sample over ``count`` channels, on flat arrays: with g_j =
+    gcols[o + j], corner t's image gradient gx[i_t + j] += f_t * g_j, and the corner sums
+    D_t = sum_j g_j * x[i_t + j] returned, eight channels at a time, then one by one."""
+    chunks = count // LANES
+    d0, d1, d2, d3 = lanes_cell_backward(gx, x, i0, i1, i2, i3, gcols, o, f0, f1, f2, f3, chunks)
+    done = chunks * LANES
+    o, i0, i1, i2, i3 = _u(o + done), _u(i0 + done), _u(i1 + done), _u(i2 + done), _u(i3 + done)
+    for j in range(_u(count - done)):
+        v = gcols[o + j]
+        gx[i0 + j] += f0 * v
+        gx[i1 + j] += f1 * v
+        gx[i2 + j] += f2 * v
+        gx[i3 + j] += f3 * v
+        d0 += v * x[i0 + j]
+        d1 += v * x[i1 + j]
+        d2 += v * x[i2 + j]
+        d3 += v * x[i3 + j]
     return d0, d1, d2, d3
 
 
-# The three kernels of the backward. Split: deform_col2im (the image gradient, parallel
-# over channel chunks) and deform_coord_grad (offsets and masks, parallel over pixels);
-# fused: deform_backward, both in one pass, parallel over (image, offset group) only, so
-# the ops pick it when there are enough of those to keep every thread busy. All three walk
-# a tap's channels with ``tap_channels``.
+@register_jitable
+def deform_rows_backward(grad_columns, x_cl, n, l0, l1, points, grad_image, grad_offset,
+                         grad_mask, first):
+    """The adjoint of ``deform_rows`` for rows first .. first + l1 - l0 of grad_columns
+    (groups, rows, K, C/groups), output pixels l0 .. l1 of image n, in one pass that reads each sample's four
+    corner rows once:
 
-@kernel
-def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geometry, chunk,
-                  grad_x_cl):
-    """grad_x_cl (n, H*W + 1, C) += the adjoint of deform_im2col (row H*W collects junk).
-
-    Work is split by image and by ``chunk`` channels of an offset group: different
-    iterations write different channels (or images), so they never collide.
+        grad_image (H*W + 1, C)    += each sample's gradient handed to the four pixels it
+                                      read (row H*W collects junk)
+        grad_offset (N*G, K, 2, L)  written for pixels l0 .. l1: ``sampling.tap_grads`` from
+        grad_mask (N*G, K, L)       the corner sums over the offset group's channels
     """
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = grad_x_cl.shape[2]
-    G = offset.shape[0] // n_img
+    groups, rows, K, c_per_group = grad_columns.shape
+    pixels, C = x_cl.shape[1], x_cl.shape[2]
+    G = points.offset.shape[0] // x_cl.shape[0]
     Cq = C // G
-    per_group = (Cq + chunk - 1) // chunk
-    for task in prange(n_img * G * per_group):  # (image, offset group, channel chunk)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = task // (G * per_group)
-        g = (task // per_group) % G
-        c_start = g * Cq + (task % per_group) * chunk
-        c_stop = min(c_start + chunk, (g + 1) * Cq)
-        q = n * G + g
-        for k in range(K):
-            for l in range(L):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                if not cell.inside:
-                    continue
-                ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
-                f0, f1, f2, f3 = masked_factors(cell, w, grad_x_cl.dtype.type)
-                scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc,
-                                 gd, f0, f1, f2, f3)
-
-
-@kernel
-def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
-                      grad_offset, grad_mask):
-    """Write grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L): for a
-    sample, the corner sums D_t over the group's channels (four dot products of contiguous
-    vectors), then ``sampling.tap_grads``."""
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
-    Cq = C // G
-    for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = nl // L
-        l = nl % L
+    cast = x_cl.dtype.type
+    gcols = grad_columns.reshape(grad_columns.size)       # flat, for the eight-lane operations
+    x = x_cl[n].reshape(pixels * C)                        # image n and its gradient, flat:
+    gx = grad_image.reshape(pixels * C)                    # pixel r's channels from r*C
+    for l in range(l0, l1):
+        i = first + l - l0
         for g in range(G):
             q = n * G + g
             for k in range(K):
                 cell, r, w = tap_corner_rows(points, q, k, l)
                 grads = TapGrads(0.0, 0.0, 0.0)
                 if cell.inside:
-                    a, b, c_, d = corner_views(x_cl, n, r)
-                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, g * Cq, (g + 1) * Cq,
-                                                 c_per_group, a, b, c_, d)
+                    f0, f1, f2, f3 = masked_factors(cell, w, cast)
+                    d0 = d1 = d2 = d3 = x.dtype.type(0.0)
+                    c = g * Cq
+                    while c < (g + 1) * Cq:      # the offset group's channels, by conv group
+                        cg, stop = channel_segment(c, (g + 1) * Cq, c_per_group)
+                        o = ((cg * rows + i) * K + k) * c_per_group + c - cg * c_per_group
+                        s0, s1, s2, s3 = cell_backward_channels(
+                            gcols, o, gx, x, r[0] * C + c, r[1] * C + c, r[2] * C + c,
+                            r[3] * C + c, stop - c, f0, f1, f2, f3)
+                        d0, d1, d2, d3 = d0 + s0, d1 + s1, d2 + s2, d3 + s3
+                        c = stop
                     grads = tap_grads(cell, d0, d1, d2, d3)
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
-
-
-@kernel
-def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, mode, geometry,
-                    grad_x_cl, grad_offset, grad_mask):
-    """deform_col2im and deform_coord_grad in one pass, one task per (image, offset group):
-    each sample's four corner rows are read once for both. A task writes only its image's
-    rows, in its group's channels, and its own offsets, so tasks never collide."""
-    groups, n_img, L, K, c_per_group = grad_columns.shape
-    C = x_cl.shape[2]
-    G = offset.shape[0] // n_img
-    Cq = C // G
-    for q in prange(n_img * G):  # task (image n, offset group g)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
-        n = q // G
-        g = q % G
-        for k in range(K):
-            for l in range(L):
-                cell, r, w = tap_corner_rows(points, q, k, l)
-                grads = TapGrads(0.0, 0.0, 0.0)
-                if cell.inside:
-                    c0, c1 = g * Cq, (g + 1) * Cq
-                    ga, gb, gc, gd = corner_views(grad_x_cl, n, r)
-                    f0, f1, f2, f3 = masked_factors(cell, w, x_cl.dtype.type)
-                    scatter_channels(grad_columns, n, l, k, c0, c1, c_per_group, ga, gb, gc, gd,
-                                     f0, f1, f2, f3)
-                    a, b, c_, d = corner_views(x_cl, n, r)
-                    d0, d1, d2, d3 = corner_sums(grad_columns, n, l, k, c0, c1, c_per_group, a,
-                                                 b, c_, d)
-                    grads = tap_grads(cell, d0, d1, d2, d3)
-                write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l, grads)
+                write_tap_grads_inline(grad_offset, grad_mask, points.use_mask, q, k, l, grads)
 
 
 # -- plain convolution ----------------------------------------------------------------------
 
-@register_jitable
+@register_jitable(inline="always")
 def tap_row(k, l, geometry, height, width):
     """The row of x_cl that tap k of output pixel l copies (the zero row in the padding)."""
     y, x = grid_point(k, l, geometry)
     return y * width + x if 0 <= y < height and 0 <= x < width else height * width
 
 
+@register_jitable
+def im2col_rows(x_cl, n, l0, l1, geometry, height, width, columns, first):
+    """Fill rows first .. first + l1 - l0 of columns (groups, rows, K, C/groups) with the
+    patches of output pixels l0 .. l1 of image n (zeros in the padding)."""
+    groups, _, K, c_per_group = columns.shape
+    image = x_cl[n]
+    for l in range(l0, l1):
+        i = first + l - l0
+        for k in range(K):
+            src = image[tap_row(k, l, geometry, height, width)]
+            for g in range(groups):
+                out = columns[g, i, k]
+                part = src[g * c_per_group:(g + 1) * c_per_group]  # views from 0: no wrap-around
+                for j in range(c_per_group):
+                    out[j] = part[j]
+
+
+@register_jitable
+def col2im_rows(grad_columns, l0, l1, geometry, height, width, grad_image, first):
+    """The adjoint of ``im2col_rows`` for rows first .. first + l1 - l0 of grad_columns,
+    output pixels l0 .. l1: grad_image (H*W + 1, C) += each tap's channels at the pixel it copied (row H*W
+    collects the padding's)."""
+    groups, _, K, c_per_group = grad_columns.shape
+    for l in range(l0, l1):
+        i = first + l - l0
+        for k in range(K):
+            dst = grad_image[tap_row(k, l, geometry, height, width)]
+            for g in range(groups):
+                src = grad_columns[g, i, k]
+                part = dst[g * c_per_group:(g + 1) * c_per_group]  # views from 0: no wrap-around
+                for j in range(c_per_group):
+                    part[j] += src[j]
+
+
+# -- whole-batch kernels: rows = N*L, row n*L + l for output pixel l of image n ----------------
+# Each task fills a run of ROWS_PER_TASK rows of one image (a call per run, not per row).
+
+ROWS_PER_TASK = 64
+
+
+@kernel
+def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, columns):
+    """Fill columns (groups, N*L, K, C/groups) with the masked bilinear samples."""
+    n_img = x_cl.shape[0]
+    L = geometry.out_h * geometry.out_w
+    runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_img * runs):  # each task writes only its own rows
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        n = task // runs
+        l0 = task % runs * ROWS_PER_TASK
+        l1 = min(L, l0 + ROWS_PER_TASK)
+        deform_rows(x_cl, n, l0, l1, points, columns, n * L + l0)
+
+
 @kernel
 def im2col(x_cl, height, width, geometry, columns):
-    """Fill columns (groups, n, L, K, C/groups) with the zero-padded patches."""
-    groups, n_img, L, K, c_per_group = columns.shape
-    for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
-        n = nl // L
-        l = nl % L
-        for k in range(K):
-            src = x_cl[n, tap_row(k, l, geometry, height, width)]
-            for g in range(groups):
-                out = columns[g, n, l, k]
-                part = src[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
-                for i in range(c_per_group):
-                    out[i] = part[i]
+    """Fill columns (groups, N*L, K, C/groups) with the zero-padded patches."""
+    n_img = x_cl.shape[0]
+    L = geometry.out_h * geometry.out_w
+    runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_img * runs):  # each task writes only its own rows
+        n = task // runs
+        l0 = task % runs * ROWS_PER_TASK
+        l1 = min(L, l0 + ROWS_PER_TASK)
+        im2col_rows(x_cl, n, l0, l1, geometry, height, width, columns, n * L + l0)
 
 
 @kernel
 def col2im(grad_columns, height, width, geometry, grad_x_cl):
-    """grad_x_cl (n, H*W + 1, C) += the adjoint of im2col, as a gather: every input pixel
-    sums the column entries copied from it, so each iteration writes only its own row.
+    """grad_x_cl (N, H*W + 1, C) += the adjoint of im2col for columns (groups, N*L, K,
+    C/groups), as a gather: every input pixel sums the column entries copied from it, so
+    each iteration writes only its own row.
 
     Tap (i, j) of output pixel (oy, ox) copied pixel (y, x) when y = oy*stride_h - pad_h +
     i*dilation_h, i.e. when y + pad_h - i*dilation_h is a multiple of stride_h in range.
     """
-    groups, n_img, L, K, c_per_group = grad_columns.shape
+    groups, rows, K, c_per_group = grad_columns.shape
+    n_img = grad_x_cl.shape[0]
+    L = geometry.out_h * geometry.out_w
     kh, kw, out_h, out_w = geometry.kernel_h, geometry.kernel_w, geometry.out_h, geometry.out_w
     stride_h, stride_w = geometry.stride_h, geometry.stride_w
     pad_h, pad_w = geometry.pad_h, geometry.pad_w
@@ -314,7 +328,7 @@ def col2im(grad_columns, height, width, geometry, grad_x_cl):
                     continue
                 l = (ty // stride_h) * out_w + tx // stride_w
                 for g in range(groups):
-                    src = grad_columns[g, n, l, i * kw + j]
+                    src = grad_columns[g, n * L + l, i * kw + j]
                     part = dst[g * c_per_group:(g + 1) * c_per_group]  # from 0: the module's note
                     for c in range(c_per_group):
                         part[c] += src[c]

@@ -14,8 +14,8 @@ Two kernels for each layout the first-order kernels use, built from the maths of
                         the ops add these terms to first-order ones
 
 for the sampling engine on image planes (planar.py's layout, bilinear_sample and
-offset_sample), the channels-last columns of deform_conv2d (columns.py's layout, whose
-channel loops they share) and DCNv3/DCNv4 (dcnv3_kernels.py's layout, as plain loops over
+offset_sample), a whole chunk's channels-last columns of deform_conv2d (groups, n, L, K,
+C/groups): columns.py's layout with the rows split into (image, pixel), and DCNv3/DCNv4 (dcnv3_kernels.py's layout, as plain loops over
 a group's channels). A tap whose offset and mask do not move (``sampling.moves``: the
 common case of a gradient penalty, which differentiates along the image only) skips the
 terms of e_t. ``use_image_dot`` is False when the image has no tangent (a stand-in array
@@ -28,14 +28,66 @@ from numba.extending import register_jitable
 from ..sampling import (ZEROS, SamplePoints, add_point_grads, add_tap_grads, column_tangent, corner,
                         is_removed, moves, point_cell, point_corner_sums, point_tangent, tap_cell,
                         tap_second_coord_grad, tap_second_grads, tap_tangent, tangent_factors)
-from .columns import (channel_segment, corner_sums, corner_views, masked_factors, scatter_channels,
-                      tap_corner_rows)
+from .columns import channel_segment, masked_factors, tap_corner_rows
 from .compile import kernel
+
+
+# -- a tap's channels in the whole-batch columns (groups, n, L, K, C/groups) ---------------
+# The channel loops run over views that start at 0 (``row = out[lo:hi]``, then ``row[i]``),
+# so that Numba drops its check for negative indices and LLVM vectorises them.
+
+@register_jitable
+def corner_views(image_cl, n, rows):
+    """The four corner rows (a tuple of row numbers) of image n of a channels-last array."""
+    return image_cl[n, rows[0]], image_cl[n, rows[1]], image_cl[n, rows[2]], image_cl[n, rows[3]]
+
+
+@register_jitable(inline="always")
+def scatter_channels(grad_columns, n, l, k, c_start, c_stop, c_per_group, ga, gb, gc, gd,
+                     f0, f1, f2, f3):
+    """The image gradient of one tap over channels c_start..c_stop of its offset group:
+    corner row t of grad_x_cl (ga .. gd) += f_t * grad_columns, walked in runs of one conv
+    group (``channel_segment``)."""
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see above
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        ua, ub, uc, ud = ga[c:stop], gb[c:stop], gc[c:stop], gd[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            ua[i] += f0 * v
+            ub[i] += f1 * v
+            uc[i] += f2 * v
+            ud[i] += f3 * v
+        c = stop
+
+
+@register_jitable(inline="always")
+def corner_sums(grad_columns, n, l, k, c_start, c_stop, c_per_group, a, b, c_, d):
+    """The corner sums D_t of one tap (``sampling.tap_grads``) over channels c_start..c_stop:
+    sum_c grad_columns * corner row t of x_cl (a .. d), in channel order (its sums cannot
+    vectorise without reordering them, which gradient-checked code does not do)."""
+    d0 = d1 = d2 = d3 = a.dtype.type(0.0)
+    c = c_start
+    while c < c_stop:
+        cg, stop = channel_segment(c, c_stop, c_per_group)
+        lo = c - cg * c_per_group                # views from 0: see above
+        src = grad_columns[cg, n, l, k, lo:lo + stop - c]
+        va, vb, vc, vd = a[c:stop], b[c:stop], c_[c:stop], d[c:stop]
+        for i in range(stop - c):
+            v = src[i]
+            d0 += v * va[i]
+            d1 += v * vb[i]
+            d2 += v * vc[i]
+            d3 += v * vd[i]
+        c = stop
+    return d0, d1, d2, d3
 
 
 @register_jitable
 def row_corner_sums(grad_columns, image_cl, n, l, k, c_start, c_stop, c_per_group, rows):
-    """``columns.corner_sums`` of one tap over channels c_start..c_stop, the corners read
+    """``corner_sums`` of one tap over channels c_start..c_stop, the corners read
     from ``image_cl`` (the image, or its tangent, channels last) at ``rows``. A function of
     its own, so that a kernel calling it twice inlines ``corner_sums`` once."""
     a, b, c_, d = corner_views(image_cl, n, rows)
@@ -136,7 +188,7 @@ def deform_second_backward(grad_columns, x_cl, xdot_cl, use_image_dot, height, w
                            grad_mask):
     """grad_x_cl (n, H*W + 1, C) += e_t * grad_columns at corner t (row H*W collects junk);
     grad_offset (n*G, K, 2, L) and, with use_mask, grad_mask (n*G, K, L) +=
-    ``tap_second_grads``. One task per (image, offset group), as columns.deform_backward."""
+    ``tap_second_grads``. One task per (image, offset group)."""
     groups, n_img, L, K, c_per_group = grad_columns.shape
     C = x_cl.shape[2]
     G = offset.shape[0] // n_img
