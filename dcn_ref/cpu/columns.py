@@ -104,7 +104,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
     for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
         n = nl // L
         l = nl % L
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         for g in range(G):
             q = n * G + g
             for k in range(K):
@@ -185,7 +185,7 @@ def deform_col2im(grad_columns, height, width, offset, mask, use_mask, mode, geo
     Cq = C // G
     per_group = (Cq + chunk - 1) // chunk
     for task in prange(n_img * G * per_group):  # (image, offset group, channel chunk)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         n = task // (G * per_group)
         g = (task // per_group) % G
         c_start = g * Cq + (task % per_group) * chunk
@@ -213,7 +213,7 @@ def deform_coord_grad(grad_columns, x_cl, height, width, offset, mask, use_mask,
     G = offset.shape[0] // n_img
     Cq = C // G
     for nl in prange(n_img * L):  # each iteration writes only the entries of output pixel l
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         n = nl // L
         l = nl % L
         for g in range(G):
@@ -240,7 +240,7 @@ def deform_backward(grad_columns, x_cl, height, width, offset, mask, use_mask, m
     G = offset.shape[0] // n_img
     Cq = C // G
     for q in prange(n_img * G):  # task (image n, offset group g)
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         n = q // G
         g = q % G
         for k in range(K):
