@@ -62,7 +62,7 @@ class CuBLAS:
     def handle(self):
         """This thread's handle for the current device."""
         handles = self._local.__dict__.setdefault("handles", {})
-        device = cuda.get_current_device().id
+        device = cuda.get_current_device().uuid
         if device not in handles:
             handles[device] = self.library.create()
         return handles[device]

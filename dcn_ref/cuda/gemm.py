@@ -13,7 +13,7 @@ Which GEMM runs. ``backend()`` picks once per process: the vendor's (cuBLAS, thr
 nvmath-python: ``blas.py``) when that imports and creates a handle, else the tiled kernel
 below, which is always what Numba's simulator runs. The two compute the same products;
 the tests compare them on hardware, and the simulator tests check what the cuBLAS path
-hands to the library (``use``).
+hands to the library, through a stand-in for it (``use``).
 
 Tiling. Each block computes one TILE x TILE tile of c with one thread per element.
 Walking along the shared dimension P a tile at a time, every thread loads one element
@@ -115,15 +115,14 @@ def tiled_gemm(a, b, c, trans_a=False, trans_b=False, accumulate=False, bias=Non
                   accumulate, bias if use_bias else c.reshape(c.size)[:1], use_bias)
 
 
-def vendor_gemm(a, b, c, trans_a=False, trans_b=False, accumulate=False, bias=None,
-                library=None):
-    """``gemm`` with cuBLAS (``library``: a ``blas.CuBLAS``, the process's by default): the
+def vendor_gemm(a, b, c, trans_a=False, trans_b=False, accumulate=False, bias=None):
+    """``gemm`` with cuBLAS (the ``blas.CuBLAS`` chosen by ``use``, else the process's): the
     bias first written into c by one kernel, then the product added by cuBLAS."""
     _check(a, b, c, trans_a)
     Z, M, N = c.shape
     if Z == 0 or M == 0 or N == 0:
         return
-    library = library or blas.library()
+    library = _chosen.get("library") or blas.library()
     if bias is not None:
         launch(_fill_rows, c.size, c, bias, a.shape[0], accumulate)
         accumulate = True
@@ -138,19 +137,23 @@ _chosen = {}
 
 
 def backend():
-    """"cublas" or "tiled": the GEMM ``gemm`` runs in this process (decided on first use)."""
+    """"cublas" or "tiled": the GEMM ``gemm`` runs in this process (decided on first use:
+    cuBLAS where ``blas.library()`` finds it, never in the simulator)."""
     if "name" not in _chosen:
         _chosen["name"] = "tiled" if SIMULATED or blas.library() is None else "cublas"
     return _chosen["name"]
 
 
-def use(name):
-    """Make ``gemm`` run ``name`` ("cublas" or "tiled") from now on; for the tests and the
-    benchmark, which compare the two in one process. Returns the previous choice."""
+def use(name, library=None):
+    """Make ``gemm`` run ``name`` ("cublas" or "tiled") from now on, for the tests and the
+    benchmark, which compare the two in one process; ``library`` (a ``blas.CuBLAS``) stands
+    in for the process's cuBLAS. Returns the previous (name, library)."""
     if name not in ("cublas", "tiled"):
         raise ValueError(f"name: expected 'cublas' or 'tiled', got {name!r}")
-    previous = backend()
-    _chosen["name"] = name
+    if name == "cublas" and library is None and blas.library() is None:
+        raise ValueError(f"name: 'cublas' is not available here ({blas.why_not()})")
+    previous = (backend(), _chosen.get("library"))
+    _chosen["name"], _chosen["library"] = name, library
     return previous
 
 
