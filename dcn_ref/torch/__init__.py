@@ -9,7 +9,9 @@ Importing this package imports torch (``pip install 'dcn-ref[torch]'``); importi
 (and ``<name>_backward``) with fake implementations and autograd formulas, so they work
 under ``torch.autograd``, ``torch.compile``, ``torch.library.opcheck`` and
 ``DistributedDataParallel``. CPU tensors run the CPU kernels (no copies for contiguous
-tensors), CUDA tensors the CUDA kernels on PyTorch's current stream.
+tensors), CUDA tensors the CUDA kernels on PyTorch's current stream. float16 and bfloat16
+tensors are computed in float32 and the results rounded back; inside ``torch.autocast``
+the ops run in float32.
 """
 try:
     import torch  # noqa: F401

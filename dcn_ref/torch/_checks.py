@@ -6,14 +6,16 @@ the call reaches PyTorch's dispatcher:
 
 1. every tensor argument is a tensor (or None where the op takes None);
 2. all tensors are on one device, a CPU, CUDA or meta device;
-3. everything the op in ``dcn_ref.ops`` checks (ranks, shapes, dtypes, the scalar
-   arguments as given): the op's own check runs on stand-ins of the tensors, NumPy arrays
-   of their shape and dtype without memory, so meta and fake tensors are checked as real
-   ones are.
+3. all tensors share one dtype, float16, bfloat16, float32 or float64, as the tensors
+   reach the op: inside ``torch.autocast`` for their device, after its casts (``_autocast``);
+4. everything the op in ``dcn_ref.ops`` checks (ranks, shapes, the scalar arguments as
+   given): the op's own check runs on stand-ins of the tensors, NumPy arrays of their
+   shape and of the dtype they are computed in (float32 for the half-precision ones),
+   without memory, so meta and fake tensors are checked as real ones are.
 
 Then the scalar arguments are handed to the op's schema as they are: PyTorch's schemas
 convert (an ``int`` argument takes 2.5 as 2), so a value of the wrong type is refused
-here instead of converted. The fake implementations run checks 2 and 3 too, so tracing
+here instead of converted. The fake implementations run checks 2 to 4 too, so tracing
 (``torch.compile``) refuses what eager mode refuses.
 
 Every refusal is an ``ArgumentError``, whose message starts with the argument's name.
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 
 from ..ops import _args
-from . import _forward_mode
+from . import _autocast, _forward_mode
+from ._convert import COMPUTED_IN
 
 
 class ArgumentError(ValueError, RuntimeError):
@@ -95,20 +98,54 @@ def one_device(named):
     return device
 
 
+# -- dtypes ---------------------------------------------------------------------------------
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+#: the dtypes the bridge takes: the ops' own, and those it computes in float32 (``_convert``)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def one_dtype(named):
+    """The dtype that all tensors of ``named``, [(name, tensor or None)], reach the op in:
+    one of ``_DTYPES``, the same for all, as autocast hands them on (check 3).
+
+    A dtype the bridge does not take, or one that differs from the first tensor's, is an
+    ArgumentError naming the tensor and both dtypes (and autocast's casts, if any).
+    """
+    first = dtype = None
+    for name, t in named:
+        if t is None:
+            continue
+        given = _autocast.dtype_of(t)
+        if given not in _DTYPES:
+            raise ArgumentError(f"{name}: expected dtype float16, bfloat16, float32 or float64, "
+                                f"got {_dtype_name(given)}")
+        if dtype is None:
+            first, dtype = (name, t), given
+        elif given != dtype:
+            raise ArgumentError(f"{name}: expected dtype {_described(dtype, first[1])} (the "
+                                f"dtype of {first[0]}), got {_described(given, t)}")
+    return dtype
+
+
+def _described(dtype, t):
+    """``dtype``'s name, saying so where it is autocast's cast of ``t``."""
+    if dtype == t.dtype:
+        return _dtype_name(dtype)
+    return f"{_dtype_name(dtype)} (autocast's cast of {_dtype_name(t.dtype)})"
+
+
 # -- the op's own check, on stand-ins -------------------------------------------------------
 
-_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
-
-
-def _stand_in(t, name):
-    """A NumPy array of ``t``'s shape and dtype whose strides are all 0 (no memory): what
-    the op's check reads. Dtypes NumPy lacks (bfloat16, ...) are refused here, as the op
-    refuses every dtype but float32 and float64."""
-    dtype = _NUMPY_DTYPES.get(t.dtype)
-    if dtype is None:
-        raise ArgumentError(f"{name}: expected dtype float32 or float64, got "
-                            f"{str(t.dtype).replace('torch.', '')}")
-    return np.broadcast_to(np.zeros((), dtype), tuple(t.shape))
+def _stand_in(t, dtype):
+    """A NumPy array of ``t``'s shape and the dtype ``dtype`` is computed in whose strides
+    are all 0 (no memory): what the op's check reads."""
+    computed_in = _NUMPY_DTYPES[COMPUTED_IN.get(dtype, dtype)]
+    return np.broadcast_to(np.zeros((), computed_in), tuple(t.shape))
 
 
 def _op_check(name):
@@ -117,15 +154,16 @@ def _op_check(name):
 
 
 def check(name, schema, args, grad_output=None):
-    """Checks 2 and 3 of the module docstring for the op ``name`` (and its backward, with
+    """Checks 2 to 4 of the module docstring for the op ``name`` (and its backward, with
     ``grad_output``); the shape checks are left out when a shape is symbolic."""
     tensors = [(a.name, v) for a, v in zip(schema, args) if a.is_tensor and v is not None]
     if grad_output is not None:
         tensors.append(("grad_output", grad_output))
     one_device(tensors)
+    dtype = one_dtype(tensors)
     if not all(type(d) is int for _, t in tensors for d in t.shape):
         return                     # symbolic shapes (torch.compile(dynamic=True))
-    stand_ins = {n: _stand_in(t, n) for n, t in tensors}
+    stand_ins = {n: _stand_in(t, dtype) for n, t in tensors}
     given = [stand_ins.get(a.name, v) if a.is_tensor else v for a, v in zip(schema, args)]
     with argument_errors():
         _op_check(name)(*given, **({} if grad_output is None else

@@ -7,6 +7,10 @@ CUDA tensors become Numba device arrays through ``__cuda_array_interface__``, an
 kernels are launched on PyTorch's current stream of the tensors' device. Results come
 back the same way: ``torch.from_numpy`` on the CPU, ``torch.as_tensor`` on the GPU, both
 without a copy.
+
+Half precision is computed in float32: a float16 or bfloat16 tensor becomes a float32
+array (a copy; the ops take float32 and float64 only, and NumPy has no bfloat16), and the
+results are rounded back to the dtype the caller gave (``to_tensor``'s ``dtype``).
 """
 import contextlib
 
@@ -14,10 +18,15 @@ import numpy as np
 import torch
 
 
+#: The dtypes the ops do not take, and the dtype they are computed in instead.
+COMPUTED_IN = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
 def to_array(t):
     """The NumPy array (CPU) or Numba device array (CUDA) viewing ``t``; None stays None.
 
-    Contiguous tensors are not copied. The result does not track gradients: the bridge
+    Contiguous float32 and float64 tensors are not copied; float16 and bfloat16 ones are
+    copied to float32 (``COMPUTED_IN``). The result does not track gradients: the bridge
     computes them itself.
     """
     if t is None:
@@ -25,6 +34,8 @@ def to_array(t):
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"expected a torch.Tensor, got {type(t).__name__}")
     t = t.detach()
+    if t.dtype in COMPUTED_IN:
+        t = t.to(COMPUTED_IN[t.dtype], memory_format=torch.contiguous_format)
     if not t.is_contiguous():
         t = t.contiguous()
     if t.device.type == "cuda":
@@ -39,12 +50,15 @@ def to_array(t):
     return t.numpy()
 
 
-def to_tensor(a, device):
-    """A contiguous tensor on ``device`` viewing the op's result ``a`` (NumPy or Numba device
-    array); the results of the ops are contiguous already, so nothing is copied."""
+def to_tensor(a, device, dtype):
+    """A contiguous tensor of ``dtype`` on ``device`` holding the op's result ``a`` (NumPy or
+    Numba device array). The results of the ops are contiguous already, so nothing is
+    copied unless ``dtype`` is a half-precision one: then ``a`` (float32) is rounded to it."""
     if device.type == "cuda":
-        return torch.as_tensor(a, device=device).contiguous()
-    return torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.as_tensor(a, device=device).contiguous()
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,11 @@ two custom ops in the namespace ``dcn_ref``:
     dcn_ref::f_backward  (Tensor grad_output, <arguments>) -> Tensor[]
 
 The first converts its tensors (``_convert``), calls ``dcn_ref.ops.f`` and converts the
-result back; the second does the same with ``dcn_ref.ops.f_backward`` and returns one
-gradient per differentiable input (an empty tensor stands for an input that was None).
+result back, in the dtype of its first tensor; the second does the same with
+``dcn_ref.ops.f_backward`` and returns one gradient per differentiable input, each in its
+input's dtype (an empty tensor stands for an input that was None). The tensors of one
+call share a dtype; float16 and bfloat16 ones are computed in float32 and the results
+rounded back. Inside ``torch.autocast`` the forward op follows ``_autocast``'s rule.
 The autograd formula of ``f`` calls ``f_backward``, so the hand-derived backward passes
 are what PyTorch differentiates with, in eager mode and in graphs traced by
 ``torch.compile`` alike. Each op also gets a fake implementation (shapes only), which
@@ -23,7 +26,8 @@ import torch
 
 from .. import ops
 from ..grads import BY_OP
-from ._checks import argument_errors, check, one_device, parse
+from . import _autocast
+from ._checks import argument_errors, check, one_device, one_dtype, parse
 from ._convert import kernels_on, to_array, to_tensor
 from .export import exportable
 
@@ -33,7 +37,9 @@ NAMESPACE = "dcn_ref"
 def _run(fn, args, names, is_tensor):
     """``fn`` on the arrays viewing the tensor arguments, on their device (and stream)."""
     with argument_errors():
-        device = one_device([(n, a) for n, a, t in zip(names, args, is_tensor) if t])
+        tensors = [(n, a) for n, a, t in zip(names, args, is_tensor) if t]
+        device = one_device(tensors)
+        one_dtype(tensors)         # after the float32 copies the ops could not tell
         arrays = [to_array(a) if t else a for a, t in zip(args, is_tensor)]
         with kernels_on(device):
             return fn(*arrays), device
@@ -64,14 +70,14 @@ def register(name, arguments, fake):
 
     def forward(*args):
         out, device = _run(getattr(ops, name), args, names, is_tensor)
-        return to_tensor(out, device)
+        return to_tensor(out, device, args[0].dtype)
 
     def backward(grad_output, *args):
         result, device = _run(getattr(ops, f"{name}_backward"), (grad_output,) + args,
                               ["grad_output"] + names, [True] + is_tensor)
         given = dict(zip(names, args))
-        return [args[0].new_empty(0) if given[g] is None else to_tensor(getattr(result, g), device)
-                for g in grads]
+        return [args[0].new_empty(0) if given[g] is None
+                else to_tensor(getattr(result, g), device, given[g].dtype) for g in grads]
 
     def checked_fake(*args):
         check(name, schema, args)
@@ -90,6 +96,7 @@ def register(name, arguments, fake):
                                           schema=f"(Tensor grad_output, {arguments}) -> Tensor[]")
     forward_op.register_fake(checked_fake)
     backward_op.register_fake(fake_backward)
+    _autocast.register(forward_op, name)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*(a for a, t in zip(inputs, is_tensor) if t))

@@ -5,7 +5,10 @@ Every function here takes and returns tensors, has the signature of its op in
 ``torchvision.ops.deform_conv2d``), and calls the registered op
 ``torch.ops.dcn_ref.<name>``. Gradients flow to every tensor input through the library's
 hand-derived ``<name>_backward``. The layouts and numerical conventions are those of the
-op in ``dcn_ref.ops``; see its docstring.
+op in ``dcn_ref.ops``; see its docstring. The tensors of a call share one dtype, float16,
+bfloat16, float32 or float64; half-precision ones are computed in float32, and results
+and gradients come back in their tensors' dtypes (inside ``torch.autocast``, see
+``_autocast``).
 
 Before dispatching, a function checks its arguments as the op does (``_checks``): a wrong
 one is an ``ArgumentError`` (a ValueError and a RuntimeError) naming it, for CPU, CUDA

@@ -79,9 +79,9 @@ def test_meta_tensors_get_the_shape_checks_of_the_op():
     with pytest.raises(dt.ArgumentError, match=r"^offset: .*the shape of the offset"):
         torch.ops.dcn_ref.deform_conv2d(x, torch.zeros(1, 17, 5, 5, **meta), w, None, [1, 1],
                                         [1, 1], [1, 1], None)
-    with pytest.raises(dt.ArgumentError, match=r"^input: expected dtype float32 or float64, "
-                                               r"got float16"):
-        dt.deform_conv2d(x.half(), torch.zeros(1, 18, 5, 5, **meta).half(), w.half(), padding=1)
+    with pytest.raises(dt.ArgumentError, match=r"^offset: expected dtype float16 \(the dtype "
+                                               r"of input\), got float32$"):
+        dt.deform_conv2d(x.half(), torch.zeros(1, 18, 5, 5, **meta), w.half(), padding=1)
     with pytest.raises(dt.ArgumentError, match=r"^mask: expected shape \(1, 9, 5, 5\)"):
         dt.deform_conv2d(x, torch.zeros(1, 18, 5, 5, **meta), w, padding=1,
                          mask=torch.zeros(1, 9, 4, 5, **meta))
@@ -98,15 +98,23 @@ def test_the_fake_implementation_of_the_backward_op_checks_grad_output():
                                                  offset, w, None, [1, 1], [1, 1], [1, 1], None)
 
 
-def test_bfloat16_is_refused_as_float16_is():
+def test_tensors_of_two_dtypes_or_of_a_dtype_the_ops_lack_are_refused_by_name():
     x, offset, w = torch.zeros(1, 2, 5, 5), torch.zeros(1, 18, 5, 5), torch.zeros(3, 2, 3, 3)
-    for dtype, name in [(torch.bfloat16, "bfloat16"), (torch.float16, "float16")]:
-        with pytest.raises(dt.ArgumentError,
-                           match=rf"^input: expected dtype float32 or float64, got {name}$"):
-            dt.deform_conv2d(x.to(dtype), offset.to(dtype), w.to(dtype), padding=1)
-    with pytest.raises(dt.ArgumentError, match=r"^weight: expected dtype float32 or float64, "
-                                               r"got bfloat16"):
+    with pytest.raises(dt.ArgumentError, match=r"^weight: expected dtype float32 \(the dtype of "
+                                               r"input\), got bfloat16$"):
         dt.deform_conv2d(x, offset, w.bfloat16(), padding=1)
+    with pytest.raises(dt.ArgumentError, match=r"^offset: expected dtype bfloat16 \(the dtype of "
+                                               r"input\), got float16$"):
+        dt.deform_conv2d(x.bfloat16(), offset.half(), w.bfloat16(), padding=1)
+    for dtype in (torch.int64, torch.complex64, torch.float8_e4m3fn):
+        with pytest.raises(dt.ArgumentError, match=r"^input: expected dtype float16, bfloat16, "
+                                                   rf"float32 or float64, got {str(dtype)[6:]}$"):
+            dt.deform_conv2d(x.to(dtype), offset.to(dtype), w.to(dtype), padding=1)
+    with pytest.raises(dt.ArgumentError, match=r"^bias: expected dtype float16 \(the dtype of "
+                                               r"input\), got float32$"):
+        # the registered op itself (a scripted caller's path) checks the dtypes too
+        torch.ops.dcn_ref.deform_conv2d(x.half(), offset.half(), w.half(), torch.zeros(3),
+                                        [1, 1], [1, 1], [1, 1], None)
 
 
 def dcnv3_call(**kwargs):
