@@ -1,6 +1,7 @@
 """The CUDA sampling kernels compute in float32 for float32 arrays: their PTX, as NVIDIA's
 compiler (NVVM) emits it for a real GPU, has no float64 instruction. No GPU is needed to
 compile; Numba's simulator, which runs kernels as Python, cannot show this."""
+import os
 import re
 import types
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
+                                reason="compiles with NVVM, which Numba's simulator replaces")
 
 import numba  # noqa: E402
 from numba import cuda  # noqa: E402
