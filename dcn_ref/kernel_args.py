@@ -5,6 +5,8 @@
                   layouts of the sampling engine (``dcn_ref/sampling.py``); all views
     or_stand_in   an array for an argument the op did not get (Numba kernels need an
                   array in every argument; a flag tells the kernel not to read it)
+    real_of       the ``real`` of ``sampling.SamplePoints`` for arithmetic in the data's
+                  dtype (the CUDA kernels'; the CPU's is 0.0, float64)
 
 Everything here works on NumPy arrays and on Numba device arrays alike (slices and
 reshapes of C-contiguous arrays only); a target passes its own allocator to
@@ -50,6 +52,11 @@ class EngineViews:
     def columns(self, a, n0, n1):
         """A chunk's columns (n, C, K, L) -> (n*G, Cq, K, L) (``a`` holds the chunk only)."""
         return a.reshape((n1 - n0) * self.G, self.cq, self.K, self.L)
+
+
+def real_of(a):
+    """A zero of array ``a``'s dtype: sampling kernels given it compute in that dtype."""
+    return a.dtype.type(0)
 
 
 def or_stand_in(a, shape, like, empty):

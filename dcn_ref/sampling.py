@@ -77,6 +77,16 @@ A tap whose mask value is NaN counts as touching no pixel: it contributes 0 and 
 offset and mask get zero gradient, exactly as a NaN offset. A tap that touches no pixel
 contributes 0 whatever its mask (no ``0 * inf``).
 
+The arithmetic's type
+---------------------
+A call's ``SamplePoints`` carry ``real``, a number (0) of the type the sample positions,
+corner weights and sums are computed in; every constant below is ``as_real(c, ...)`` of
+the value it meets, so that one type runs through. The CPU kernels pass ``0.0``: positions
+and weights in float64 whatever the data (their float32 products run in float32 after, in
+``cpu/columns.py``). The CUDA kernels pass a zero of the data's dtype: float32 inputs are
+sampled in float32 arithmetic, as torchvision's kernels do (a GPU has far fewer float64
+units), float64 inputs in float64. RoI pooling places its samples in float64 on both.
+
 Second order and forward mode
 -----------------------------
 A column entry is ``m * v`` with ``v = sum_t w_t pixel_t``. Along a tangent (a direction
@@ -104,7 +114,7 @@ and the image gets ``e_t * grad_columns`` at corner t.
 import math
 from typing import NamedTuple
 
-from numba.extending import register_jitable
+from numba.extending import overload, register_jitable
 
 ZEROS = 0
 BORDER = 1
@@ -171,9 +181,10 @@ class CornerSecond(NamedTuple):
 
 class SamplePoints(NamedTuple):
     """Where the taps of a call read: the engine's offset (Q, K, 2, L) and mask (Q, K, L)
-    (read only when use_mask), the padding mode and the grid (a ``ConvGeometry``), and the
-    image's height and width. DCNv3/DCNv4 use it too, with their (N, H_out, W_out, D)
-    offsets and weights, ZEROS and a ``PointGeometry``."""
+    (read only when use_mask), the padding mode and the grid (a ``ConvGeometry``), the
+    image's height and width, and ``real``, a zero of the arithmetic's type (the module's
+    docstring). DCNv3/DCNv4 use it too, with their (N, H_out, W_out, D) offsets and
+    weights, ZEROS and a ``PointGeometry``."""
     offset: object
     mask: object
     use_mask: bool
@@ -181,6 +192,24 @@ class SamplePoints(NamedTuple):
     geometry: object
     height: int
     width: int
+    real: float
+
+
+# -- the arithmetic's type ----------------------------------------------------------------
+
+def as_real(x, like):
+    """``x`` as a number of ``like``'s type (float64 for a Python float). Compiled code
+    converts by type alone: the value of ``like`` is never read."""
+    return type(like)(x)
+
+
+@overload(as_real)
+def _as_real(x, like):
+    to_type = like
+
+    def convert(x, like):
+        return to_type(x)
+    return convert
 
 
 # -- one point ------------------------------------------------------------------------
@@ -199,24 +228,29 @@ def grid_point(k, l, geometry):
 
 @register_jitable
 def locate(y, x, height, width, mode):
-    """The ``Cell`` of the point (y, x) in an image of height x width (m = 1.0 inside)."""
+    """The ``Cell`` of the point (y, x) in an image of height x width (m = 1.0 inside),
+    computed in the type of y and x."""
+    zero = as_real(0.0, y)
+    one = as_real(1.0, y)
     if mode == BORDER:
         if not (y == y and x == x):  # NaN
-            return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        jy = 1.0 if 0.0 <= y < height - 1 else 0.0
-        jx = 1.0 if 0.0 <= x < width - 1 else 0.0
-        y = min(max(y, 0.0), height - 1.0)
-        x = min(max(x, 0.0), width - 1.0)
+            return Cell(False, 0, 0, zero, zero, zero, zero, zero)
+        last_y = as_real(height - 1, y)
+        last_x = as_real(width - 1, y)
+        jy = one if zero <= y < last_y else zero
+        jx = one if zero <= x < last_x else zero
+        y = min(max(y, zero), last_y)
+        x = min(max(x, zero), last_x)
     else:
-        if not (-1.0 <= y < height and -1.0 <= x < width):  # also False for NaN
-            return Cell(False, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        jy = 1.0
-        jx = 1.0
+        if not (-one <= y < as_real(height, y) and -one <= x < as_real(width, y)):  # NaN too
+            return Cell(False, 0, 0, zero, zero, zero, zero, zero)
+        jy = one
+        jx = one
     # int(): math.floor gives an int on the CPU but a float on CUDA; the range test
     # above makes the conversion safe
     y0 = int(math.floor(y))
     x0 = int(math.floor(x))
-    return Cell(True, y0, x0, y - y0, x - x0, jy, jx, 1.0)
+    return Cell(True, y0, x0, y - as_real(y0, y), x - as_real(x0, y), jy, jx, one)
 
 
 @register_jitable
@@ -226,10 +260,11 @@ def corner(t, cell):
     down = t // 2
     right = t - 2 * down
     ly, lx = cell.ly, cell.lx
-    wy = ly if down else 1.0 - ly
-    wx = lx if right else 1.0 - lx
-    sy = 1.0 if down else -1.0  # d wy / d ly
-    sx = 1.0 if right else -1.0  # d wx / d lx
+    one = as_real(1.0, ly)
+    wy = ly if down else one - ly
+    wx = lx if right else one - lx
+    sy = one if down else -one  # d wy / d ly
+    sx = one if right else -one  # d wx / d lx
     return Corner(cell.y0 + down, cell.x0 + right, wy * wx, sy * wx, wy * sx)
 
 
@@ -238,7 +273,7 @@ def bilinear_value(image, q, c, cell):
     """Interpolated value of plane ``image[q, c]`` (an array (Q, C, H, W)) in a located cell."""
     height = image.shape[2]
     width = image.shape[3]
-    v = 0.0
+    v = as_real(0.0, cell.ly)
     for t in range(4):
         r, s, w, _, _ = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:
@@ -251,9 +286,7 @@ def bilinear_value_and_grad(image, q, c, cell):
     """The value and its derivatives with respect to the fractions: (v, dv_dly, dv_dlx)."""
     height = image.shape[2]
     width = image.shape[3]
-    v = 0.0
-    dv_dly = 0.0
-    dv_dlx = 0.0
+    v = dv_dly = dv_dlx = as_real(0.0, cell.ly)
     for t in range(4):
         r, s, w, dw_dly, dw_dlx = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:
@@ -365,13 +398,14 @@ def tap_cell(points, q, k, l):
     """The ``Cell`` of tap k of output pixel l in plane q (``SamplePoints``), with the tap's
     mask value; a NaN mask value makes the tap touch no pixel."""
     grid_y, grid_x = grid_point(k, l, points.geometry)
-    offset = points.offset
-    cell = locate(grid_y + offset[q, k, 0, l], grid_x + offset[q, k, 1, l], points.height,
-                  points.width, points.mode)
-    m = points.mask[q, k, l] if points.use_mask else 1.0
+    offset, real = points.offset, points.real
+    cell = locate(as_real(grid_y, real) + as_real(offset[q, k, 0, l], real),
+                  as_real(grid_x, real) + as_real(offset[q, k, 1, l], real),
+                  points.height, points.width, points.mode)
+    m = as_real(points.mask[q, k, l], real) if points.use_mask else as_real(1.0, real)
     inside = cell.inside and m == m   # m == m: False for NaN
     if not inside:
-        m = 0.0
+        m = as_real(0.0, real)
     return Cell(inside, cell.y0, cell.x0, cell.ly, cell.lx, cell.jy, cell.jx, m)
 
 
@@ -380,7 +414,7 @@ def column_value(image, points, q, c, k, l):
     """columns[q, c, k, l]: the (masked) sample of channel c at tap k of pixel l."""
     cell = tap_cell(points, q, k, l)
     if not cell.inside:
-        return 0.0
+        return as_real(0.0, points.real)
     return cell.m * bilinear_value(image, q, c, cell)
 
 
@@ -391,7 +425,7 @@ def corner_pixel(image, q, c, cell, t):
     s = cell.x0 + t % 2
     if 0 <= r < image.shape[2] and 0 <= s < image.shape[3]:
         return image[q, c, r, s]
-    return 0.0
+    return as_real(0.0, cell.ly)
 
 
 @register_jitable
@@ -401,10 +435,7 @@ def tap_coord_grad(grad_columns, image, points, q, k, l):
     NaN mask.
     """
     cell = tap_cell(points, q, k, l)
-    d0 = 0.0
-    d1 = 0.0
-    d2 = 0.0
-    d3 = 0.0
+    d0 = d1 = d2 = d3 = as_real(0.0, points.real)
     if cell.inside:
         for c in range(image.shape[1]):
             g = grad_columns[q, c, k, l]
@@ -539,9 +570,11 @@ def point_location(dx, dy, ho, wo, i, j, geometry):
     """
     half_h = (geometry.dilation_h * (geometry.kernel_h - 1)) // 2
     half_w = (geometry.dilation_w * (geometry.kernel_w - 1)) // 2
-    scale = geometry.offset_scale
-    y = ho * geometry.stride_h - geometry.pad_h + half_h + (j * geometry.dilation_h - half_h + dy) * scale
-    x = wo * geometry.stride_w - geometry.pad_w + half_w + (i * geometry.dilation_w - half_w + dx) * scale
+    scale = as_real(geometry.offset_scale, dy)       # computed in the type of dx and dy
+    y = (as_real(ho * geometry.stride_h - geometry.pad_h + half_h, dy)
+         + (as_real(j * geometry.dilation_h - half_h, dy) + dy) * scale)
+    x = (as_real(wo * geometry.stride_w - geometry.pad_w + half_w, dy)
+         + (as_real(i * geometry.dilation_w - half_w, dy) + dx) * scale)
     return y, x
 
 
@@ -553,16 +586,16 @@ def point_cell(points, n, ho, wo, g, p, i, j):
     Its m is the point's weight, and jy = jx = offset_scale (d y / d dy). A NaN weight
     counts as outside: the point contributes 0 and gets zero gradient.
     """
-    geometry = points.geometry
+    geometry, real = points.geometry, points.real
     o, e = point_entries(g, p, geometry)
-    m = points.mask[n, ho, wo, e]
-    y, x = point_location(points.offset[n, ho, wo, o], points.offset[n, ho, wo, o + 1], ho, wo,
-                          i, j, geometry)
+    m = as_real(points.mask[n, ho, wo, e], real)
+    y, x = point_location(as_real(points.offset[n, ho, wo, o], real),
+                          as_real(points.offset[n, ho, wo, o + 1], real), ho, wo, i, j, geometry)
     cell = locate(y, x, points.height, points.width, ZEROS)
     inside = cell.inside and m == m   # m == m: False for NaN
     if not inside:
-        m = 0.0
-    scale = geometry.offset_scale
+        m = as_real(0.0, real)
+    scale = as_real(geometry.offset_scale, real)
     return Cell(inside, cell.y0, cell.x0, cell.ly, cell.lx, scale, scale, m)
 
 
@@ -607,7 +640,7 @@ def point_corner_pixel(input, n, c, cell, t):
     s = cell.x0 + t % 2
     if 0 <= r < input.shape[1] and 0 <= s < input.shape[2]:
         return input[n, r, s, c]
-    return 0.0
+    return as_real(0.0, cell.ly)
 
 
 @register_jitable
@@ -631,7 +664,7 @@ def point_value(input, n, c, cell):
     located cell (corners outside the image count as 0)."""
     height = input.shape[1]
     width = input.shape[2]
-    v = 0.0
+    v = as_real(0.0, cell.ly)
     for t in range(4):
         r, s, w, _, _ = corner(t, cell)
         if 0 <= r < height and 0 <= s < width:

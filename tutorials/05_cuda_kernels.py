@@ -271,8 +271,10 @@ save_figure(fig, "05_summation_order")
 #
 # `deterministic=True` replaces the scatter by a gather (`dcn_ref/cuda/deterministic.py`):
 #
-# 1. one thread per plane sorts the plane's samples by the cell they fall in (a stable
-#    counting sort, so samples of a cell stay in index order);
+# 1. the samples of every plane are sorted by the cell they fall in (a stable counting
+#    sort, so samples of a cell stay in index order), in parallel steps: a thread per
+#    sample counts its cell, a block per plane adds the counts up, a thread per sample
+#    takes a slot in its cell's segment and a thread per cell sorts the segment;
 # 2. one thread per *pixel* visits the four cells that have the pixel as a corner, in a
 #    fixed order, and adds their samples' contributions in sorted order.
 #

@@ -107,7 +107,7 @@ def dcnv3_grid_sample(torch, input, offset, mask, group, kernel=3, pad=1, dilati
     """DCNv3 in PyTorch ops (channels last in and out), as InternImage's CPU fallback does it:
     pad, build each point's location, normalise it for ``grid_sample(align_corners=False)``
     (pixel centres at integers), sample (N*group) planes at (H_out*W_out, P) points each,
-    weight and sum over the points."""
+    weight and sum over the points. On the device of ``input`` (CPU or CUDA)."""
     F = torch.nn.functional
     N, H, W, C = input.shape
     Cg = C // group
@@ -116,15 +116,17 @@ def dcnv3_grid_sample(torch, input, offset, mask, group, kernel=3, pad=1, dilati
     out_h = (Hp - (dilation * (kernel - 1) + 1)) // stride + 1
     out_w = (Wp - (dilation * (kernel - 1) + 1)) // stride + 1
     half = dilation * (kernel - 1) // 2
+    device = input.device
     # the regular grid around each output pixel's kernel centre, (x, y), points column-major
-    cols, rows = torch.meshgrid(torch.arange(kernel), torch.arange(kernel), indexing="ij")
+    cols, rows = torch.meshgrid(torch.arange(kernel, device=device),
+                                torch.arange(kernel, device=device), indexing="ij")
     taps = torch.stack([cols.reshape(-1), rows.reshape(-1)], -1) * dilation - half   # (P, 2)
-    ys = torch.arange(out_h) * stride + half
-    xs = torch.arange(out_w) * stride + half
+    ys = torch.arange(out_h, device=device) * stride + half
+    xs = torch.arange(out_w, device=device) * stride + half
     centre = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)                 # (H_out, W_out, 2)
     loc = (centre[:, :, None, None, :].to(input.dtype)
            + (taps.to(input.dtype) + offset.view(N, out_h, out_w, group, -1, 2)) * offset_scale)
-    size = torch.tensor([Wp, Hp], dtype=input.dtype)
+    size = torch.tensor([Wp, Hp], dtype=input.dtype, device=device)
     grid = (2 * loc + 1) / size - 1                                   # (N, H_out, W_out, G, P, 2)
     planes = x.view(N, Hp * Wp, group, Cg).permute(0, 2, 3, 1).reshape(N * group, Cg, Hp, Wp)
     grid = grid.view(N, out_h * out_w, group, -1, 2).transpose(1, 2).reshape(N * group, out_h * out_w, -1, 2)

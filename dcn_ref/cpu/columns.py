@@ -276,7 +276,7 @@ def deform_im2col(x_cl, height, width, offset, mask, use_mask, mode, geometry, c
     L = geometry.out_h * geometry.out_w
     runs = (L + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_img * runs):  # each task writes only its own rows
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         n = task // runs
         l0 = task % runs * ROWS_PER_TASK
         l1 = min(L, l0 + ROWS_PER_TASK)

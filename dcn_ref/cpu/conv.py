@@ -107,7 +107,7 @@ def forward_blocks(x_cl, height, width, offset, mask, use_mask, mode, geometry, 
     total_rows = x_cl.shape[0] * L
     B, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
     for w in prange(workers):  # worker w writes only its scratch and its blocks' output pixels
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         columns = scratch[w]
         start, stop = worker_blocks(w, blocks, workers)
         for b in range(start, stop):
@@ -139,7 +139,7 @@ def backward_blocks(x_cl, height, width, offset, mask, use_mask, mode, geometry,
     B, row_length = scratch.shape[2], scratch.shape[3] * scratch.shape[4]
     for w in prange(workers):  # worker w writes only its own scratch, partial sums and spill,
         # the image gradient of the images whose first pixel it holds, and its pixels' offsets
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, height, width, 0.0)
         columns = scratch[w]
         grad_w_parts[w][:] = 0.0
         spill[w][:] = 0.0

@@ -39,7 +39,7 @@ def dcnv3_forward(input, offset, mask, geometry, out):
     cast = input.dtype.type                  # weights in the data's dtype: float32 stays SIMD-wide
     x, y = input.reshape(input.size), out.reshape(out.size)    # flat views, offsets below
     for task in prange(N * out_h * out_w):   # each iteration writes only out[n, ho, wo]
-        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
+        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
         n = task // (out_h * out_w)
         ho = (task // out_w) % out_h
         wo = task % out_w
@@ -104,7 +104,7 @@ def dcnv3_backward(grad_out, input, offset, mask, geometry, grad_input, grad_off
     gy = grad_out.reshape(grad_out.size)
     for task in prange(N * G):   # task (n, g) writes only image n's channels of group g and
         n = task // G            # the offset and weight entries of group g's points: no overlap
-        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
+        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
         g = task % G
         c0 = g * Cg
         for ho in range(out_h):

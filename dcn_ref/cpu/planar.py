@@ -19,7 +19,7 @@ def deform_im2col(image, offset, mask, use_mask, mode, geometry, columns):
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for qk in prange(Q * K):  # each iteration writes only columns[q, :, k, :]
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
         q = qk // K
         k = qk % K
         for l in range(L):
@@ -39,7 +39,7 @@ def deform_backward(grad_columns, image, offset, mask, use_mask, mode, geometry,
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for q in prange(Q):  # each iteration writes only grad_image[q], grad_offset[q], grad_mask[q]
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
         for k in range(K):
             for l in range(L):
                 cell = tap_cell(points, q, k, l)

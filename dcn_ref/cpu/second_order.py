@@ -106,8 +106,8 @@ def tangent_im2col(image, image_dot, use_image_dot, offset, mask, use_mask, offs
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for qk in prange(Q * K):  # each iteration writes only columns_dot[q, :, k, :]
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
-        tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0)
         q = qk // K
         k = qk % K
         for l in range(L):
@@ -124,8 +124,8 @@ def second_backward(grad_columns, image, image_dot, use_image_dot, offset, mask,
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
     for q in prange(Q):  # each iteration writes only plane q of every output
-        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
-        tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W)
+        points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0)
         for k in range(K):
             for l in range(L):
                 cell = tap_cell(points, q, k, l)
@@ -156,8 +156,8 @@ def deform_tangent_im2col(x_cl, xdot_cl, use_image_dot, height, width, offset, m
     for nl in prange(n_img * L):  # each iteration writes only the rows columns[:, n, l]
         n = nl // L
         l = nl % L
-        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width)
-        tangents = SamplePoints(offset_dot, mask_dot, use_mask, ZEROS, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, use_mask, ZEROS, geometry, height, width, 0.0)
         for g in range(G):
             q = n * G + g
             for k in range(K):
@@ -196,8 +196,8 @@ def deform_second_backward(grad_columns, x_cl, xdot_cl, use_image_dot, height, w
     cast = x_cl.dtype.type
     zero = cast(0.0)
     for q in prange(n_img * G):  # task (n, g) writes only image n's rows in group g's channels
-        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width)
-        tangents = SamplePoints(offset_dot, mask_dot, use_mask, ZEROS, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, use_mask, ZEROS, geometry, height, width, 0.0)
         n = q // G
         g = q % G
         c0, c1 = g * Cq, (g + 1) * Cq            # ... and the offsets and masks of its taps
@@ -231,8 +231,8 @@ def dcnv3_tangent(input, input_dot, use_input_dot, offset, mask, offset_dot, mas
     out_h, out_w = geometry.out_h, geometry.out_w
     Cg = geometry.group_channels
     for task in prange(N * out_h * out_w):   # each iteration writes only out_dot[n, ho, wo]
-        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
-        tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W)
+        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0)
         n = task // (out_h * out_w)
         ho = (task // out_w) % out_h
         wo = task % out_w
@@ -273,8 +273,8 @@ def dcnv3_second_backward(grad_out, input, input_dot, use_input_dot, offset, mas
         n = task // G            # the offset and weight entries of group g's points
         g = task % G
         c0, c1 = g * Cg, (g + 1) * Cg
-        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
-        tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W)
+        points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
+        tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0)
         for ho in range(out_h):
             for wo in range(out_w):
                 p = 0

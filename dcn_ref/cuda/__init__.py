@@ -3,10 +3,11 @@
 
     memory          to_target, to_host, empty, zeros, check_available (memory.py)
     sampling engine deform_im2col, sample_backward (= deform_col2im + deform_coord_grad)
-                    (engine.py; kernels
-                    in deform.py and, for the deterministic gather, deterministic.py)
+                    (engine.py; kernels in deform.py and, for the deterministic gather
+                    and its parallel sort, deterministic.py); arithmetic in the data's dtype
     convolutions    conv2d, conv2d_backward, deform_conv2d, deform_conv2d_backward
-                    (conv.py: planar columns, im2col.py, and the tiled GEMM of gemm.py)
+                    (conv.py: planar columns, im2col.py, and the GEMMs of gemm.py: cuBLAS
+                    through nvmath-python (blas.py) where installed, else a tiled kernel)
     RoI pooling     deform_roi_pool, deform_roi_pool_backward, deform_psroi_pool,
                     deform_psroi_pool_backward (roi.py)
     DCNv3/DCNv4     dcnv3, dcnv3_backward (dcnv3_kernels.py: channels last, PointGeometry)

@@ -1,14 +1,17 @@
-"""conv2d and deform_conv2d on the GPU: planar columns and the tiled GEMM.
+"""conv2d and deform_conv2d on the GPU: planar columns and the GEMMs of gemm.py.
 
 With columns (n, C_in, K, L) from im2col (plain, or the deformable engine) and the weight
 viewed as (groups, M, Kd), M = C_out/groups, Kd = C_in/groups*K:
 
-    out[n, g]          = weight[g] @ columns[n, g]                 (+ bias)
-    grad_columns[n, g] = weight[g].T @ grad_out[n, g]
-    grad_weight[g]     = sum_n grad_out[n, g] @ columns[n, g].T
-    grad_bias          = grad_out summed over images and pixels
+    out[n, g]          = weight[g] @ columns[n, g] + bias[g]       (one batched GEMM)
+    grad_columns[n, g] = weight[g].T @ grad_out[n, g]              (one batched GEMM)
+    grad_weight[g]     = sum_n grad_out[n, g] @ columns[n, g].T    (one batched GEMM for the
+                                                                    terms, one reduction)
+    grad_bias          = grad_out summed over images and pixels    (the same reduction)
 
-The batch is processed in chunks so that the columns stay within COLUMN_BUDGET_BYTES.
+The batch is processed in chunks so that the scratch arrays (columns, and in the backward
+grad_columns and the weight gradient's per-image terms) stay within COLUMN_BUDGET_BYTES;
+the launches of an op do not grow with the number of images in a chunk.
 """
 from ..kernel_args import EngineViews, chunks
 from ..sampling import ZEROS
@@ -19,7 +22,7 @@ from . import second_order
 from .launch import launch
 from .memory import empty, zeros
 
-COLUMN_BUDGET_BYTES = 256 * 2**20
+COLUMN_BUDGET_BYTES = 512 * 2**20
 
 
 def _forward(make_columns, weight, bias, n_images, c_in, geometry, add_to=None):
@@ -37,10 +40,9 @@ def _forward(make_columns, weight, bias, n_images, c_in, geometry, add_to=None):
         n = n1 - n0
         columns = empty((n, c_in, K, L), weight.dtype)
         make_columns(n0, n1, columns)
-        _gemm.gemm(weight_g, columns.reshape(n * groups, kd, L), out[n0:n1].reshape(n * groups, m, L),
-                   accumulate=add_to is not None)
-    if bias is not None:
-        launch(_gemm.add_bias, out.size, out, bias)
+        _gemm.gemm(weight_g, columns.reshape(n * groups, kd, L),
+                   out[n0:n1].reshape(n * groups, m, L), accumulate=add_to is not None,
+                   bias=bias)
     return out.reshape(n_images, c_out, geometry.out_h, geometry.out_w)
 
 
@@ -50,23 +52,23 @@ def _backward(make_columns, scatter_columns, grad_out, weight, has_bias, c_in, g
     grad_out = grad_out.reshape(n_images, c_out, L)
     m, kd = c_out // groups, c_in // groups * K
     weight_g = weight.reshape(groups, m, kd)
-    grad_weight = zeros((groups, m, kd), weight.dtype)
-    for n0, n1 in chunks(n_images, 2 * c_in * K * L * weight.dtype.itemsize, COLUMN_BUDGET_BYTES):
+    # written by the first chunk's reduction, added to by the others; zeros for no image
+    make = zeros if n_images == 0 else empty
+    grad_weight = make((groups, m, kd), weight.dtype)
+    grad_bias = make((c_out,), weight.dtype) if has_bias else None
+    image_bytes = (2 * c_in * K * L + c_out * kd) * weight.dtype.itemsize
+    for n0, n1 in chunks(n_images, image_bytes, COLUMN_BUDGET_BYTES):
         n = n1 - n0
         columns = empty((n, c_in, K, L), weight.dtype)
         make_columns(n0, n1, columns)
-        grad_out_g = grad_out[n0:n1].reshape(n, groups, m, L)
-        cols_g = columns.reshape(n, groups, kd, L)
-        for i in range(n):   # image by image, accumulating in a fixed order
-            _gemm.gemm(grad_out_g[i], cols_g[i], grad_weight, trans_b=True, accumulate=True)
+        grad_out_g = grad_out[n0:n1].reshape(n * groups, m, L)
+        terms = empty((n * groups, m, kd), weight.dtype)     # grad_out[i, g] @ columns[i, g].T
+        _gemm.gemm(grad_out_g, columns.reshape(n * groups, kd, L), terms, trans_b=True)
+        _gemm.reduce_grads(terms.reshape(n, groups * m * kd), grad_out[n0:n1], grad_weight,
+                           grad_bias, accumulate=n0 > 0)
         grad_columns = empty((n, groups, kd, L), weight.dtype)
-        _gemm.gemm(weight_g, grad_out_g.reshape(n * groups, m, L),
-                   grad_columns.reshape(n * groups, kd, L), trans_a=True)
+        _gemm.gemm(weight_g, grad_out_g, grad_columns.reshape(n * groups, kd, L), trans_a=True)
         scatter_columns(n0, n1, grad_columns.reshape(n, c_in, K, L))
-    grad_bias = None
-    if has_bias:
-        grad_bias = empty((c_out,), weight.dtype)
-        launch(_gemm.bias_grad, c_out, grad_out, grad_bias)
     return grad_weight.reshape(weight.shape), grad_bias
 
 

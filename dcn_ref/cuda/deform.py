@@ -2,7 +2,8 @@
 
 The engine, its layouts and the per-element maths are in ``dcn_ref/sampling.py``, the
 same functions the CPU kernels call. Threads are numbered in the order of the output's
-memory (l fastest), so neighbouring threads write neighbouring addresses.
+memory (l fastest), so neighbouring threads write neighbouring addresses. Every kernel
+takes ``real``, a zero of the data's dtype: the arithmetic runs in that dtype.
 """
 from numba import cuda
 
@@ -11,7 +12,7 @@ from .launch import unravel
 
 
 @cuda.jit
-def deform_im2col(image, offset, mask, use_mask, mode, geometry, columns):
+def deform_im2col(image, offset, mask, use_mask, mode, geometry, real, columns):
     """Thread (q, c, k, l) writes columns[q, c, k, l]."""
     Q, Cq, H, W = image.shape
     K, L = offset.shape[1], offset.shape[3]
@@ -19,12 +20,12 @@ def deform_im2col(image, offset, mask, use_mask, mode, geometry, columns):
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, real)
     columns[q, c, k, l] = column_value(image, points, q, c, k, l)
 
 
 @cuda.jit
-def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, grad_image):
+def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, real, grad_image):
     """Thread (q, c, k, l) adds its share to the four pixels it read, with atomics.
 
     Many threads hit the same pixel. atomicAdd makes each addition safe but leaves their
@@ -37,7 +38,7 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, g
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    cell = tap_cell(SamplePoints(offset, mask, use_mask, mode, geometry, H, W), q, k, l)
+    cell = tap_cell(SamplePoints(offset, mask, use_mask, mode, geometry, H, W, real), q, k, l)
     if not cell.inside:
         return
     g = grad_columns[q, c, k, l] * cell.m
@@ -48,7 +49,7 @@ def deform_col2im_atomic(grad_columns, offset, mask, use_mask, mode, geometry, g
 
 
 @cuda.jit
-def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry,
+def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometry, real,
                       grad_offset, grad_mask):
     """Thread (q, k, l) sums over the Cq channels of its sample point. No two threads
     write the same element, so there are no atomics and no ordering question."""
@@ -58,6 +59,6 @@ def deform_coord_grad(grad_columns, image, offset, mask, use_mask, mode, geometr
     if idx >= Q * K * L:
         return
     _, q, k, l = unravel(idx, Q, K, L)
-    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, real)
     write_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
                     tap_coord_grad(grad_columns, image, points, q, k, l))

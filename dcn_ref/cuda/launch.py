@@ -1,7 +1,11 @@
-"""How kernels are launched: one thread per element of a flat index space.
+"""How kernels are launched: one thread per element of a flat index space (``launch``), or
+an explicit grid of blocks (``launch_blocks``: the GEMM's tiles, the block reductions).
 
 Numba's simulator (NUMBA_ENABLE_CUDASIM=1) runs every thread of a block as a Python
 thread, so it gets small blocks; real GPUs get 256 threads a block.
+
+Every kernel of the target starts in ``start``, the one place to count launches (each
+costs Numba some microseconds on the host: checking and packing its arguments).
 
 Kernels go to the stream set by ``on_stream`` (the default stream otherwise), so that a
 caller with its own stream (PyTorch's current stream, say) keeps its ordering.
@@ -34,12 +38,22 @@ def current_stream():
     return _STREAM.get()
 
 
+def start(kernel, blocks, threads, args):
+    """Queue ``kernel`` on the current stream: the one launch point of the target."""
+    kernel[blocks, threads, current_stream()](*args)
+
+
 def launch(kernel, n_threads, *args):
     """Run ``kernel`` on at least ``n_threads`` threads (each returns early past the end)."""
     if n_threads <= 0:
         return
-    blocks = (n_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    kernel[blocks, THREADS_PER_BLOCK, current_stream()](*args)
+    start(kernel, (n_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK,
+          args)
+
+
+def launch_blocks(kernel, blocks, threads, *args):
+    """Run ``kernel`` on a grid of ``blocks`` (an int or a tuple) of ``threads`` each."""
+    start(kernel, blocks, threads, args)
 
 
 @register_jitable

@@ -12,7 +12,9 @@ element, as in deform.py and dcnv3_kernels.py:
                          ``deterministic``, gathered in a fixed order from the samples
                          bucketed by cell (engine.buckets, dcnv3_kernels.point_buckets)
 
-Tangents of the offsets (and masks) are arrays; the image's may be a stand-in that the
+These kernels compute in float64 whatever the data (their ``SamplePoints`` carry ``real``
+0.0, and so do the buckets they gather from); the first-order kernels use the data's
+dtype. Tangents of the offsets (and masks) are arrays; the image's may be a stand-in that the
 kernels do not read (``use_image_dot`` False). Gradients are added into.
 """
 from numba import cuda
@@ -40,8 +42,8 @@ def tangent_im2col_kernel(image, image_dot, use_image_dot, offset, mask, use_mas
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0)
     columns_dot[q, c, k, l] = column_tangent(image, image_dot, use_image_dot, points, tangents,
                                              q, c, k, l)
 
@@ -57,8 +59,8 @@ def second_image_grad_atomic(grad_columns, offset, mask, use_mask, offset_dot, m
     if idx >= Q * Cq * K * L:
         return
     q, c, k, l = unravel(idx, Cq, K, L)
-    cell = tap_cell(SamplePoints(offset, mask, use_mask, mode, geometry, H, W), q, k, l)
-    tangent = tap_tangent(SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W),
+    cell = tap_cell(SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0), q, k, l)
+    tangent = tap_tangent(SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0),
                           cell, q, k, l)
     if not (cell.inside and moves(tangent)):
         return
@@ -81,8 +83,8 @@ def second_image_grad_gather(grad_columns, offset, mask, use_mask, offset_dot, m
     if idx >= Q * Cq * H * W:
         return
     q, c, r, s = unravel(idx, Cq, H, W)
-    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0)
     total = 0.0
     for t in range(4):
         cell_y = r - t // 2              # the cell whose corner t is (r, s)
@@ -112,8 +114,8 @@ def second_coord_grad(grad_columns, image, image_dot, use_image_dot, offset, mas
     if idx >= Q * K * L:
         return
     _, q, k, l = unravel(idx, Q, K, L)
-    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W)
+    points = SamplePoints(offset, mask, use_mask, mode, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, use_mask, mode, geometry, H, W, 0.0)
     add_tap_grads(grad_offset, grad_mask, use_mask, q, k, l,
                   tap_second_coord_grad(grad_columns, image, image_dot, use_image_dot, points,
                                         tangents, q, k, l))
@@ -140,7 +142,7 @@ def sample_backward_backward(grad_columns, image, offset, mask, mode, geometry, 
     image_dot, use_image_dot = or_stand_in(image_dot, (1, 1, 1, 1), image, empty)
     if deterministic:
         H, W = image.shape[2], image.shape[3]
-        cell_start, cell_count, order = buckets(offset, mask, use_mask, mode, geometry, H, W)
+        cell_start, cell_count, order = buckets(offset, mask, use_mask, mode, geometry, H, W, 0.0)
         launch(second_image_grad_gather, grad_image.size, grad_columns, offset, mask, use_mask,
                offset_dot, mask_dot, mode, geometry, cell_start, cell_count, order, grad_image)
     else:
@@ -163,8 +165,8 @@ def dcnv3_tangent_forward(input, input_dot, use_input_dot, offset, mask, offset_
         return
     n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
     g = c // geometry.group_channels
-    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W)
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0)
     total = 0.0
     for p in range(geometry.points):
         i, j = point_position(p, geometry)
@@ -195,9 +197,9 @@ def dcnv3_second_point_grads(grad_out, input, input_dot, use_input_dot, offset, 
     g = gp // P
     p = gp - g * P
     i, j = point_position(p, geometry)
-    cell = point_cell(SamplePoints(offset, mask, True, ZEROS, geometry, H, W), n, ho, wo, g, p,
+    cell = point_cell(SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0), n, ho, wo, g, p,
                       i, j)
-    tangent = point_tangent(SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W), cell,
+    tangent = point_tangent(SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0), cell,
                             n, ho, wo, g, p)
     sums = tangent_sums = (0.0, 0.0, 0.0, 0.0)
     if cell.inside and moves(tangent):
@@ -221,8 +223,8 @@ def dcnv3_second_input_grad_atomic(grad_out, offset, mask, offset_dot, mask_dot,
     n, ho, wo, c = unravel(idx, geometry.out_h, geometry.out_w, C)
     g = c // geometry.group_channels
     go = grad_out[n, ho, wo, c]
-    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W)
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0)
     for p in range(geometry.points):
         i, j = point_position(p, geometry)
         cell = point_cell(points, n, ho, wo, g, p, i, j)
@@ -249,8 +251,8 @@ def dcnv3_second_input_grad_gather(grad_out, offset, mask, offset_dot, mask_dot,
     n, r, s, c = unravel(idx, H, W, C)
     g = c // geometry.group_channels
     q = n * G + g
-    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W)
-    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W)
+    points = SamplePoints(offset, mask, True, ZEROS, geometry, H, W, 0.0)
+    tangents = SamplePoints(offset_dot, mask_dot, True, ZEROS, geometry, H, W, 0.0)
     total = 0.0
     for t in range(4):
         cell_y = r - t // 2              # the cell whose corner t is (r, s)
@@ -293,6 +295,6 @@ def dcnv3_backward_backward(grad_out, input, offset, mask, geometry, input_dot, 
         launch(dcnv3_second_input_grad_atomic, grad_out.size, grad_out, offset, mask, offset_dot,
                mask_dot, geometry, grad_input)
         return
-    cell_start, cell_count, order = point_buckets(offset, mask, geometry, N, H, W)
+    cell_start, cell_count, order = point_buckets(offset, mask, geometry, N, H, W, 0.0)
     launch(dcnv3_second_input_grad_gather, grad_input.size, grad_out, offset, mask, offset_dot,
            mask_dot, geometry, cell_start, cell_count, order, grad_input)

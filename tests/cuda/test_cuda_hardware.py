@@ -5,8 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from numba import cuda
 
 from dcn_ref import ops
+from dcn_ref.cuda import blas, gemm
 from dcn_ref.gradcheck_cases import standard_cases
 
 from helpers import assert_close, deform_case
@@ -49,3 +51,25 @@ def test_gradcheck_cli_on_cuda():
     assert passed and passed.group(1) == passed.group(2), result.stdout
     for name, *_ in standard_cases():               # every op of the catalogue has its rows
         assert re.search(rf"^{re.escape(name)}\s", result.stdout, re.M), name
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_cublas_gemm_equals_the_tiled_gemm(dtype, tol):
+    # the cuda extra installs nvmath-python and cuBLAS: the fast path must be the one running
+    assert blas.library() is not None, blas.why_not()
+    assert gemm.backend() == "cublas"
+    rng = np.random.default_rng(2)
+    Z, M, P, N = 6, 37, 70, 45
+    for trans_a, trans_b, A in [(False, False, 1), (True, False, 3), (False, True, 6),
+                                (False, False, 3)]:
+        a = rng.standard_normal((A, P, M) if trans_a else (A, M, P)).astype(dtype)
+        b = rng.standard_normal((Z, N, P) if trans_b else (Z, P, N)).astype(dtype)
+        bias = cuda.to_device(rng.standard_normal(A * M).astype(dtype))
+        c0 = rng.standard_normal((Z, M, N)).astype(dtype)
+        for accumulate in (False, True):
+            results = []
+            for run in (gemm.vendor_gemm, gemm.tiled_gemm):
+                c = cuda.to_device(c0)
+                run(cuda.to_device(a), cuda.to_device(b), c, trans_a, trans_b, accumulate, bias)
+                results.append(c.copy_to_host())
+            assert_close(results[0], results[1], tol, f"{trans_a} {trans_b} {A} {accumulate}")
