@@ -120,6 +120,9 @@ def move_offsets_off_kinks(layer, rng):
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("offset_groups,stride", [(1, 1), (2, 2)])
 def test_deform_conv_2d(modulated, offset_groups, stride):
+    # every entry of the simplest case; 48 random entries of each array of the others (their
+    # offset weights alone have 1,296 entries, and every entry costs two forward passes)
+    entries = None if offset_groups == 1 and not modulated else 48
     rng = np.random.default_rng(7)
     layer = DeformConv2D(4, 3, 3, stride=stride, padding=1, offset_groups=offset_groups,
                          modulated=modulated, rng=rng, dtype=np.float64)
@@ -130,7 +133,7 @@ def test_deform_conv_2d(modulated, offset_groups, stride):
     assert distance_to_kinks(offset) > MARGIN
     names = ["input", "weight", "bias", "offset_weight", "offset_bias"]
     names += ["mask_weight", "mask_bias"] if modulated else []
-    assert_all_pass(check_layer_gradients(layer, x, tol=TOL), names)
+    assert_all_pass(check_layer_gradients(layer, x, entries=entries, tol=TOL), names)
 
 
 # -- whole models, end to end through the loss -----------------------------------------

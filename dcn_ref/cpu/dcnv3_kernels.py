@@ -21,8 +21,8 @@ sums through ``sampling.tap_grads``, as every other op's.
 """
 from numba import prange
 
-from ..sampling import (ZEROS, SamplePoints, corner, is_removed, point_cell, tap_grads,
-                        write_point_grads)
+from ..point_sampling import is_removed, point_cell, write_point_grads
+from ..sampling import ZEROS, SamplePoints, corner, tap_grads
 from .compile import kernel
 from .lanes import LANES, lanes_axpy, lanes_bilinear, lanes_cell_backward, lanes_dot
 

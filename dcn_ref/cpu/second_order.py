@@ -25,8 +25,9 @@ same element; the sums run in a fixed order, so the results are deterministic.
 from numba import prange
 from numba.extending import register_jitable
 
-from ..sampling import (ZEROS, SamplePoints, add_point_grads, add_tap_grads, column_tangent, corner,
-                        is_removed, moves, point_cell, point_corner_sums, point_tangent, tap_cell,
+from ..point_sampling import (add_point_grads, is_removed, point_cell, point_corner_sums,
+                              point_tangent)
+from ..sampling import (ZEROS, SamplePoints, add_tap_grads, column_tangent, corner, moves, tap_cell,
                         tap_second_coord_grad, tap_second_grads, tap_tangent, tangent_factors)
 from .columns import channel_segment, masked_factors, tap_corner_rows
 from .compile import kernel

@@ -11,8 +11,9 @@ Every kernel takes ``real``, a zero of the data's dtype: the arithmetic runs in 
 from numba import cuda
 
 from ..kernel_args import real_of
-from ..sampling import (ZEROS, SamplePoints, as_real, corner, point_cell, point_corner_pixel,
-                        point_position, point_value, tap_grads, write_point_grads)
+from ..point_sampling import (point_cell, point_corner_pixel, point_position, point_value,
+                              write_point_grads)
+from ..sampling import ZEROS, SamplePoints, as_real, corner, tap_grads
 from .deterministic import index_dtype, sort_by_cell
 from .launch import launch, unravel
 from .memory import empty, zeros

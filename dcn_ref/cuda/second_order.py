@@ -20,10 +20,10 @@ kernels do not read (``use_image_dot`` False). Gradients are added into.
 from numba import cuda
 
 from ..kernel_args import or_stand_in
-from ..sampling import (ZEROS, SamplePoints, add_point_grads, add_tap_grads, column_tangent,
-                        corner, moves, point_cell, point_corner_sums, point_position,
-                        point_tangent, tap_cell, tap_second_coord_grad, tap_second_grads,
-                        tap_tangent, tangent_factors)
+from ..point_sampling import (add_point_grads, point_cell, point_corner_sums, point_position,
+                              point_tangent)
+from ..sampling import (ZEROS, SamplePoints, add_tap_grads, column_tangent, corner, moves, tap_cell,
+                        tap_second_coord_grad, tap_second_grads, tap_tangent, tangent_factors)
 from .dcnv3_kernels import point_buckets
 from .engine import buckets
 from .launch import launch, unravel
