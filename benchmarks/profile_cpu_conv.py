@@ -51,7 +51,7 @@ def fill_pass(x_cl, height, width, offset, mask, use_mask, geometry, deformable,
     workers = scratch.shape[0]
     total_rows = x_cl.shape[0] * geometry.out_h * geometry.out_w
     for w in prange(workers):
-        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width, 0.0)
         start, stop = worker_blocks(w, blocks, workers)
         for b in range(start, stop):
             r0, r1 = block_rows(b, blocks, total_rows)
@@ -81,7 +81,7 @@ def scatter_pass(x_cl, height, width, offset, mask, use_mask, geometry, deformab
     workers = scratch.shape[0]
     L = geometry.out_h * geometry.out_w
     for w in prange(workers):
-        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width)
+        points = SamplePoints(offset, mask, use_mask, ZEROS, geometry, height, width, 0.0)
         start, stop = worker_blocks(w, blocks, workers)
         for b in range(start, stop):
             r0, r1 = block_rows(b, blocks, x_cl.shape[0] * L)
