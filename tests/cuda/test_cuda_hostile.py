@@ -6,7 +6,7 @@ import pytest
 
 from dcn_ref import ops
 
-from helpers import assert_close, assert_cuda_equals_cpu, deform_case
+from helpers import assert_close, assert_cuda_equals_cpu, compare, deform_case
 
 
 def test_a_nan_mask_leaves_its_tap_out_on_the_gpu():
@@ -15,12 +15,16 @@ def test_a_nan_mask_leaves_its_tap_out_on_the_gpu():
     nan = rng.random(inputs["mask"].shape) < 0.3
     nan.flat[0] = True
     inputs["mask"][nan] = np.nan
-    assert_cuda_equals_cpu(ops.deform_conv2d, ops.deform_conv2d_backward, rng, **inputs, **params)
+    # each result once, compared with the CPU's and checked finite (the simulator is slow)
     out = ops.deform_conv2d(**inputs, **params, target="cuda")
     assert np.isfinite(out).all()
+    assert_close(out, ops.deform_conv2d(**inputs, **params), 1e-10, "forward")
+    g = rng.standard_normal(out.shape)
+    cpu = ops.deform_conv2d_backward(g, **inputs, **params)
     for deterministic in (False, True):
-        grads = ops.deform_conv2d_backward(np.ones_like(out), **inputs, **params, target="cuda",
+        grads = ops.deform_conv2d_backward(g, **inputs, **params, target="cuda",
                                            deterministic=deterministic)
+        compare(grads, cpu, 1e-10, f"deterministic={deterministic}")
         assert not grads.mask[nan].any() and np.isfinite(grads.input).all()
 
 
