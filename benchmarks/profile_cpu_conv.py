@@ -71,8 +71,10 @@ def gemm_pass(weight_g, blocks, total_rows, scratch, product, gout, parts, backw
                 if backward:
                     gemm(False, False, 1.0, gout[w][:, : r1 - r0], cols_g, 1.0, parts[w, g])
                     gemm(True, False, 1.0, gout[w][:, : r1 - r0], weight_g[g], 0.0, cols_g)
-                else:
-                    gemm(False, True, 1.0, weight_g[g], cols_g, 0.0, product[w][:, : r1 - r0])
+                else:                                  # the op's (rows, C_out_g) product
+                    m = weight_g.shape[1]
+                    gemm(False, True, 1.0, cols_g, weight_g[g], 0.0,
+                         product[w][: (r1 - r0) * m].reshape(r1 - r0, m))
 
 
 @numba.njit(parallel=True)

@@ -268,6 +268,33 @@ def corner(t, cell):
     return Corner(cell.y0 + down, cell.x0 + right, wy * wx, sy * wx, wy * sx)
 
 
+@register_jitable(inline="always")
+def zeros_corner_rows(y, x, m, height, width):
+    """The four corners of the point (y, x), masked by m, in the ZEROS mode, for images
+    stored a pixel a row (row r*width + s, plus a zero row height*width): ``(rows,
+    factors)``, tuples of four, factors[t] = m * w_t. A point that touches no pixel (or m
+    NaN) gives the zero row and factor 0 at every corner; a corner outside the image, the
+    zero row with its factor. The numbers of ``locate`` and ``corner``, written without a
+    branch so that a loop over points vectorises; y, x and m in the arithmetic's type."""
+    zero, one = as_real(0.0, y), as_real(1.0, y)
+    inside = (y >= -one) & (y < as_real(height, y)) & (x >= -one) & (x < as_real(width, y)) & (m == m)
+    y = y if inside else -one                # any point inside: its cell is never read
+    x = x if inside else -one
+    m = m if inside else zero
+    fy, fx = math.floor(y), math.floor(x)
+    ly, lx = y - fy, x - fx
+    y0, x0 = int(fy), int(fx)
+    top, bottom = inside & (y0 >= 0), inside & (y0 + 1 < height)
+    left, right = x0 >= 0, x0 + 1 < width
+    base, nothing = y0 * width + x0, height * width
+    rows = (base if top & left else nothing, base + 1 if top & right else nothing,
+            base + width if bottom & left else nothing,
+            base + width + 1 if bottom & right else nothing)
+    factors = (m * ((one - ly) * (one - lx)), m * ((one - ly) * lx), m * (ly * (one - lx)),
+               m * (ly * lx))
+    return rows, factors
+
+
 @register_jitable
 def bilinear_value(image, q, c, cell):
     """Interpolated value of plane ``image[q, c]`` (an array (Q, C, H, W)) in a located cell."""
